@@ -1,0 +1,6 @@
+"""ideal-nerf avatar stage: data preparation, the IDEAL-NeRF model, training and evaluation.
+
+Lower stages never import higher ones: nothing here imports `export`, `streamer` or `server`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from ideal.cli import main
+
+sys.exit(main())
