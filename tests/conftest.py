@@ -1,0 +1,32 @@
+"""Shared test set-up. Fixtures are grouped by the stage that owns them, one module each, so that the real
+(slow) work -- preparing a short clip, training a tiny avatar -- happens once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("IDEAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+from fixtures_data import *  # noqa: E402,F401,F403  (datasets: owned by avatar.prepare)
+from fixtures_avatar import *  # noqa: E402,F401,F403  (avatars: owned by the model)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real clips and speech (../shared/data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set IDEAL_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def require_binary(name: str) -> str:
+    """Path of a system binary, or skip the test saying what to install."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (the README's test command installs it when run as root)")
+    return path

@@ -1,0 +1,1 @@
+"""Session-scoped trained avatars for the tests (owned by the model stage)."""

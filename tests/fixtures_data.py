@@ -1,0 +1,1 @@
+"""Session-scoped real datasets for the tests (owned by the prepare stage)."""
