@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run the whole suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "cpu,test"
+bash scripts/system_deps.sh
+PY=${PYTHON:-python3}
+exec "$PY" -m pytest -q "$@"
