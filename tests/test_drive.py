@@ -1,0 +1,136 @@
+"""Expression/pose drivers: idle motion statistics, silence gate, clip looping, slice routing (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, GateConfig, NeutralExpression,
+                          gated_mouth_track)
+from avatar.expression import EXPRESSION_DIM, SLICES
+from avatar.idle import IdleMotion, blink_closure, blink_depth_from_expressions, pingpong_index
+
+FPS = 25.0
+
+
+def _pose_track(n: int = 40) -> np.ndarray:
+    """A head turning smoothly by a few degrees: (n, 3, 4)."""
+    out = np.zeros((n, 3, 4), np.float32)
+    for i in range(n):
+        a = np.radians(4 * np.sin(i / 7))
+        out[i, :, :3] = 180 * np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        out[i, :, 3] = (256 + 3 * np.sin(i / 5), 240, 0)
+    return out
+
+
+def test_blinks_at_human_rate_with_fast_close_slow_open():
+    idle = IdleMotion(_pose_track(), FPS, seed=3)
+    closure = np.array([idle.blink(i) for i in range(int(FPS * 300))])  # five minutes
+    onsets = np.flatnonzero((closure[1:] >= 0.5) & (closure[:-1] < 0.5))
+    per_min = len(onsets) / 5
+    assert 10 <= per_min <= 26, per_min
+    gaps = np.diff(onsets) / FPS
+    assert gaps.min() >= 0.25  # double blinks are close, but never the same blink twice
+    assert closure.max() == pytest.approx(1.0, abs=0.05)
+    t = np.linspace(0, 0.4, 401)
+    c = blink_closure(t)
+    peak = t[np.argmax(c)]
+    assert peak < 0.1  # closes within ~90 ms
+    assert (t[c > 0.05].max() - peak) > 2 * peak  # re-opening is slower than closing
+    assert idle.expression(int(onsets[0]) + 2)[SLICES["eyes"].indices].min() < -1.0
+
+
+def test_idle_is_seeded_and_random_access():
+    a, b = IdleMotion(_pose_track(), FPS, seed=7), IdleMotion(_pose_track(), FPS, seed=7)
+    late_first = a.expression(900)  # ask for a late frame before early ones: same answer as in order
+    seq = [b.expression(i) for i in range(901)]
+    assert np.allclose(late_first, seq[900])
+    c = IdleMotion(_pose_track(), FPS, seed=8)
+    assert not np.allclose(np.stack([c.expression(i) for i in range(500)]),
+                           np.stack([a.expression(i) for i in range(500)]))
+
+
+def test_gaze_saccades_are_small_and_pose_never_jumps():
+    track = _pose_track(40)
+    idle = IdleMotion(track, FPS, seed=1)
+    gaze = np.stack([idle.gaze(i) for i in range(int(FPS * 60))])
+    assert np.abs(gaze).max() <= 0.8 + 1e-6
+    moves = np.flatnonzero(np.abs(np.diff(gaze, axis=0)).max(axis=1) > 1e-6)
+    assert len(moves) > 10  # it does look around
+    poses = np.stack([idle.pose(i) for i in range(300)])  # several ping-pong turns of a 40-frame track
+    step = np.abs(np.diff(poses[:, :, 3], axis=0)).max()
+    track_step = np.abs(np.diff(track[:, :, 3], axis=0)).max()
+    assert step <= track_step * 1.05  # the turn-around points are no bigger than the track's own motion
+    assert list(pingpong_index(np.arange(8), 4)) == [0, 1, 2, 3, 2, 1, 0, 1]
+
+
+def test_blink_depth_comes_from_the_avatars_data():
+    rng = np.random.default_rng(0)
+    e = np.zeros((500, EXPRESSION_DIM), np.float32)
+    e[:, SLICES["eyes"].indices] = rng.normal(0, 0.1, (500, 2))
+    e[::50, SLICES["eyes"].indices] = -2.8  # ten blinks seen in training
+    assert blink_depth_from_expressions(e) == pytest.approx(-2.8, abs=0.2)
+    assert blink_depth_from_expressions(e[1:50]) == pytest.approx(-2.2)  # no closure seen: generic depth
+
+
+def _speech_like(seconds: float, noise_db: float = -60.0, seed: int = 0) -> np.ndarray:
+    """Bursts of a 150 Hz buzz (speech-level) separated by silence with background noise."""
+    rng = np.random.default_rng(seed)
+    n = int(16000 * seconds)
+    t = np.arange(n) / 16000
+    noise = rng.standard_normal(n) * 10 ** (noise_db / 20)
+    on = ((t % 1.0) < 0.5) & (t > 0.5)
+    return (noise + on * 0.2 * np.sign(np.sin(2 * np.pi * 150 * t))).astype(np.float32)
+
+
+def test_gate_closes_the_mouth_in_silence_and_noise():
+    audio = _speech_like(4.0, noise_db=-45.0)  # loud-ish background noise
+    n = int(4.0 * FPS)
+    rng = np.random.default_rng(1)
+    raw = np.abs(rng.normal(1.0, 0.5, (n, 10))).astype(np.float32)  # a model that jitters everywhere
+    mouth, gate = gated_mouth_track(raw, audio, FPS, lookahead_ms=40.0)
+    t = (np.arange(n) + 0.5) / FPS
+    speech = ((t % 1.0) < 0.5) & (t > 0.5)
+    # well after the hangover and release, and before the lookahead hears the next onset
+    quiet = (~speech) & ((t % 1.0) > 0.75) & ((t % 1.0) < 0.9)
+    assert gate[quiet].max() == 0.0
+    assert np.abs(mouth[quiet]).max() < 0.1  # 1% of the face height: the smoothing tail, invisible
+    assert gate[speech & ((t % 1.0) > 0.1)].min() == 1.0
+    assert mouth[speech].mean() > 0.5
+    # the smoothed mouth jitters less than the raw model output during speech
+    assert np.std(np.diff(mouth[speech, 0])) < np.std(np.diff(raw[speech, 0]))
+
+
+def test_clip_loops_pingpong_or_holds_and_says_so():
+    clip = np.arange(10 * EXPRESSION_DIM, dtype=np.float32).reshape(10, EXPRESSION_DIM)
+    loop, hold = ClipExpression(clip, "loop"), ClipExpression(clip, "hold")
+    assert [loop.source_index(i) for i in range(8, 14)] == [8, 9, 8, 7, 6, 5]
+    assert [hold.source_index(i) for i in range(8, 14)] == [8, 9, 9, 9, 9, 9]
+    assert "loops" in loop.coverage_note(25, FPS) and "holds" in hold.coverage_note(25, FPS)
+    assert loop.coverage_note(10, FPS) is None
+    with pytest.raises(ValueError):
+        ClipExpression(clip, "repeat")
+
+
+def test_driver_routes_slices():
+    idle = IdleMotion(_pose_track(), FPS, seed=0)
+    clip = np.random.default_rng(0).normal(size=(30, EXPRESSION_DIM)).astype(np.float32)
+    audio_mouth = np.full((5, 10), 0.7, np.float32)
+    # cross-identity, mouth from audio: brows/eyes/gaze from the clip, mouth from the audio
+    d = ExpressionDriver(ClipExpression(clip), idle)
+    e, p = d.clip(5, audio_mouth)
+    assert np.allclose(e[:, SLICES["mouth"].indices], 0.7)
+    assert np.allclose(e[:, 10:], clip[:5, 10:])
+    assert p.shape == (5, 3, 4)
+    # mouth from the driver clip
+    d2 = ExpressionDriver(ClipExpression(clip), idle, mouth_clip=ClipExpression(clip))
+    e2, _ = d2.clip(5, audio_mouth)
+    assert np.allclose(e2, clip[:5])
+    # neutral: brows zero, eyes only blinks (never opening wider than neutral)
+    e3, _ = ExpressionDriver(NeutralExpression(idle), idle).clip(5, audio_mouth)
+    assert np.allclose(e3[:, SLICES["brows"].indices], 0) and (e3[:, SLICES["eyes"].indices] <= 0).all()
+    # audio prosody: brows from the predictor
+    pros = np.zeros((5, EXPRESSION_DIM), np.float32)
+    pros[:, SLICES["brows"].indices] = 0.4
+    e4, _ = ExpressionDriver(AudioExpression(pros, idle), idle).clip(5, audio_mouth)
+    assert np.allclose(e4[:, SLICES["brows"].indices], 0.4)
