@@ -1,0 +1,107 @@
+"""Export an avatar to per-stage ONNX graphs and TensorRT engines, written beside the avatar (AVATAR/exported/)
+or, when the avatar dir is read-only (the built-in one), into a user cache.
+
+  ideal export AVATAR --target onnx              graphs for ONNX Runtime (CPU machine)
+  ideal export AVATAR --target tensorrt --fp16   graphs + one TensorRT engine per graph for this GPU
+  ideal export AVATAR --target all               everything this machine can build (says what it skipped)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("onnx", "tensorrt", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("avatar", nargs="?", default="default",
+                        help="avatar dir written by `ideal train` (default: the built-in avatar)")
+    parser.add_argument("--target", choices=TARGETS, default="onnx", help="what to build (default onnx)")
+    parser.add_argument("--fp16", action="store_true", help="TensorRT engines in FP16 (accumulations kept FP32)")
+    parser.add_argument("--tiers", nargs="+", metavar="TIER", help="only these quality tiers (default: all)")
+    parser.add_argument("--max-batch", type=int, default=16, help="largest batch (sessions per call), default 16")
+    parser.add_argument("--opt-batch", type=int, default=4, help="batch TensorRT optimises for, default 4")
+    parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
+                        help="torch ONNX exporter: legacy (TorchScript, opset 17, fast) or dynamo (opset 20)")
+    parser.add_argument("--no-mouth", action="store_true", help="leave out the audio-to-mouth model graph")
+    parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
+    parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
+
+
+def _tensorrt_ready(fp16: bool) -> str | None:
+    """None when this machine can build engines, else why not (checked before any work is done)."""
+    from avatar.errors import BackendError
+    from export.tensorrt_build import current_target, import_tensorrt
+
+    try:
+        current_target(import_tensorrt(), fp16)
+    except BackendError as exc:
+        return str(exc)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from avatar.errors import BackendError, InputError
+    from avatar.manifest import load_avatar_manifest, resolve_avatar
+    from export.artifacts import export_dir_for, load_export_manifest
+    from export.onnx_export import ExportConfig, export_avatar
+
+    avatar_dir = resolve_avatar(args.avatar)
+    load_avatar_manifest(avatar_dir)  # a missing / old-format avatar fails here with the command that fixes it
+    if not 1 <= args.opt_batch <= args.max_batch:
+        raise InputError(f"--opt-batch {args.opt_batch} / --max-batch {args.max_batch}",
+                         "need 1 <= opt-batch <= max-batch")
+    want_trt = args.target in ("tensorrt", "all")
+    trt_problem = _tensorrt_ready(args.fp16) if want_trt else None
+    if args.target == "tensorrt" and trt_problem:
+        raise BackendError(f"cannot build TensorRT engines on this machine: {trt_problem}")
+
+    cfg = ExportConfig(exporter=args.exporter, batch_opt=args.opt_batch, batch_max=args.max_batch,
+                       tiers=tuple(args.tiers) if args.tiers else None, mouth=not args.no_mouth)
+    need_onnx = args.target in ("onnx", "all") or _stale_or_missing(avatar_dir, load_export_manifest, cfg)
+    if need_onnx:
+        with tqdm(desc="export onnx", unit="graph") as bar:
+            directory, manifest = export_avatar(avatar_dir, cfg, progress=lambda key: (bar.set_postfix_str(key),
+                                                                                        bar.update(1)))
+        _print_graphs(directory, manifest)
+    else:
+        directory = export_dir_for(avatar_dir)
+        print(f"ONNX graphs in {directory} are current")
+
+    if want_trt:
+        if trt_problem:
+            print(f"tensorrt: skipped ({trt_problem})")
+        else:
+            from export.tensorrt_build import build_engines
+
+            engines = build_engines(avatar_dir, fp16=args.fp16, tiers=args.tiers, force=args.force,
+                                    workspace_gb=args.workspace_gb)
+            for path in engines:
+                print(f"engine  {path}")
+    return 0
+
+
+def _stale_or_missing(avatar_dir, load_export_manifest, cfg) -> bool:
+    from avatar.errors import BackendError
+
+    try:
+        _, manifest = load_export_manifest(avatar_dir)
+    except BackendError:
+        return True
+    return bool(cfg.tiers) and any(t not in manifest.tiers for t in cfg.tiers)
+
+
+def _print_graphs(directory, manifest) -> None:
+    diffs = manifest.validation.get("max_abs_diff", {})
+    print(f"exported to {directory} (opset {manifest.opset}, batch {manifest.batch['min']}..{manifest.batch['max']})")
+    print(f"{'graph':<18} {'inputs':<48} {'MB':>6} {'max|ort-torch|':>15}")
+    for key, info in manifest.graphs.items():
+        ins = ", ".join(f"{n}{tuple(s)}" for n, s in info.inputs.items()).replace("'", "")
+        size = (directory / info.file).stat().st_size / 1e6
+        diff = f"{diffs[key]:.1e}" if key in diffs else "-"
+        print(f"{key:<18} {ins[:48]:<48} {size:6.2f} {diff:>15}")

@@ -1,0 +1,147 @@
+"""ONNX Runtime backend: the exported stage graphs run by onnxruntime (CPU, CUDA, or its TensorRT provider).
+
+onnxruntime is imported when a backend is created, never at module import. Inputs and intermediate tensors
+are bound with IOBinding so that, on a GPU provider, the coarse pass stays on the device between stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avatar.backend import Tier
+from avatar.errors import BackendError
+from export.artifacts import (CONDITION, ENGINES_DIR, FIELD, MOUTH, REFINE, ExportManifest, check_graph_file,
+                              graph_key, load_export_manifest)
+from export.pipeline import StagedBackend
+
+log = logging.getLogger(__name__)
+
+CPU, CUDA, TENSORRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendError("onnxruntime is not installed",
+                           "pip install 'ideal-nerf[cpu]' (CPU) or 'ideal-nerf[gpu]' (CUDA); never both") from exc
+    return ort
+
+
+@dataclass(frozen=True)
+class OrtConfig:
+    device: str = "auto"  # auto | cpu | cuda | tensorrt (ORT's TensorRT execution provider)
+    threads: int | None = None  # intra-op threads on CPU; None = all cores
+    fp16: bool = False  # TensorRT execution provider only
+    device_id: int = 0
+
+
+def provider_chain(ort: Any, cfg: OrtConfig, cache_dir: Path) -> list[Any]:
+    """Providers to ask for, best first; `get_available_providers` lists GPU providers even without a GPU, so the
+    caller checks what the session really got."""
+    available = set(ort.get_available_providers())
+    trt_opts = {"device_id": cfg.device_id, "trt_fp16_enable": cfg.fp16, "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir / "ort-trt"), "trt_timing_cache_enable": True}
+    cuda_opts = {"device_id": cfg.device_id}
+    wanted: list[Any] = []
+    if cfg.device in ("auto", "tensorrt") and TENSORRT_EP in available:
+        wanted.append((TENSORRT_EP, trt_opts))
+    if cfg.device in ("auto", "cuda", "tensorrt") and CUDA in available:
+        wanted.append((CUDA, cuda_opts))
+    if cfg.device in ("auto", "cpu"):
+        wanted.append(CPU)
+    if not wanted:
+        raise BackendError(f"onnxruntime here has no {cfg.device} provider (available: {', '.join(sorted(available))})",
+                           "pip install 'ideal-nerf[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU, "
+                           "or use --device cpu")
+    return wanted
+
+
+class OnnxRuntimeBackend(StagedBackend):
+    """`avatar.backend.Backend` over the exported graphs of one avatar."""
+
+    def __init__(self, avatar_dir: str | Path, tiers: list[str] | None = None, config: OrtConfig = OrtConfig(),
+                 export_dir: str | Path | None = None) -> None:
+        ort = import_onnxruntime()
+        self._ort = ort
+        self.avatar_dir = Path(avatar_dir)
+        directory, manifest = load_export_manifest(self.avatar_dir, export_dir)
+        self.export_dir, self.export_manifest = directory, manifest
+        all_tiers = {k: Tier.from_dict(v) for k, v in manifest.tiers.items()}
+        if tiers:
+            unknown = [t for t in tiers if t not in all_tiers]
+            if unknown:
+                raise BackendError(f"{directory}: tiers {', '.join(unknown)} were not exported (have "
+                                   f"{', '.join(all_tiers)})", f"run `ideal export {self.avatar_dir} --tiers "
+                                   f"{' '.join(tiers)}`")
+            all_tiers = {k: all_tiers[k] for k in tiers}
+        super().__init__(all_tiers, manifest.graphs[graph_key(CONDITION)].inputs)
+        self.config = config
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if config.threads:
+            opts.intra_op_num_threads = config.threads
+            opts.inter_op_num_threads = 1
+        providers = provider_chain(ort, config, directory / ENGINES_DIR)
+        if any(isinstance(p, tuple) and p[0] == TENSORRT_EP for p in providers):
+            os.makedirs(directory / ENGINES_DIR / "ort-trt", exist_ok=True)
+        keys = [graph_key(CONDITION)] + [graph_key(FIELD, t) for t in all_tiers] + \
+               [graph_key(REFINE, t) for t in all_tiers]
+        self._sessions = {k: self._open(k, manifest, opts, providers) for k in keys}
+        self.providers = self._sessions[graph_key(CONDITION)].get_providers()
+        if config.device in ("cuda", "tensorrt") and self.providers[0] == CPU:
+            raise BackendError(f"onnxruntime could not start its {config.device} provider here (it fell back to CPU)",
+                               "check the NVIDIA driver and that onnxruntime-gpu matches the CUDA version, "
+                               "or use --device cpu")
+        self._device_type = "cpu" if self.providers[0] == CPU else "cuda"
+        self.name = "onnxruntime"
+        self.device = {CPU: "cpu", CUDA: "cuda", TENSORRT_EP: "tensorrt-ep"}.get(self.providers[0], self.providers[0])
+        self._mouth = None
+        log.info("onnxruntime %s backend for %s (providers %s)", self.device, self.avatar_dir, ", ".join(self.providers))
+
+    def _open(self, key: str, manifest: ExportManifest, opts: Any, providers: list[Any]) -> Any:
+        if key not in manifest.graphs:
+            raise BackendError(f"{self.export_dir}: graph {key} was not exported",
+                               f"run `ideal export {self.avatar_dir} --target onnx`")
+        path = check_graph_file(self.export_dir, manifest.graphs[key], self.avatar_dir)
+        try:
+            return self._ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise BackendError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]})",
+                               f"run `ideal export {self.avatar_dir} --target onnx`") from exc
+
+    def _run_graph(self, key: str, feeds: dict[str, Any]) -> dict[str, Any]:
+        session = self._sessions[key]
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        names = [o.name for o in session.get_outputs()]
+        for name in names:
+            binding.bind_output(name, self._device_type, self.config.device_id if self._device_type != "cpu" else 0)
+        session.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs()))
+
+    def _to_host(self, value: Any) -> np.ndarray:
+        return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+    # -- the exported audio-to-mouth model ----------------------------------------------------------------
+    def mouth(self, mouth_audio: np.ndarray) -> np.ndarray:
+        """(B, W_mouth, D) features of the mouth model -> (B, 10) mouth slice, by the exported `mouth` graph."""
+        if self._mouth is None:
+            opts = self._ort.SessionOptions()
+            if self.config.threads:
+                opts.intra_op_num_threads = self.config.threads
+            self._mouth = self._open(graph_key(MOUTH), self.export_manifest, opts,
+                                     provider_chain(self._ort, self.config, self.export_dir / ENGINES_DIR))
+        return self._mouth.run(None, {"mouth_audio": np.ascontiguousarray(mouth_audio, dtype=np.float32)})[0]

@@ -1,0 +1,237 @@
+"""ONNX graphs of a trained avatar, one per stage, so the streamer can time and schedule them:
+
+    condition        audio (B,W,M), expression (B,E)                -> cond (B,T,C)       encoders + EAA
+    mouth            mouth_audio (B,Wm,D)                           -> mouth (B,10)       audio-to-mouth model
+    field.<tier>     cond (B,T,C), pose (B,3,4)                     -> rgb, alpha, feat at r x r (field + volume rendering)
+    refine.<tier>    coarse_rgb, coarse_alpha, coarse_feat          -> rgb (B,3,S,S), alpha (B,1,S,S)
+
+Frame size is fixed per tier; the batch B is the one dynamic axis (several sessions share a call). Every graph
+is checked with the ONNX checker (full check, with shape inference) and, when onnxruntime is installed, run
+against the PyTorch stage on real poses of the avatar at a batch size other than the one traced, the largest
+difference recorded in `export.json` (`validation`).
+
+The default exporter is torch's TorchScript-based one at opset 17 (0.2 s per graph here, and TensorRT 10
+parses opset 17); `--exporter dynamo` uses torch.export at opset 20 (seconds per graph).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from avatar.backend import Tier
+from avatar.errors import BackendError, InputError
+from avatar.manifest import AVATAR_FORMAT_VERSION, load_avatar_manifest, sha256_file
+from export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, ExportManifest, GraphInfo,
+                              avatar_fingerprint, export_dir_for, graph_file, graph_key)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 17
+    exporter: str = "legacy"  # "legacy" (TorchScript, opset 17) | "dynamo" (torch.export, opset >= 18)
+    batch_min: int = 1
+    batch_opt: int = 4
+    batch_max: int = 16
+    tiers: tuple[str, ...] | None = None  # None: every tier of the avatar
+    mouth: bool = True  # also export the shipped audio-to-mouth model
+    validate: bool = True  # compare each graph with PyTorch in onnxruntime (when installed)
+
+    @property
+    def batch(self) -> dict[str, int]:
+        return {"min": self.batch_min, "opt": self.batch_opt, "max": self.batch_max}
+
+
+@dataclass
+class StageSpec:
+    """What to export for one graph: the module, example inputs (traced at batch 2), I/O names."""
+
+    key: str
+    module: Any  # torch.nn.Module
+    inputs: dict[str, Any]  # name -> example tensor (B first)
+    outputs: list[str]
+    stage: str
+    tier: str | None = None
+
+
+def _shape(arr: Any) -> list[int | str]:
+    return ["B", *[int(d) for d in tuple(arr.shape)[1:]]]
+
+
+def export_graph(spec: StageSpec, path: Path, cfg: ExportConfig) -> GraphInfo:
+    """Export one stage to `path` (atomically: a temporary file renamed into place) and check it."""
+    import onnx
+    import torch
+
+    tmp = path.with_suffix(".onnx.partial")
+    names = list(spec.inputs)
+    args = tuple(spec.inputs[n] for n in names)
+    spec.module.eval()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's inference fast path is one fused op no exporter knows; the composite path is the
+    # same maths (MatMul/Softmax in the graph).
+    torch.backends.mha.set_fastpath_enabled(False)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints that are static per tier anyway
+        if cfg.exporter == "legacy":
+            axes = {n: {0: "B"} for n in names + spec.outputs}
+            torch.onnx.export(spec.module, args, str(tmp), dynamo=False, opset_version=cfg.opset,
+                              input_names=names, output_names=spec.outputs, dynamic_axes=axes,
+                              do_constant_folding=True)
+        elif cfg.exporter == "dynamo":
+            batch = torch.export.Dim("B", min=cfg.batch_min, max=max(cfg.batch_max, 2))
+            params = list(__import__("inspect").signature(spec.module.forward).parameters)
+            shapes = {p: {0: batch} for p in params[:len(names)]}
+            torch.onnx.export(spec.module, args, str(tmp), dynamo=True, opset_version=max(cfg.opset, 18),
+                              input_names=names, output_names=spec.outputs, dynamic_shapes=shapes,
+                              external_data=False, verbose=False)
+        else:
+            raise InputError(f"unknown exporter {cfg.exporter!r}", "use legacy or dynamo")
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BackendError(f"{spec.key}: the exported graph fails the ONNX checker ({str(exc)[:200]})",
+                           "this is a bug in the model's export path; report it") from exc
+    os.replace(tmp, path)
+    with torch.no_grad():
+        outs = spec.module(*args)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    return GraphInfo(file=path.name, sha256=sha256_file(path), stage=spec.stage, tier=spec.tier,
+                     inputs={n: _shape(spec.inputs[n]) for n in names},
+                     outputs={n: _shape(o) for n, o in zip(spec.outputs, outs)})
+
+
+def stage_specs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, mouth_module: Any | None = None,
+                mouth_input: tuple[int, int] | None = None, batch: int = 2) -> list[StageSpec]:
+    """The graphs of one avatar. `model` is an `avatar.model.models.IdealNeRF`; `poses` (N,3,4) real poses of the
+    avatar (from its pose track), so example inputs render the head; `mouth_input` = (window length, dim)."""
+    import torch
+
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(0)
+    audio = torch.randn(batch, cfg.audio_window, cfg.n_mels, generator=gen)
+    expression = 0.3 * torch.randn(batch, _expression_dim(), generator=gen)
+    pose = torch.from_numpy(np.asarray(poses[:batch], dtype=np.float32))
+    if pose.shape[0] < batch:
+        pose = pose[:1].expand(batch, 3, 4).contiguous()
+    specs = [StageSpec(graph_key(CONDITION), model.encoder, {"audio": audio, "expression": expression}, ["cond"],
+                       CONDITION)]
+    with torch.no_grad():
+        cond = model.encoder(audio, expression)
+    for name in tiers:
+        head = model.head_renderer(name)
+        specs.append(StageSpec(graph_key(FIELD, name), head, {"cond": cond, "pose": pose}, ["rgb", "alpha", "feat"],
+                               FIELD, name))
+        with torch.no_grad():
+            rgb, alpha, feat = head(cond, pose)
+        specs.append(StageSpec(graph_key(REFINE, name), model.refiner(name),
+                               {"coarse_rgb": rgb, "coarse_alpha": alpha, "coarse_feat": feat}, ["rgb", "alpha"],
+                               REFINE, name))
+    if mouth_module is not None and mouth_input is not None:
+        specs.append(StageSpec(graph_key(MOUTH), mouth_module,
+                               {"mouth_audio": torch.randn(batch, *mouth_input, generator=gen)}, ["mouth"], MOUTH))
+    return specs
+
+
+def _expression_dim() -> int:
+    from avatar.expression import neutral_expression
+
+    return int(np.asarray(neutral_expression()).shape[-1])
+
+
+def validate_graphs(directory: Path, specs: list[StageSpec], batch: int = 3) -> dict[str, float]:
+    """Max abs difference between onnxruntime (CPU) and PyTorch per graph, at a batch size not traced."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        log.warning("onnxruntime not installed: graphs checked by the ONNX checker only, not run")
+        return {}
+    import torch
+
+    diffs = {}
+    for spec in specs:
+        feeds = {}
+        for name, t in spec.inputs.items():
+            reps = (batch + t.shape[0] - 1) // t.shape[0]
+            feeds[name] = t.repeat(reps, *([1] * (t.dim() - 1)))[:batch].contiguous()
+        with torch.no_grad():
+            ref = spec.module(*feeds.values())
+        ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+        session = ort.InferenceSession(str(directory / graph_file(spec.key)), providers=["CPUExecutionProvider"])
+        got = session.run(spec.outputs, {k: v.numpy() for k, v in feeds.items()})
+        diffs[spec.key] = float(max(np.abs(g - r.numpy()).max() for g, r in zip(got, ref)))
+        log.info("%s: max |onnxruntime - torch| = %.2e", spec.key, diffs[spec.key])
+    return diffs
+
+
+def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), export_dir: str | Path | None = None,
+                  progress: Callable[[str], None] | None = None) -> tuple[Path, ExportManifest]:
+    """Export every stage graph of the avatar at `avatar_dir` into its export dir; returns (dir, manifest)."""
+    import torch
+
+    avatar_dir = Path(avatar_dir)
+    manifest = load_avatar_manifest(avatar_dir)  # refuses missing / old-format avatars with the fix
+    from avatar.loading import load_avatar
+
+    loaded = load_avatar(avatar_dir, device="cpu")
+    model = loaded.backend.model if hasattr(loaded, "backend") and hasattr(loaded.backend, "model") else loaded.model
+    tiers = dict(loaded.tiers)
+    if cfg.tiers:
+        unknown = [t for t in cfg.tiers if t not in tiers]
+        if unknown:
+            raise InputError(f"{avatar_dir}: no tier {', '.join(unknown)}", f"the avatar has {', '.join(tiers)}")
+        tiers = {k: tiers[k] for k in cfg.tiers}
+    poses = _pose_track(avatar_dir)
+    mouth_module, mouth_input = None, None
+    if cfg.mouth:
+        mouth_module, mouth_input = _mouth()
+    directory = Path(export_dir) if export_dir is not None else export_dir_for(avatar_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / EXPORT_MANIFEST).unlink(missing_ok=True)  # no manifest while graphs are half rewritten
+    torch.set_grad_enabled(False)
+    specs = stage_specs(model, tiers, poses, mouth_module, mouth_input)
+    out = ExportManifest(avatar_fingerprint=avatar_fingerprint(avatar_dir),
+                         avatar_format_version=int(manifest.get("format_version", AVATAR_FORMAT_VERSION)),
+                         opset=cfg.opset if cfg.exporter == "legacy" else max(cfg.opset, 18), exporter=cfg.exporter,
+                         batch=cfg.batch, tiers={k: t.to_dict() for k, t in tiers.items()})
+    for spec in specs:
+        if progress:
+            progress(spec.key)
+        out.graphs[spec.key] = export_graph(spec, directory / graph_file(spec.key), cfg)
+        log.info("exported %s", directory / graph_file(spec.key))
+    if cfg.validate:
+        out.validation = {"max_abs_diff": validate_graphs(directory, specs), "batch": 3, "provider": "CPU"}
+    out.save(directory)
+    return directory, out
+
+
+def _pose_track(avatar_dir: Path) -> np.ndarray:
+    """(N, 3, 4) poses the avatar was trained on (`pose_track.npz`), for realistic example inputs."""
+    with np.load(avatar_dir / "pose_track.npz") as z:
+        key = "pose" if "pose" in z.files else z.files[0]
+        poses = np.asarray(z[key], dtype=np.float32)
+    if poses.ndim != 3 or poses.shape[1:] != (3, 4):
+        raise BackendError(f"{avatar_dir / 'pose_track.npz'}: expected poses (N, 3, 4), found {poses.shape}",
+                           f"re-run `ideal train` for {avatar_dir}")
+    return poses
+
+
+def _mouth() -> tuple[Any | None, tuple[int, int] | None]:
+    try:
+        from avatar.mouth.model import load_mouth_model
+
+        mouth = load_mouth_model()
+    except Exception as exc:  # the shipped model is optional for rendering; the graph is then left out
+        log.warning("audio-to-mouth model not exported (%s)", exc)
+        return None, None
+    return mouth.module, (mouth.window.length, mouth.spec.input_dim)
