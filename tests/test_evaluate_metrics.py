@@ -136,3 +136,13 @@ def test_face_metrics_skips_untracked_frames_and_reports_detection_rate():
     assert m["au_lips_part"] == pytest.approx(0.9)
     assert m["au_error"] == pytest.approx(0.9 / len(AU_PROXIES))
     assert m["pose_d"] == pytest.approx(2.0)
+
+
+def test_baseline_picks_the_nearest_audio_window():
+    from avatar.evaluation.baseline import nearest_by_audio
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(50, 16, 80)).astype(np.float32)
+    picks = np.array([3, 17, 17, 42])
+    query = train[picks] + 0.01 * rng.normal(size=(4, 16, 80)).astype(np.float32)
+    assert list(nearest_by_audio(train, query, chunk=3)) == list(picks)

@@ -10,6 +10,8 @@ All of them compare tracker output on a rendered frame with tracker output on th
   neutral face height (FEATURE_SCALE = 10). OpenFace (which the paper used) is not available offline; these
   proxies measure the same facial motions geometrically.
 - Pose-D: geodesic angle in degrees between the tracker's head rotations on the two frames.
+- mouth_open_r: Pearson correlation over time of the tracked mouth opening (`avatar.expression.mouth_opening`)
+  on the two sequences: the lip-sync figure that ignores a constant offset.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import FIELDS, LIPS
+from avatar.expression import FIELDS, LIPS, mouth_opening
 
 FACE_POINTS = np.arange(468)  # the mesh without the 10 iris points (irises are in the eyes AU already)
 MOUTH_POINTS = np.asarray(LIPS)
@@ -119,7 +121,7 @@ def face_metrics(real: TrackedFrames, fake: TrackedFrames, frame_index: np.ndarr
     both = np.asarray(real.found, bool) & np.asarray(fake.found, bool)
     out: dict[str, float] = {"face_found": float(np.mean(fake.found)) if len(fake.found) else 0.0}
     if not both.any():
-        for k in ("lmd", "lmd_mouth", "lmdv", "lmdv_mouth", "au_error", "pose_d"):
+        for k in ("lmd", "lmd_mouth", "lmdv", "lmdv_mouth", "au_error", "pose_d", "mouth_open_r"):
             out[k] = float("nan")
         return out
     rl, fl = real.landmarks[both], fake.landmarks[both]
@@ -136,4 +138,13 @@ def face_metrics(real: TrackedFrames, fake: TrackedFrames, frame_index: np.ndarr
     for j, au in enumerate(AU_PROXIES):
         out[f"au_{au.name}"] = float(per_au[:, j].mean())
     out["pose_d"] = float(pose_angle_deg(real.pose[both], fake.pose[both]).mean())
+    out["mouth_open_r"] = pearson(mouth_opening(real.expression[both]), mouth_opening(fake.expression[both]))
     return out
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two (N,) series; NaN when either is constant or N < 3."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 3 or a.std() < 1e-12 or b.std() < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
