@@ -26,6 +26,7 @@ class AudioFit:
     offset_ms: float = 0.0  # the A/V offset that was corrected (positive = audio was late)
     offset_method: str = "none"
     offset_confidence: float | None = None
+    offset_estimated_ms: float | None = None
 
     @property
     def padded_samples(self) -> int:
@@ -40,7 +41,8 @@ class AudioFit:
                 "trimmed_samples": self.trimmed_samples, "start_padded": self.start_padded,
                 "start_trimmed": self.start_trimmed, "end_padded": self.end_padded,
                 "end_trimmed": self.end_trimmed, "av_offset_ms": self.offset_ms,
-                "av_offset_method": self.offset_method, "av_offset_confidence": self.offset_confidence}
+                "av_offset_method": self.offset_method, "av_offset_confidence": self.offset_confidence,
+                "av_offset_estimated_ms": self.offset_estimated_ms}
 
 
 def load_clip_audio(video: Path, audio: Path | None, video_start_s: float, audio_start_s: float | None,
@@ -70,7 +72,7 @@ def load_clip_audio(video: Path, audio: Path | None, video_start_s: float, audio
     if first < 0:
         pcm = np.concatenate([np.zeros(-first, np.float32), pcm])
         first = 0
-    return pcm[first:first + want + SAMPLE_RATE]  # one spare second; fit_audio_length trims it
+    return pcm[first:first + want + SAMPLE_RATE]  # one spare second: fit_audio trims it
 
 
 def fit_audio(pcm: np.ndarray, n_frames: int, fps: float, offset_ms: float = 0.0, offset_method: str = "none",

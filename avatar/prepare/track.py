@@ -55,6 +55,7 @@ class TrackedClip:
     interpolated: np.ndarray  # (N,) bool: no face detected, filled by interpolation
     audio_16k: np.ndarray  # (round(N * 16000 / fps),) float32 mono, length-fitted, NOT offset-corrected
     audio_fit: AudioFit | None = None
+    audio_source_16k: np.ndarray | None = None  # the excerpt's audio from frame 0, up to 1 s longer (for re-fits)
     raw_landmarks: np.ndarray | None = None  # (N, 478, 3) tracker output (NaN where interpolated)
     raw_pose: np.ndarray | None = None  # (N, 3, 4) unsmoothed per-frame fits
     second_face: np.ndarray | None = None  # (N,) bool
@@ -152,7 +153,7 @@ def track_clip(video_path: str | Path, audio_path: str | Path | None = None, fps
         fps=float(fps), frame_count=n, width=info.width, height=info.height,
         landmarks=solved["landmarks"], pose=solved["pose"], canonical=solved["canonical"],
         neutral=solved["neutral"], expression=solved["expression"], interpolated=~obs.detected,
-        audio_16k=audio, audio_fit=fit, raw_landmarks=obs.landmarks, raw_pose=solved["raw_pose"],
+        audio_16k=audio, audio_fit=fit, audio_source_16k=pcm, raw_landmarks=obs.landmarks, raw_pose=solved["raw_pose"],
         second_face=obs.second_face, info=info, start_s=float(start or 0.0),
         stats={"rigid_residual_face_heights": solved["rigid_residual"]},
     )

@@ -1,0 +1,53 @@
+"""A/V offset: ask the estimator of avatar.mouth.offset (if present) how late the audio is, or take a forced value."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WARN_MS = 80.0
+# The estimator's own guidance: below r ~ 0.2 its peak is unreliable. Shifting the audio by a wrong offset
+# teaches the model a wrong lip-sync, so weak estimates are recorded but not applied.
+MIN_CONFIDENCE = 0.3
+
+
+@dataclass(frozen=True)
+class OffsetDecision:
+    offset_ms: float  # the offset applied; positive: audio late vs video
+    method: str
+    confidence: float | None = None
+    estimated_ms: float | None = None  # what the estimator said (also when it was not applied)
+
+
+def decide_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, forced_ms: float | None = None,
+                  skip: bool = False, source: str = "", min_confidence: float = MIN_CONFIDENCE) -> OffsetDecision:
+    """The offset to correct. `forced_ms` wins, `skip` records 0 ("skipped"); otherwise the estimator of
+    issue 8 when it imports ("unavailable" and 0 when it does not). An estimate with confidence below
+    `min_confidence` is recorded in `estimated_ms` but not applied (method "<method>_low_confidence")."""
+    if forced_ms is not None:
+        d = OffsetDecision(float(forced_ms), "forced")
+    elif skip:
+        d = OffsetDecision(0.0, "skipped")
+    else:
+        try:
+            from avatar.mouth.offset import estimate_offset
+        except ImportError:
+            log.info("avatar.mouth.offset is not available: A/V offset recorded as 0 (unavailable)")
+            return OffsetDecision(0.0, "unavailable")
+        est = estimate_offset(audio_16k, mouth_open, fps)
+        conf = getattr(est, "confidence", None)
+        method = str(getattr(est, "method", "estimated"))
+        conf = None if conf is None else float(conf)
+        if conf is not None and conf < min_confidence:
+            log.warning("%s: A/V offset estimate %+.0f ms has low confidence (r=%.2f < %.2f): not applied; "
+                        "pass --av-offset-ms to force a value", source, est.offset_ms, conf, min_confidence)
+            return OffsetDecision(0.0, f"{method}_low_confidence", conf, float(est.offset_ms))
+        d = OffsetDecision(float(est.offset_ms), method, conf, float(est.offset_ms))
+    if abs(d.offset_ms) > WARN_MS:
+        log.warning("%s: audio is %+.0f ms out of sync with the video (%s); corrected in the dataset",
+                    source, d.offset_ms, d.method)
+    return d
