@@ -1,0 +1,1 @@
+"""`ideal bench`: throughput and latency of the avatar pipeline (offline, realtime, webrtc modes)."""
