@@ -1,0 +1,222 @@
+"""`ideal dub --avatar A --audio SPEECH [--expression DRIVER_VIDEO | audio | neutral] -o OUT.mp4`
+
+Renders an avatar speaking any audio file (wav, m4a, mp3, the audio of an mp4; any rate or channel count).
+The mouth follows the audio through the speaker-independent audio-to-mouth model (`--mouth driver` takes it
+from the driver clip instead); brows, eyes and gaze come from another person's clip (cross-identity), from
+the avatar's own prosody predictor (`audio`, the default) or stay neutral with idle blinks; the head moves
+along the avatar's own pose track. The audio is muxed in. Every video carries a visible "synthetic" mark
+(`--no-mark` removes it) and the container tag comment="synthetic: ideal-nerf".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avatar.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SILENCE_DBFS = -55.0  # loudest 40 ms frame quieter than this: the audio is treated as silent
+
+
+@dataclass(frozen=True)
+class DubConfig:
+    expression: str = "audio"  # "audio" | "neutral" | path to a driver video
+    mouth: str = "audio"  # "audio" | "driver"
+    on_short: str = "loop"  # a driver shorter than the audio: "loop" | "hold"
+    seed: int = 0
+    tier: str | None = None  # default: the avatar's best tier
+    mark: bool = True
+    batch_size: int = 4
+
+
+@dataclass
+class DubPlan:
+    """Everything that drives the render, per output frame."""
+
+    audio_16k: np.ndarray
+    fps: float
+    windows: np.ndarray  # (N, W, n_mels) the avatar's audio windows
+    expression: np.ndarray  # (N, 20)
+    pose: np.ndarray  # (N, 3, 4)
+    audio_mouth_open: np.ndarray  # (N,) gated mouth opening from the audio model (what the lips should do)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.expression)
+
+
+def check_speech(audio_16k: np.ndarray, path: Path, fps: float) -> None:
+    """InputError for audio that is empty, shorter than one frame or silent."""
+    from avatar.drive import frame_levels_db
+
+    if audio_16k.size == 0:
+        raise InputError(f"{path}: audio is empty", "pass a file with speech in it")
+    levels = frame_levels_db(audio_16k, fps)
+    if levels.size == 0:
+        raise InputError(f"{path}: audio is shorter than one video frame ({audio_16k.size / 16000 * 1000:.0f} ms)",
+                         "pass at least a second of speech")
+    if levels.max() < SILENCE_DBFS:
+        raise InputError(f"{path}: audio is silent (loudest frame {levels.max():.0f} dBFS)",
+                         "pass a file with audible speech, or check the recording level")
+
+
+def _driver_path(expression: str) -> Path | None:
+    return None if expression in ("audio", "neutral") else Path(expression)
+
+
+def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
+             driver_expression: np.ndarray | None = None) -> DubPlan:
+    """Per-frame audio windows, expressions and poses for dubbing `audio_16k` onto `avatar`.
+
+    driver_expression: (M, 20) tracked driver clip at the avatar's fps (required when cfg.expression is a
+    video path or cfg.mouth == "driver")."""
+    from avatar.audio.features import compute_features, windows_for_frames
+    from avatar.clock import FrameClock
+    from avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, NeutralExpression,
+                              gated_mouth_track, predict_mouth)
+    from avatar.expression import mouth_opening
+    from avatar.idle import IdleConfig, IdleMotion, blink_depth_from_expressions
+
+    fps = float(avatar.fps)
+    n = FrameClock(fps).frames_for_samples(len(audio_16k))
+    mel = compute_features(audio_16k, avatar.mel_config)
+    windows = windows_for_frames(mel, n, fps, avatar.window, avatar.mel_config)
+    notes: list[str] = []
+
+    stats_expr = getattr(avatar, "training_expression", None)
+    depth = blink_depth_from_expressions(stats_expr) if stats_expr is not None else IdleConfig.blink_depth
+    idle = IdleMotion(avatar.pose_track, fps, seed=cfg.seed, cfg=IdleConfig(blink_depth=depth))
+
+    if mouth_model is None:
+        from avatar.mouth import load_mouth_model
+
+        mouth_model = load_mouth_model()
+    raw = predict_mouth(mouth_model, audio_16k, n, fps)
+    audio_mouth, _ = gated_mouth_track(raw, audio_16k, fps, mouth_model.window.lookahead_ms)
+
+    clip = None
+    if driver_expression is not None:
+        clip = ClipExpression(driver_expression, cfg.on_short, name="the driver clip")
+        note = clip.coverage_note(n, fps)
+        if note:
+            notes.append(note)
+    if cfg.expression == "audio":
+        from avatar.audio.features import windows_for_frames as wff
+
+        pw = avatar.prosody_predictor.window
+        prosody = avatar.prosody_predictor.predict_expression(wff(mel, n, fps, pw, avatar.mel_config))
+        upper = AudioExpression(prosody, idle, depth)
+    elif cfg.expression == "neutral":
+        upper = NeutralExpression(idle, depth)
+    else:
+        if clip is None:
+            raise InputError(f"{cfg.expression}: driver clip was not tracked", "pass a driver video")
+        upper = clip
+    if cfg.mouth == "driver" and clip is None:
+        raise InputError("--mouth driver needs a driver clip", "pass --expression DRIVER_VIDEO")
+    driver = ExpressionDriver(upper, idle, mouth_clip=clip if cfg.mouth == "driver" else None)
+    expression, pose = driver.clip(n, audio_mouth)
+    return DubPlan(audio_16k, fps, windows, expression, pose, mouth_opening(audio_mouth), notes)
+
+
+def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool = True) -> dict:
+    """Render, composite, mark and write the video with the audio muxed. Returns a few facts of the run."""
+    import time
+
+    from tqdm import tqdm
+
+    from avatar.compose import add_synthetic_mark, composite
+    from avatar.evaluation.runner import best_tier
+    from avatar.video_io import VideoWriter
+
+    tier = cfg.tier or best_tier(avatar.tiers)
+    if tier not in avatar.tiers:
+        raise InputError(f"--tier {tier}: the avatar has tiers {', '.join(avatar.tiers)}", "pick one of them")
+    t0 = time.perf_counter()
+    meta = {"title": "ideal-nerf dub", "description": f"synthetic talking head rendered by ideal-nerf (tier {tier})"}
+    with VideoWriter(out, plan.fps, plan.audio_16k, metadata=meta) as writer:
+        bar = tqdm(total=plan.n_frames, desc=f"dubbing {out.name}", unit="frame", disable=not progress)
+        for s in range(0, plan.n_frames, cfg.batch_size):
+            e = slice(s, min(s + cfg.batch_size, plan.n_frames))
+            r = avatar.backend.render(plan.windows[e], plan.expression[e], plan.pose[e], tier)
+            for k, i in enumerate(range(e.start, e.stop)):
+                frame = composite(avatar, r.rgb[k], r.alpha[k], i)
+                if cfg.mark:
+                    frame = add_synthetic_mark(frame)
+                writer.write(frame)
+            bar.update(e.stop - e.start)
+        bar.close()
+    wall = time.perf_counter() - t0
+    return {"frames": plan.n_frames, "tier": tier, "seconds": wall, "fps": plan.n_frames / max(wall, 1e-9)}
+
+
+def dub(avatar_path: str | Path | None, audio_path: str | Path, out: str | Path, cfg: DubConfig = DubConfig(),
+        progress: bool = True, mouth_model=None) -> tuple[DubPlan, dict]:
+    """The whole `ideal dub`: validate inputs, plan, render. Returns the plan and the render facts."""
+    from avatar.audio.io import load_audio
+    from avatar.loading import load_avatar
+    from avatar.manifest import resolve_avatar
+
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"{out}: the output must be an .mp4 file", "pass -o NAME.mp4")
+    if cfg.on_short not in ("loop", "hold"):
+        raise InputError(f"--on-short {cfg.on_short}: unknown", "use loop or hold")
+    driver = _driver_path(cfg.expression)
+    if driver is None and cfg.mouth == "driver":
+        raise InputError("--mouth driver needs a driver clip", "pass --expression DRIVER_VIDEO")
+    if driver is not None and not driver.exists():
+        raise InputError(f"{driver}: no such driver video", "pass a video path, or --expression audio|neutral")
+    avatar = load_avatar(resolve_avatar(avatar_path))
+    audio_path = Path(audio_path)
+    audio = load_audio(audio_path)
+    check_speech(audio, audio_path, float(avatar.fps))
+    driver_expr = None
+    if driver is not None:
+        from avatar.driver_clip import track_driver
+
+        driver_expr = track_driver(driver, float(avatar.fps), progress=progress)
+    plan = plan_dub(avatar, audio, cfg, mouth_model, driver_expr)
+    for note in plan.notes:
+        log.warning(note)
+    facts = render_dub(avatar, plan, out, cfg, progress)
+    facts["notes"] = plan.notes
+    return plan, facts
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--avatar", default=None, help="avatar dir (default: the built-in avatar)")
+    p.add_argument("--audio", required=True, type=Path, help="speech file: wav, m4a, mp3, mp4, ... any rate")
+    p.add_argument("--expression", default="audio",
+                   help="brows/eyes/gaze from: a driver VIDEO of another person, 'audio' (the avatar's prosody "
+                        "predictor, default) or 'neutral' (idle blinks only)")
+    p.add_argument("--mouth", choices=("audio", "driver"), default="audio",
+                   help="mouth from the audio (default) or from the driver video")
+    p.add_argument("--on-short", choices=("loop", "hold"), default="loop",
+                   help="a driver shorter than the audio loops (ping-pong, no jump) or holds its last frame")
+    p.add_argument("--tier", default=None, help="quality tier (default: the avatar's best)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the idle motion (blinks, saccades, pose start)")
+    p.add_argument("--no-mark", action="store_true", help="leave out the visible 'synthetic' mark")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    cfg = DubConfig(expression=args.expression, mouth=args.mouth, on_short=args.on_short, seed=args.seed,
+                    tier=args.tier, mark=not args.no_mark, batch_size=args.batch_size)
+    plan, facts = dub(args.avatar, args.audio, args.output, cfg)
+    for note in facts["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {args.output}: {facts['frames']} frames ({facts['frames'] / plan.fps:.1f} s) at tier "
+          f"{facts['tier']}, {facts['fps']:.1f} frames/s")
+    return 0
