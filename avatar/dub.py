@@ -205,6 +205,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the idle motion (blinks, saccades, pose start)")
     p.add_argument("--no-mark", action="store_true", help="leave out the visible 'synthetic' mark")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--save-drive", type=Path, default=None,
+                   help="also write the per-frame expressions, poses and audio mouth opening (.npz)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4")
 
 
@@ -215,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = DubConfig(expression=args.expression, mouth=args.mouth, on_short=args.on_short, seed=args.seed,
                     tier=args.tier, mark=not args.no_mark, batch_size=args.batch_size)
     plan, facts = dub(args.avatar, args.audio, args.output, cfg)
+    if args.save_drive is not None:
+        np.savez(args.save_drive, expression=plan.expression, pose=plan.pose,
+                 audio_mouth_open=plan.audio_mouth_open, fps=plan.fps)
     for note in facts["notes"]:
         print(f"note: {note}")
     print(f"wrote {args.output}: {facts['frames']} frames ({facts['frames'] / plan.fps:.1f} s) at tier "

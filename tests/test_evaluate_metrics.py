@@ -146,3 +146,13 @@ def test_baseline_picks_the_nearest_audio_window():
     picks = np.array([3, 17, 17, 42])
     query = train[picks] + 0.01 * rng.normal(size=(4, 16, 80)).astype(np.float32)
     assert list(nearest_by_audio(train, query, chunk=3)) == list(picks)
+
+
+def test_cohens_d_of_known_samples():
+    from avatar.evaluation.emotion import cohens_d
+
+    a = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    b = a + 1.58113883  # shift by one pooled sd (sd of a = 1.5811)
+    assert cohens_d(a, b) == pytest.approx(1.0, rel=1e-6)
+    assert cohens_d(b, a) == pytest.approx(-1.0, rel=1e-6)
+    assert np.isnan(cohens_d(np.ones(4), np.ones(4)))
