@@ -1,0 +1,93 @@
+"""The avatars a server offers: one streamer engine each, loaded once at start-up, plus what a client needs to
+know about them (name, frame size, fps, tiers, where the mouth is in the frame) and the expression sources."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from avatar.errors import InputError
+from avatar.manifest import DEFAULT_AVATAR_DIR, resolve_avatar
+from server.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Path | None, ServerConfig], Any]
+BASE_EXPRESSIONS = ("audio", "neutral")
+
+
+def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
+    from streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
+
+    return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device)
+
+
+@dataclass
+class AvatarEntry:
+    name: str
+    path: Path
+    engine: Any
+    info: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        info = {k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+        return {"name": self.name, **info}
+
+
+class AvatarCatalog:
+    def __init__(self, config: ServerConfig, engine_factory: EngineFactory | None = None) -> None:
+        self.config = config
+        self._factory = engine_factory or streamer_engine_factory
+        self._entries: dict[str, AvatarEntry] = {}
+
+    def load(self) -> None:
+        """Create every engine now, so a broken avatar stops the server at start-up, not at the first call."""
+        for spec in self.config.avatars:
+            path = resolve_avatar(spec)
+            name = "default" if path == DEFAULT_AVATAR_DIR else path.name
+            while name in self._entries:
+                name += "_"
+            engine = self._factory(None if path == DEFAULT_AVATAR_DIR else path, self.config)
+            info = dict(engine.info)
+            self._entries[name] = AvatarEntry(name, path, engine, info)
+            log.info("avatar %s: %s", name, {k: info.get(k) for k in ("backend", "fps", "tiers")})
+
+    @property
+    def default(self) -> AvatarEntry:
+        return next(iter(self._entries.values()))
+
+    def get(self, name: str | None) -> AvatarEntry:
+        if not name:
+            return self.default
+        entry = self._entries.get(name)
+        if entry is None:
+            raise InputError(f"avatar {name!r}: not served here", f"pick one of {', '.join(self._entries)}")
+        return entry
+
+    def expressions(self) -> list[str]:
+        return [*BASE_EXPRESSIONS, *(f"driver:{name}" for name in self.config.drivers)]
+
+    def expression_source(self, spec: str | None) -> str:
+        """A client's choice ("audio", "neutral", "driver:NAME") -> the streamer's ("audio", "neutral", "clip:PATH").
+
+        Clients name drivers; they never pass paths, so a browser cannot make the server open arbitrary files."""
+        spec = spec or "audio"
+        if spec in BASE_EXPRESSIONS:
+            return spec
+        if spec.startswith("driver:") and spec[7:] in self.config.drivers:
+            return f"clip:{self.config.drivers[spec[7:]]}"
+        raise InputError(f"expression {spec!r}: unknown source", f"use one of {', '.join(self.expressions())}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"default": self.default.name, "avatars": [e.describe() for e in self._entries.values()],
+                "expressions": self.expressions()}
+
+    async def aclose(self) -> None:
+        for entry in self._entries.values():
+            try:
+                await entry.engine.aclose()
+            except Exception:  # closing one engine must not keep the others open
+                log.exception("closing avatar %s", entry.name)
+        self._entries.clear()

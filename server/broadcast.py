@@ -1,0 +1,146 @@
+"""One streamer session's frames, read once and fanned out to every subscriber's tracks.
+
+The owner of the session sees the avatar (video only: a user never hears their own voice back); everyone else in
+the room gets video plus the owner's voice as the streamer delayed it to the frame it animates. The colour
+conversion and the 16 -> 48 kHz resampling happen once here, not once per subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import av
+import numpy as np
+import soxr
+
+from server.metrics import FrameRate, ServerMetrics
+from server.tracks import AUDIO_RATE, AvatarVideoTrack, LipAlignedAudioTrack
+
+log = logging.getLogger(__name__)
+
+
+class StreamSession(Protocol):
+    """What the server uses of `streamer` sessions (see streamer/session.py)."""
+
+    id: str
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int = 1) -> None: ...
+    def frames(self) -> Any: ...  # async iterator of StreamFrame
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Subscription:
+    video: AvatarVideoTrack
+    audio: LipAlignedAudioTrack | None
+
+    def end(self) -> None:
+        self.video.end()
+        if self.audio is not None:
+            self.audio.end()
+
+
+def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H'*3/2, W') planar yuv420p, cropping to even H', W' (4:2:0 needs them)."""
+    h, w = image.shape[0] & ~1, image.shape[1] & ~1
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
+    return frame.reformat(format="yuv420p").to_ndarray()
+
+
+class AvatarBroadcast:
+    """Reads `session.frames()` in one task (`run`) and feeds every subscription without waiting on any."""
+
+    def __init__(self, session: StreamSession, fps: float, metrics: ServerMetrics | None = None) -> None:
+        self.session = session
+        self.fps = fps
+        self.metrics = metrics
+        self._subs: list[Subscription] = []
+        self._resampler = soxr.ResampleStream(16_000, AUDIO_RATE, 1, dtype="float32", quality="HQ")
+        self._audio_fifo = np.zeros(0, np.float32)
+        self.frame_rate = FrameRate()
+        self.frames = 0
+        self.speech_frames = 0
+        self.late_frames = 0
+        self.last: dict[str, Any] = {}
+        self.error: str | None = None
+        self.ended = asyncio.Event()
+
+    # --- subscribers ----------------------------------------------------------------------------------------
+    def subscribe(self, with_audio: bool) -> Subscription:
+        sub = Subscription(AvatarVideoTrack(self.fps), LipAlignedAudioTrack() if with_audio else None)
+        if self.ended.is_set():
+            sub.end()
+        else:
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+        sub.end()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    # --- the one reader of the session ---------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            async for frame in self.session.frames():
+                self._publish(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one failing session ends its own peers only
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("session %s failed", getattr(self.session, "id", "?"))
+        finally:
+            failure = getattr(self.session, "failure", None)
+            if failure and not self.error:
+                self.error = str(failure)
+            for sub in self._subs:
+                sub.end()
+            self._subs.clear()
+            self.ended.set()
+
+    def _frame_audio_48k(self, index: int, audio16: np.ndarray) -> tuple[int, np.ndarray]:
+        """This frame's 16 kHz audio -> its exact span of 48 kHz samples [round(i*48k/fps), round((i+1)*48k/fps)).
+
+        The stream resampler has a small constant delay; the FIFO is left-padded with zeros at the start so every
+        frame gets its full span and the delay stays constant (a few ms, far below what lip-sync can notice)."""
+        start = int(round(index * AUDIO_RATE / self.fps))
+        n = int(round((index + 1) * AUDIO_RATE / self.fps)) - start
+        out = self._resampler.resample_chunk(np.asarray(audio16, np.float32))
+        fifo = np.concatenate([self._audio_fifo, out])
+        if len(fifo) < n:
+            fifo = np.concatenate([np.zeros(n - len(fifo), np.float32), fifo])
+        chunk, self._audio_fifo = fifo[:n], fifo[n:]
+        pcm = (np.clip(chunk, -1.0, 1.0) * 32767.0).astype(np.int16)
+        return start, pcm
+
+    def _publish(self, frame: Any) -> None:
+        self.frames += 1
+        self.frame_rate.tick()
+        self.speech_frames += bool(frame.speech)
+        self.late_frames += bool(frame.late)
+        self.last = {"index": frame.index, "tier": str(getattr(frame.tier, "name", frame.tier)),
+                     "speech": bool(frame.speech), "late": bool(frame.late),
+                     "latency_ms": None if frame.latency_ms is None else round(float(frame.latency_ms), 1)}
+        if self.metrics is not None:
+            self.metrics.frame(frame.latency_ms, bool(frame.late))
+        # Resample every frame (about 20 us) even with no listener, so the resampler's state is continuous when one
+        # joins.
+        audio = self._frame_audio_48k(frame.index, frame.audio)
+        if not self._subs:
+            return
+        yuv = rgb_to_yuv420p(frame.image)
+        for sub in self._subs:
+            sub.video.feed(frame.index, yuv)
+            if sub.audio is not None:
+                sub.audio.feed(*audio)
+
+    def stats(self) -> dict[str, Any]:
+        return {"fps": round(self.frame_rate.value(), 2), "frames": self.frames, "speech_frames": self.speech_frames,
+                "late_frames": self.late_frames, "subscribers": self.subscribers, **self.last}

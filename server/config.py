@@ -1,0 +1,94 @@
+"""What the operator of `ideal serve` sets: one dataclass, validated once at start-up."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avatar.errors import InputError
+
+# Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machines (see docs/serve.md): how many
+# avatar sessions hold 25 fps, and how many extra viewers (one encoder each) fit beside them.
+DEFAULT_MAX_SESSIONS = 1
+DEFAULT_MAX_VIEWERS = 4
+
+CODECS = ("auto", "h264", "vp8")
+ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN or TURN server, as in the browser's `RTCIceServer`."""
+
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"urls": self.urls}
+        if self.username is not None:
+            d["username"] = self.username
+        if self.credential is not None:
+            d["credential"] = self.credential
+        return d
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Avatar dirs the server offers; "default" is the built-in one. The first is the one a client gets by default.
+    avatars: list[str] = field(default_factory=lambda: ["default"])
+    backend: str = "auto"
+    device: str = "cpu"
+    # Driver clips a client may pick as expression source, by name (clips are server-side paths, never uploads).
+    drivers: dict[str, str] = field(default_factory=dict)
+    ice_servers: list[IceServer] = field(default_factory=list)
+    cert: str | None = None  # TLS: browsers allow the microphone only on https or localhost
+    key: str | None = None
+    max_sessions: int = DEFAULT_MAX_SESSIONS  # avatar sessions (a renderer each)
+    max_viewers: int = DEFAULT_MAX_VIEWERS  # extra receivers of someone's avatar (an encoder each)
+    token: str | None = None  # when set, every API call needs it (?token= or Authorization: Bearer)
+    codec: str = "auto"  # video codec preference: h264, vp8 or auto (the browser's order)
+    max_offer_bytes: int = 64 * 1024
+    connect_timeout_s: float = 20.0  # an answered offer that never connects is dropped after this
+    idle_timeout_s: float = 10.0  # an avatar peer whose microphone sends nothing this long has vanished
+    stats_interval_s: float = 1.0
+
+    def validate(self) -> "ServerConfig":
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port {self.port}: not a TCP port", "use 1-65535 (0 picks a free one)")
+        if not self.avatars:
+            raise InputError("no avatar to serve", "pass --avatar DIR or leave it out for the built-in avatar")
+        if self.codec not in CODECS:
+            raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
+        if self.max_sessions < 1:
+            raise InputError(f"--max-sessions {self.max_sessions}: must be at least 1", "use a positive number")
+        if self.max_viewers < 0:
+            raise InputError(f"--max-viewers {self.max_viewers}: must be 0 or more", "use a non-negative number")
+        if bool(self.cert) != bool(self.key):
+            raise InputError("TLS needs both --cert and --key", "pass both PEM files, or neither for plain http")
+        for name, path in (("--cert", self.cert), ("--key", self.key)):
+            if path and not Path(path).is_file():
+                raise InputError(f"{name} {path}: no such file", "give the PEM file's path")
+        for name, path in self.drivers.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise InputError(f"--driver {name}={path}: bad name", "use letters, digits, '_', '.', '-'")
+            if not Path(path).is_file():
+                raise InputError(f"--driver {name}={path}: no such file", "give the path of a driver video clip")
+        for server in self.ice_servers:
+            if not re.match(r"^(stun|stuns|turn|turns):", server.urls):
+                raise InputError(f"--ice-server {server.urls}: not a STUN/TURN URL", "e.g. stun:stun.example.org:3478")
+        if self.token is not None and not self.token:
+            raise InputError("--token is empty", "give a non-empty token or leave it out")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cert else "http"
+
+    def url(self, port: int | None = None) -> str:
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::", "") else self.host
+        return f"{self.scheme}://{host}:{port if port is not None else self.port}/"

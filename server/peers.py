@@ -1,0 +1,302 @@
+"""Peer connection lifecycle: offer -> answer -> connected -> closed, and nothing left behind.
+
+An *avatar* peer sends its microphone and receives its own avatar (video only: no echo); it owns a streamer
+session and the broadcast of that session. A *watch* peer receives another participant's avatar with that
+participant's voice, lip-aligned. Every peer ends through `close_peer`, whatever the cause (the browser left,
+the connection failed, ICE consent expired, the microphone went silent for `idle_timeout_s`, the session failed,
+the server shuts down): it closes the connection, cancels the peer's tasks and closes its session, and a failure
+in one step never skips the others or touches another peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from avatar.errors import IdealError, InputError
+from server.avatars import AvatarCatalog
+from server.broadcast import AvatarBroadcast, Subscription
+from server.config import ServerConfig
+from server.metrics import ServerMetrics
+from server.offers import OfferRequest
+from server.rooms import Participant, RoomRegistry
+
+log = logging.getLogger(__name__)
+
+
+class CapacityError(IdealError):
+    """The server holds as many sessions as it can serve in real time (HTTP 503)."""
+
+
+class NotFoundError(IdealError):
+    """No such peer or participant (HTTP 404)."""
+
+
+@dataclass(eq=False)
+class Peer:
+    id: str
+    kind: str  # "avatar" | "watch"
+    pc: RTCPeerConnection
+    avatar: str
+    room: str | None = None
+    name: str = "guest"
+    expression: str = "audio"
+    session: Any = None  # avatar peers: the streamer session
+    broadcast: AvatarBroadcast | None = None  # avatar peers: fan-out of the session's frames
+    subscription: Subscription | None = None  # the tracks this peer receives
+    publisher: "Peer | None" = None  # watch peers: whose avatar they receive
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    created: float = field(default_factory=time.monotonic)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    close_reason: str | None = None
+    audio_frames_in: int = 0
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.id[:8]}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+class PeerManager:
+    def __init__(self, config: ServerConfig, catalog: AvatarCatalog, rooms: RoomRegistry,
+                 metrics: ServerMetrics) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.rooms = rooms
+        self.metrics = metrics
+        self.peers: dict[str, Peer] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    # --- counts --------------------------------------------------------------------------------------------
+    @property
+    def sessions(self) -> int:
+        return sum(p.kind == "avatar" for p in self.peers.values())
+
+    @property
+    def viewers(self) -> int:
+        return sum(p.kind == "watch" for p in self.peers.values())
+
+    def get(self, peer_id: str) -> Peer:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            raise NotFoundError(f"peer {peer_id}: not connected", "it left or was closed; join again")
+        return peer
+
+    # --- offer -> answer -----------------------------------------------------------------------------------
+    def _rtc_configuration(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                                            for s in self.config.ice_servers])
+
+    def _check_capacity(self, req: OfferRequest) -> None:
+        if req.mode == "avatar" and self.sessions >= self.config.max_sessions:
+            self.metrics.rejected["503"] += 1
+            raise CapacityError(
+                f"server is full: {self.sessions} of {self.config.max_sessions} avatar sessions in use "
+                f"(the limit is what this machine renders at full frame rate)", "try again later")
+        if req.mode == "watch" and self.viewers >= self.config.max_viewers:
+            self.metrics.rejected["503"] += 1
+            raise CapacityError(f"server is full: {self.viewers} of {self.config.max_viewers} viewers in use",
+                                "try again later")
+
+    async def accept(self, req: OfferRequest) -> dict[str, Any]:
+        """Create the peer for `req` and return the answer. Raises InputError/CapacityError/NotFoundError."""
+        self._check_capacity(req)
+        entry = None
+        publisher = None
+        if req.mode == "avatar":
+            entry = self.catalog.get(req.avatar)
+            expression = self.catalog.expression_source(req.expression)
+        else:
+            publisher = self.peers.get(req.target or "")
+            if publisher is None or publisher.kind != "avatar" or publisher.room != req.room or publisher.closed:
+                raise NotFoundError(f"participant {req.target} is not in room {req.room}", "refresh the room list")
+            expression = publisher.expression
+        pc = RTCPeerConnection(self._rtc_configuration())
+        peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=entry.name if entry else publisher.avatar,
+                    room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher)
+        self.peers[peer.id] = peer  # counted from here on, so concurrent offers cannot overshoot the limit
+        self.metrics.counters[f"{req.mode}_offers"] += 1
+        try:
+            if req.mode == "avatar":
+                peer.session = entry.engine.open_session(expression=expression)
+                fps = float(entry.info.get("fps", 25.0))
+                peer.broadcast = AvatarBroadcast(peer.session, fps, self.metrics)
+                peer.subscription = peer.broadcast.subscribe(with_audio=False)  # own preview: no echo
+                peer.spawn(self._run_broadcast(peer), "broadcast")
+            else:
+                peer.subscription = publisher.broadcast.subscribe(with_audio=True)
+            self._wire(peer)
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=req.sdp, type="offer"))
+            except Exception as exc:
+                raise InputError(f"invalid SDP offer ({type(exc).__name__}: {exc})", "send a browser's offer") from None
+            self._add_tracks(peer)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await self.close_peer(peer, "offer failed")
+            raise
+        if req.mode == "avatar" and req.room:
+            self.rooms.join(req.room, Participant(peer.id, req.name, peer.avatar))
+        peer.spawn(self._watchdog(peer), "watchdog")
+        log.info("peer %s (%s, avatar %s, room %s) answered", peer.id[:8], peer.kind, peer.avatar, peer.room)
+        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "peer_id": peer.id,
+                "session_id": getattr(peer.session, "id", None), "avatar": peer.avatar}
+
+    def _wire(self, peer: Peer) -> None:
+        pc = peer.pc
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            log.debug("peer %s: connection %s", peer.id[:8], state)
+            if state == "connected":
+                peer.connected.set()
+            elif state in ("failed", "closed"):
+                await self.close_peer(peer, f"connection {state}")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and peer.kind == "avatar":
+                peer.spawn(self._pump_microphone(peer, track), "microphone")
+
+    def _add_tracks(self, peer: Peer) -> None:
+        sub = peer.subscription
+        assert sub is not None
+        peer.pc.addTrack(sub.video)
+        if sub.audio is not None:
+            peer.pc.addTrack(sub.audio)
+        if self.config.codec != "auto":
+            wanted = f"video/{self.config.codec}".lower()
+            codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == wanted]
+            for transceiver in peer.pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.setCodecPreferences(codecs)
+
+    # --- per-peer tasks ------------------------------------------------------------------------------------
+    async def _pump_microphone(self, peer: Peer, track: MediaStreamTrack) -> None:
+        """Browser mic (Opus decoded to 48 kHz stereo, 20 ms frames) -> the session, as it comes (the streamer
+        resamples at its edge). Silence from the network for `idle_timeout_s` means the browser vanished."""
+        timeout = self.config.connect_timeout_s + self.config.idle_timeout_s
+        while not peer.closed:
+            try:
+                frame = await asyncio.wait_for(track.recv(), timeout)
+            except asyncio.TimeoutError:
+                self._close_soon(peer, f"no microphone audio for {timeout:.0f} s (peer vanished)")
+                return
+            except MediaStreamError:
+                return
+            timeout = self.config.idle_timeout_s
+            pcm = frame.to_ndarray().reshape(-1)  # packed s16: (1, samples * channels) -> interleaved
+            try:
+                peer.session.push_audio(pcm, frame.sample_rate, len(frame.layout.channels))
+            except Exception as exc:
+                self._close_soon(peer, f"session rejected audio ({exc})")
+                return
+            peer.audio_frames_in += 1
+
+    async def _run_broadcast(self, peer: Peer) -> None:
+        assert peer.broadcast is not None
+        await peer.broadcast.run()
+        if not peer.closed:
+            reason = peer.broadcast.error or getattr(peer.session, "failure", None) or "session ended"
+            self._close_soon(peer, f"session ended: {reason}")
+
+    async def _watchdog(self, peer: Peer) -> None:
+        try:
+            await asyncio.wait_for(peer.connected.wait(), self.config.connect_timeout_s)
+        except asyncio.TimeoutError:
+            self._close_soon(peer, f"not connected within {self.config.connect_timeout_s:.0f} s")
+
+    def _close_soon(self, peer: Peer, reason: str) -> None:
+        """Close from inside one of the peer's own tasks (which `close_peer` cancels) without cancelling itself."""
+        task = asyncio.get_running_loop().create_task(self.close_peer(peer, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # --- the one way a peer ends -----------------------------------------------------------------------------
+    async def close_peer(self, peer: Peer, reason: str) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        peer.close_reason = reason
+        self.peers.pop(peer.id, None)
+        self.metrics.counters[f"{peer.kind}_closed"] += 1
+        log.info("peer %s (%s) closed: %s", peer.id[:8], peer.kind, reason)
+        if peer.kind == "avatar" and peer.room:
+            self.rooms.leave(peer.room, peer.id)
+        steps: list[tuple[str, Any]] = []
+        if peer.kind == "avatar":
+            # Its viewers go with it: their connection carries nothing else.
+            for other in [p for p in self.peers.values() if p.publisher is peer]:
+                steps.append(("viewer", lambda o=other: self.close_peer(o, "the participant left")))
+        if peer.subscription is not None:
+            source = peer.publisher.broadcast if peer.publisher else peer.broadcast
+            if source is not None:
+                source.unsubscribe(peer.subscription)
+            else:
+                peer.subscription.end()
+        current = asyncio.current_task()
+        tasks = [t for t in peer.tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        steps.append(("connection", peer.pc.close))
+        if peer.session is not None:
+            steps.append(("session", peer.session.aclose))
+        for what, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("peer %s: closing its %s failed", peer.id[:8], what)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Break the peer <-> pc reference cycle (event handlers close over the peer) so memory goes at once.
+        peer.pc.remove_all_listeners()
+        peer.publisher = None
+
+    async def close_all(self, reason: str = "server shutting down") -> None:
+        await asyncio.gather(*(self.close_peer(p, reason) for p in list(self.peers.values())),
+                             return_exceptions=True)
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    # --- what the API reports ------------------------------------------------------------------------------
+    def describe(self, peer: Peer) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": peer.id, "kind": peer.kind, "avatar": peer.avatar, "room": peer.room,
+                             "expression": peer.expression, "state": peer.pc.connectionState,
+                             "audio_frames_in": peer.audio_frames_in,
+                             "age_s": round(time.monotonic() - peer.created, 1)}
+        if peer.broadcast is not None:
+            d["stream"] = peer.broadcast.stats()
+        if peer.session is not None:
+            stats = getattr(peer.session, "stats", None)
+            d["session"] = stats.to_dict() if hasattr(stats, "to_dict") else None
+        if peer.subscription is not None:
+            d["video_sent"] = peer.subscription.video.sent
+            d["video_dropped"] = peer.subscription.video.dropped
+        return d
+
+    def set_expression(self, peer: Peer, spec: str) -> None:
+        if peer.kind != "avatar":
+            raise InputError("only an avatar peer has an expression source", "send it for your own peer id")
+        peer.session.set_expression(self.catalog.expression_source(spec))
+        peer.expression = spec
+
+    def live(self) -> dict[str, Any]:
+        avatar_peers = [p for p in self.peers.values() if p.kind == "avatar" and p.broadcast is not None]
+        fps = [p.broadcast.frame_rate.value() for p in avatar_peers]
+        return {"sessions": len(avatar_peers), "max_sessions": self.config.max_sessions,
+                "viewers": self.viewers, "max_viewers": self.config.max_viewers, "rooms": len(self.rooms),
+                "fps": {"min": round(min(fps), 2) if fps else None,
+                        "mean": round(sum(fps) / len(fps), 2) if fps else None},
+                "sessions_detail": [{"id": p.id[:8], "fps": round(p.broadcast.frame_rate.value(), 2),
+                                     "tier": p.broadcast.last.get("tier"), "subscribers": p.broadcast.subscribers}
+                                    for p in avatar_peers]}

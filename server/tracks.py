@@ -1,0 +1,138 @@
+"""Outgoing media: the avatar's video and the lip-aligned audio, as aiortc `MediaStreamTrack`s.
+
+Each track owns its timestamps, derived from the streamer's frame index so that video and audio of the same
+frame carry the same presentation time: video pts = index * 90000 / fps (time base 1/90000), audio pts = the
+48 kHz sample index of the frame's first sample (time base 1/48000). A receiver (the browser) then plays the
+sound with the lips that made it, whatever the network does, via the RTCP sender reports of both streams.
+
+Tracks are fed by `server.broadcast.AvatarBroadcast`; a slow encoder (video) loses its oldest frames rather
+than delaying the broadcaster or any other subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+AUDIO_RATE = 48_000
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+AUDIO_PACKET = 960  # 20 ms at 48 kHz: one Opus packet
+_END = None
+
+
+def _put_dropping_oldest(queue: asyncio.Queue, item: object) -> bool:
+    """Put without ever waiting; when full, drop the oldest item. Returns True when something was dropped."""
+    dropped = False
+    while queue.full():
+        queue.get_nowait()
+        dropped = True
+    queue.put_nowait(item)
+    return dropped
+
+
+class AvatarVideoTrack(MediaStreamTrack):
+    """The avatar's composited frames (with the "synthetic" mark the streamer draws) as a video track."""
+
+    kind = "video"
+
+    def __init__(self, fps: float, maxsize: int = 3) -> None:
+        super().__init__()
+        self.fps = fps
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self.sent = 0
+        self.dropped = 0
+
+    def feed(self, index: int, yuv: np.ndarray) -> None:
+        """Queue frame `index`; `yuv` is (H*3/2, W) uint8 planar yuv420p, shared read-only with other tracks."""
+        if self.readyState == "live" and _put_dropping_oldest(self._queue, (index, yuv)):
+            self.dropped += 1
+
+    def end(self) -> None:
+        """No more frames (the session ended): the next `recv` ends the track."""
+        if self.readyState == "live":
+            _put_dropping_oldest(self._queue, _END)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is _END:
+            self.stop()
+            raise MediaStreamError
+        index, yuv = item
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")  # a copy: encoders may touch the frame
+        frame.pts = int(round(index * VIDEO_CLOCK_RATE / self.fps))
+        frame.time_base = VIDEO_TIME_BASE
+        self.sent += 1
+        return frame
+
+
+class LipAlignedAudioTrack(MediaStreamTrack):
+    """The speaker's own voice, delayed by the streamer to the frame it animates, as 20 ms Opus-ready packets.
+
+    Packets are released no earlier than their presentation time on a wall-clock schedule anchored to the
+    earliest frame arrival, so the two 20 ms halves of a 40 ms video frame leave 20 ms apart and the sender
+    reports of audio and video map the same pts to the same wall time.
+    """
+
+    kind = "audio"
+
+    def __init__(self, maxsize: int = 100) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self._anchor: float | None = None  # monotonic time of pts 0
+        self._carry = np.zeros(0, np.int16)  # samples short of a whole packet, continued by the next frame
+        self._carry_pts = 0
+        self.sent = 0
+        self.dropped = 0
+
+    def feed(self, pts_samples: int, pcm: np.ndarray) -> None:
+        """Queue one video frame's audio: `pcm` (n,) int16 mono 48 kHz starting at sample `pts_samples`.
+
+        Frames need not hold whole packets (48000/fps samples each); the remainder waits for the next frame. A
+        gap in `pts_samples` (a frame that never came) drops the remainder instead of gluing across the gap."""
+        if self.readyState != "live":
+            return
+        if len(self._carry) and pts_samples == self._carry_pts + len(self._carry):
+            pts_samples, pcm = self._carry_pts, np.concatenate([self._carry, pcm])
+        now = time.monotonic()
+        arrival_anchor = now - pts_samples / AUDIO_RATE
+        if self._anchor is None or arrival_anchor < self._anchor or arrival_anchor - self._anchor > 0.5:
+            # Earliest arrival wins; a stall longer than 0.5 s re-anchors rather than bursting forever after.
+            self._anchor = arrival_anchor
+        whole = len(pcm) - len(pcm) % AUDIO_PACKET
+        for start in range(0, whole, AUDIO_PACKET):
+            if _put_dropping_oldest(self._queue, (pts_samples + start, pcm[start:start + AUDIO_PACKET])):
+                self.dropped += 1
+        self._carry, self._carry_pts = pcm[whole:], pts_samples + whole
+
+    def end(self) -> None:
+        if self.readyState == "live":
+            _put_dropping_oldest(self._queue, _END)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is _END:
+            self.stop()
+            raise MediaStreamError
+        pts, pcm = item
+        if self._anchor is not None:
+            wait = self._anchor + pts / AUDIO_RATE - time.monotonic()
+            if 0 < wait < 0.5:
+                await asyncio.sleep(wait)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm))
+        frame.planes[0].update(np.ascontiguousarray(pcm, dtype=np.int16).tobytes())
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = pts
+        frame.time_base = AUDIO_TIME_BASE
+        self.sent += 1
+        return frame
