@@ -161,7 +161,7 @@ def dub(avatar_path: str | Path | None, audio_path: str | Path, out: str | Path,
         progress: bool = True, mouth_model=None) -> tuple[DubPlan, dict]:
     """The whole `ideal dub`: validate inputs, plan, render. Returns the plan and the render facts."""
     from avatar.audio.io import load_audio
-    from avatar.loading import load_avatar
+    from avatar.clock import DEFAULT_FPS
     from avatar.manifest import resolve_avatar
 
     out = Path(out)
@@ -174,10 +174,12 @@ def dub(avatar_path: str | Path | None, audio_path: str | Path, out: str | Path,
         raise InputError("--mouth driver needs a driver clip", "pass --expression DRIVER_VIDEO")
     if driver is not None and not driver.exists():
         raise InputError(f"{driver}: no such driver video", "pass a video path, or --expression audio|neutral")
-    avatar = load_avatar(resolve_avatar(avatar_path))
     audio_path = Path(audio_path)
-    audio = load_audio(audio_path)
-    check_speech(audio, audio_path, float(avatar.fps))
+    audio = load_audio(audio_path)  # cheap checks first: a bad audio file fails before any model loads
+    check_speech(audio, audio_path, DEFAULT_FPS)
+    from avatar.loading import load_avatar
+
+    avatar = load_avatar(resolve_avatar(avatar_path))
     driver_expr = None
     if driver is not None:
         from avatar.driver_clip import track_driver
