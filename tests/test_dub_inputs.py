@@ -62,3 +62,25 @@ def test_bad_options(tmp_path: Path, capsys, shared_data: Path, argv, message):
         args += ["-o", str(tmp_path / "o.mp4")]
     code, err = _run(capsys, *args)
     assert code == 2 and message in err
+
+
+def test_driver_without_a_face(tmp_path: Path):
+    from avatar.driver_clip import track_driver
+    from avatar.errors import InputError
+    from avatar.video_io import VideoWriter
+
+    video = tmp_path / "wall.mp4"
+    y, x = np.mgrid[0:128, 0:128]
+    with VideoWriter(video, 25.0) as w:
+        for i in range(20):  # a moving gradient: a real video, but nobody in it
+            w.write(np.stack([(x + 3 * i) % 256, y * 2, np.full_like(x, 90)], axis=-1).astype(np.uint8))
+    with pytest.raises(InputError, match="wall.mp4: no face found in the driver clip"):
+        track_driver(video, 25.0, progress=False)
+
+
+def test_driver_that_is_not_a_video(tmp_path: Path, shared_data: Path):
+    from avatar.driver_clip import track_driver
+    from avatar.errors import InputError
+
+    with pytest.raises(InputError, match="test_13s.wav"):
+        track_driver(shared_data / "speech" / "test_13s.wav", 25.0, progress=False)
