@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tier", default=None, help="quality tier to render (default: the best one)")
     p.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N held-out frames")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lmd-reference-px", type=int, default=512,
+                   help="LMD/LMDV are reported in pixels of the frame scaled to this width")
     p.add_argument("--mouth-model", default=None, help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--device", default="cpu", help="torch device for the PyTorch backend")
     p.add_argument("--no-video", action="store_true", help="skip the side-by-side video")
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = EvalConfig(tier=args.tier, batch_size=args.batch_size, max_frames=args.max_frames, device=args.device,
-                     mouth_model=args.mouth_model)
+                     mouth_model=args.mouth_model, lmd_reference_px=args.lmd_reference_px)
     out = args.output or Path("runs") / "evaluate" / f"{args.avatar[0].name}-{args.dataset.name}"
     result = run_evaluation(args.avatar, args.dataset, args.ablation, cfg)
     command = "ideal " + " ".join(shlex.quote(a) for a in sys.argv[1:])
