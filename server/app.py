@@ -116,6 +116,10 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 async def healthz(request: web.Request) -> web.Response:
     peers = request.app[STATE].peers
     return web.json_response({"status": "ok", "sessions": peers.sessions, "viewers": peers.viewers})
@@ -192,6 +196,7 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory | None = None
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/config", client_config)
     app.router.add_get("/avatars", avatars)

@@ -1,0 +1,1 @@
+"""The browser client of `ideal serve` (static files, no build step): index.html, app.js, style.css."""
