@@ -73,6 +73,8 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
             for frame in container.decode(stream):
                 arr = frame.to_ndarray()
                 rate = frame.sample_rate
+                if arr.dtype.kind in "iu":  # scale integer PCM to [-1, 1] before averaging turns it into floats
+                    arr = to_mono(arr.reshape(-1), 1).reshape(arr.shape)
                 if frame.format.is_planar:
                     arr = arr.mean(axis=0)
                 else:
