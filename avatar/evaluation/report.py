@@ -17,7 +17,7 @@ import numpy as np
 from avatar.evaluation.face_metrics import AU_PROXIES
 from avatar.evaluation.runner import HEADLINE, HIGHER_IS_BETTER, LOWER_IS_BETTER, MODES, EvalRun
 
-ROLES = ("ours", "ablation", "baseline")
+ROLES = ("ours", "ablation", "baseline", "floor")
 LABELS = {
     "l1": "L1", "psnr": "PSNR dB", "ssim": "SSIM", "lmd": "LMD px", "lmd_mouth": "LMD mouth px",
     "lmdv": "LMDV px", "lmdv_mouth": "LMDV mouth px", "au_error": "AU err", "pose_d": "Pose-D deg",
@@ -119,7 +119,8 @@ def markdown_table(doc: dict, metrics: tuple[str, ...] = HEADLINE) -> str:
             if not cells:
                 continue
             n = len(next(iter(cells.values()))["seeds"])
-            name = {"ours": "ours (EAA)", "ablation": "concat ablation", "baseline": "baseline (NN audio)"}[role]
+            name = {"ours": "ours (EAA)", "ablation": "concat ablation", "baseline": "baseline (NN audio)",
+                    "floor": "floor (real crop at render size)"}[role]
             lines.append(f"| {mode} | {name} | {n} | " + " | ".join(_fmt(m, cells.get(m)) for m in metrics) + " |")
     return "\n".join(lines)
 
