@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from avatar.expression import CHIN, FACE_OVAL, FOREHEAD, NOSE_TIP
+from avatar.expression import CHIN, FACE_OVAL, FOREHEAD, MOUTH_CORNER_L, MOUTH_CORNER_R
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,13 @@ class Segmenter:
         half_w = 0.5 * float(np.ptp(oval @ right)) + cfg.band_extra * fh
         dx, dy = self._xx - centre[0], self._yy - centre[1]
         below_chin = (self._xx - p[CHIN, 0]) * down[0] + (self._yy - p[CHIN, 1]) * down[1]
-        below_nose = (self._xx - p[NOSE_TIP, 0]) * down[0] + (self._yy - p[NOSE_TIP, 1]) * down[1]
+        mouth = 0.5 * (p[MOUTH_CORNER_R] + p[MOUTH_CORNER_L])
+        below_mouth = (self._xx - mouth[0]) * down[0] + (self._yy - mouth[1]) * down[1]
         lateral = np.abs(dx * right[0] + dy * right[1])
         person = person_prob > cfg.person_threshold
-        # Above the nose: hair and ears, a wide band. Between nose and chin line: only as wide as the face
-        # oval, so that the neck under the jaw is head and a raised shoulder is not.
-        band = np.where(below_nose <= 0, half_w, 0.5 * float(np.ptp(oval @ right)))
+        # Above the mouth corners: hair and ears, a wide band. Between mouth and chin line: only as wide as the
+        # face oval, so that the neck under the jaw is head and a raised shoulder is not.
+        band = np.where(below_mouth <= 0, half_w, 0.5 * float(np.ptp(oval @ right)) + cfg.chin_margin * fh)
         head = person & (below_chin <= cfg.chin_margin * fh) & (lateral <= band)
         face = np.zeros(person.shape, np.uint8)
         cv2.fillConvexPoly(face, cv2.convexHull(np.round(oval).astype(np.int32)), 1)
