@@ -1,0 +1,267 @@
+"""`ideal bench --mode offline`: frames as fast as possible, per backend and tier.
+
+Each frame goes through every per-frame stage a live stream runs, timed separately:
+
+    features   causal log-mel of the frame's 640 new samples + the avatar's audio window
+    mouth      the audio-to-mouth model on its window (the expression's mouth slice)
+    eaa        encoders + EAA-Module                     (backend stage)
+    field      field + GA-Module + volume rendering      (backend stage)
+    upsampling refinement / upsampler to the output crop (backend stage "refine")
+    compose    the crop composited onto the base plate
+    encode     VP8 encoding of the composed frame (libvpx through PyAV, as aiortc sends it)
+
+`--sessions N` renders N frames per backend call (N sessions sharing the renderer); fps is frames per second
+over all sessions. Peak memory is the process's peak resident set during the run (Linux VmHWM, reset before
+each run) and, on a GPU, torch's peak allocated CUDA memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from avatar.backend import Backend
+from ideal.bench.report import percentiles
+
+log = logging.getLogger(__name__)
+
+STAGES = ("features", "mouth", "eaa", "field", "upsampling", "compose", "encode")
+BACKEND_STAGE = {"eaa": "eaa", "field": "field", "refine": "upsampling"}
+
+
+@dataclass
+class OfflineSettings:
+    tiers: list[str] | None = None  # None: every tier
+    sessions: int = 1
+    duration_s: float = 4.0  # measured frames per (backend, tier) = duration * fps (per session)
+    warmup_frames: int = 3
+    encode: bool = True
+
+
+@dataclass
+class OfflineResult:
+    backend: str
+    device: str
+    tier: str
+    batch: int
+    frames: int
+    seconds: float
+    fps: float
+    stage_ms: dict[str, float]  # mean ms per frame by stage (a batch call's time divided by the batch)
+    stage_p95_ms: dict[str, float]
+    peak_rss_mb: float | None
+    peak_cuda_mb: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+class Vp8Encoder:
+    """One libvpx encoder per session, as aiortc's VP8 sender uses (realtime deadline)."""
+
+    def __init__(self, width: int, height: int, fps: float) -> None:
+        import av
+        from fractions import Fraction
+
+        self._av = av
+        self.codec = av.CodecContext.create("libvpx", "w")
+        self.codec.width, self.codec.height = width - width % 2, height - height % 2
+        self.codec.pix_fmt = "yuv420p"
+        self.codec.time_base = Fraction(1, int(round(fps)))
+        self.codec.bit_rate = 1_500_000
+        self.codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        self.pts = 0
+
+    def encode(self, image: np.ndarray) -> int:
+        """(H, W, 3) uint8 -> encoded bytes (count)."""
+        image = image[:self.codec.height, :self.codec.width]
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+        frame.pts = self.pts
+        self.pts += 1
+        return sum(p.size for p in self.codec.encode(frame))
+
+
+def run_offline(backends: dict[str, Backend], scene: Any, settings: OfflineSettings,
+                progress: Callable[[int], None] | None = None) -> list[OfflineResult]:
+    """Time every (backend, tier). `scene` (`ideal.bench.scene.BenchScene`) supplies per-frame inputs and the
+    compositor, so every backend renders exactly the same frames."""
+    results = []
+    for name, backend in backends.items():
+        tiers = settings.tiers or list(backend.tiers)
+        for tier in tiers:
+            if tier not in backend.tiers:
+                log.warning("%s has no tier %s", name, tier)
+                continue
+            results.append(_run_one(name, backend, tier, scene, settings, progress))
+    return results
+
+
+def _run_one(name: str, backend: Backend, tier: str, scene: Any, settings: OfflineSettings,
+             progress: Callable[[int], None] | None) -> OfflineResult:
+    b = settings.sessions
+    n_calls = max(1, int(round(settings.duration_s * scene.fps)))
+    encoders = [Vp8Encoder(scene.frame_width, scene.frame_height, scene.fps) for _ in range(b)] \
+        if settings.encode else []
+    streams = [scene.new_stream(session=i) for i in range(b)]
+    cuda = _cuda_device(backend)
+    for k in range(settings.warmup_frames):  # first calls allocate, pick kernels, fill caches
+        inputs = [s.next_inputs() for s in streams]
+        backend.render(*_stack(inputs), tier)
+    streams = [scene.new_stream(session=i) for i in range(b)]
+    reset_peak_rss()
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    start = time.perf_counter()
+    for call in range(n_calls):
+        t0 = time.perf_counter()
+        feats = [s.next_features() for s in streams]
+        t1 = time.perf_counter()
+        inputs = [s.mouth_and_pose(f) for s, f in zip(streams, feats)]
+        t2 = time.perf_counter()
+        out = backend.render(*_stack(inputs), tier)
+        t3 = time.perf_counter()
+        frames = [scene.compose(out.rgb[i], out.alpha[i], streams[i].frame_index - 1) for i in range(b)]
+        t4 = time.perf_counter()
+        for enc, image in zip(encoders, frames):
+            enc.encode(image)
+        t5 = time.perf_counter()
+        per_stage["features"].append((t1 - t0) * 1e3 / b)
+        per_stage["mouth"].append((t2 - t1) * 1e3 / b)
+        for key, stage in BACKEND_STAGE.items():
+            if key in out.timings_ms:
+                per_stage[stage].append(out.timings_ms[key] / b)
+        per_stage["compose"].append((t4 - t3) * 1e3 / b)
+        if encoders:
+            per_stage["encode"].append((t5 - t4) * 1e3 / b)
+        if progress:
+            progress(b)
+    seconds = time.perf_counter() - start
+    peak_cuda = None
+    if cuda:
+        import torch
+
+        peak_cuda = torch.cuda.max_memory_allocated() / 2**20
+    frames_done = n_calls * b
+    return OfflineResult(
+        backend=name, device=str(getattr(backend, "device", "cpu")), tier=tier, batch=b, frames=frames_done,
+        seconds=round(seconds, 3), fps=round(frames_done / seconds, 2),
+        stage_ms={s: round(float(np.mean(v)), 3) for s, v in per_stage.items() if v},
+        stage_p95_ms={s: percentiles(v)["p95"] for s, v in per_stage.items() if v},
+        peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
+        extra={"render_fps": round(1e3 / max(sum(per_stage[s][-1] for s in ("eaa", "field", "upsampling")
+                                                  if per_stage[s]), 1e-6), 2)})
+
+
+def _stack(inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    audio, expression, pose = zip(*inputs)
+    return np.stack(audio), np.stack(expression), np.stack(pose)
+
+
+def _cuda_device(backend: Backend) -> bool:
+    return str(getattr(backend, "device", "cpu")).startswith(("cuda", "tensorrt"))
+
+
+# --- the `ideal bench --mode offline` entry ------------------------------------------------------------------
+class DelayedBackend:
+    """A backend whose every call takes `delay_s` longer (a sleep after rendering): checks that latency and
+    throughput figures really see the backend's time (`--inject-delay-ms`, and the tests)."""
+
+    def __init__(self, inner: Backend, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.name = f"{inner.name}+{delay_s * 1e3:.0f}ms"
+        self.device = getattr(inner, "device", "cpu")
+
+    @property
+    def tiers(self):  # noqa: ANN201 - same as the wrapped backend
+        return self.inner.tiers
+
+    def render(self, audio, expression, pose, tier):  # noqa: ANN001, ANN201 - Backend protocol
+        out = self.inner.render(audio, expression, pose, tier)
+        time.sleep(self.delay_s)
+        out.timings_ms["injected_delay"] = self.delay_s * 1e3
+        return out
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.inner, item)
+
+
+def open_backends(avatar: str | None, name: str, device: str, tiers: list[str] | None, fp16: bool,
+                  threads: int | None, inject_delay_ms: float = 0.0) -> tuple[dict[str, Backend], dict[str, str]]:
+    """{label: backend} to measure, and {backend: why not} for those that cannot run here."""
+    from export.backends import available_backends, choose_backend
+
+    if name == "all":
+        found, why = available_backends(avatar, device, tiers, fp16, threads)
+    else:
+        choice = choose_backend(avatar, name, device, tiers, fp16, threads)
+        found, why = {choice.name: choice.backend}, dict(choice.passed_over)
+        if name == "auto":
+            log.info("auto picked %s", choice.describe())
+    if inject_delay_ms:
+        found = {k: DelayedBackend(b, inject_delay_ms / 1e3) for k, b in found.items()}
+    return found, why
+
+
+COLUMNS = [("backend", "backend"), ("device", "device"), ("tier", "tier"), ("batch", "batch"), ("fps", "fps"),
+           *[(f"ms_{s}", s) for s in STAGES], ("peak_rss_mb", "peak MB")]
+
+
+def run_offline_mode(args: Any) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from avatar.errors import BackendError
+    from ideal.bench.report import table
+    from ideal.bench.scene import load_scene
+    from ideal.bench.signals import bench_audio
+
+    audio = bench_audio(args.audio, silence_s=0.5)
+    backends, unavailable = open_backends(args.avatar, args.backend, args.device, args.tier, args.fp16, args.threads,
+                                          args.inject_delay_ms)
+    if not backends:
+        raise BackendError("no backend can run here: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    scene = load_scene(args.avatar, audio.audio)
+    settings = OfflineSettings(tiers=args.tier, sessions=args.sessions,
+                               duration_s=args.duration if args.duration else 4.0)
+    n_tiers = sum(len(settings.tiers or b.tiers) for b in backends.values())
+    total = n_tiers * max(1, int(round(settings.duration_s * scene.fps))) * settings.sessions
+    with tqdm(total=total, desc="bench offline", unit="frame") as bar:
+        results = run_offline(backends, scene, settings, progress=bar.update)
+    rows = []
+    for r in results:
+        rows.append({"backend": r.backend, "device": r.device, "tier": r.tier, "batch": r.batch, "fps": r.fps,
+                     **{f"ms_{s}": r.stage_ms.get(s) for s in STAGES}, "peak_rss_mb": r.peak_rss_mb})
+    text = table(rows, COLUMNS)
+    if unavailable:
+        text += "\n" + "\n".join(f"not measured: {k}: {v}" for k, v in unavailable.items())
+    return {"mode": "offline", "stages": list(STAGES), "results": [r.to_dict() for r in results],
+            "unavailable": unavailable, "audio": {"source": audio.source, "seconds": round(audio.duration_s, 2)},
+            "frame_size": list(scene.frame_shape), "_table": text}
