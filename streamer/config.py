@@ -1,0 +1,33 @@
+"""Settings of the streamer, one dataclass. Latency figures in docs/streamer.md follow from these."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class StreamerConfig:
+    # --- timing (latency = frame duration + model lookahead + jitter_ms + render_budget_ms - chunk phase) ---
+    jitter_ms: float = 25.0  # how late the audio a frame needs may arrive (>= the sender's chunk duration)
+    render_budget_ms: float = 45.0  # from a frame's audio cutoff to its emission: the render must fit in it
+    max_ahead_ms: float | None = 200.0  # audio buffered beyond real time (bursts) above this is dropped
+    idle_timeout_s: float | None = 30.0  # close a session that has received no audio for this long
+    # --- front end ---
+    vad_aggressiveness: int = 2  # webrtcvad mode 0..3
+    vad_frame_ms: int = 20  # 10, 20 or 30 (webrtcvad)
+    speech_on_ms: float = 60.0  # voiced audio needed within `speech_on_window_ms` to enter speech
+    speech_on_window_ms: float = 100.0
+    speech_hangover_ms: float = 240.0  # stay in speech this long after the last voiced block
+    resample_quality: str = "HQ"  # soxr quality; HQ equals the offline `load_audio` resampling exactly
+    ring_seconds: float = 4.0  # history kept by the feature and audio ring buffers
+    # --- rendering ---
+    max_batch: int = 8  # render requests of several sessions (same tier) merged into one backend call
+    progressive: bool = True  # render a finer tier after the base one when the deadline allows
+    step_up_after: int = 50  # frames in a row with room to spare before the base tier steps up
+    step_down_cost: float = 0.9  # step down when the base tier's typical cost exceeds this share of budget
+    synthetic_mark: bool = True  # the visible "synthetic" mark on every frame
+    frame_queue: int = 8  # emitted frames waiting for the consumer; the oldest is dropped beyond this
+    stats_window: int = 1500  # frames kept for percentiles (bounded memory)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
