@@ -11,6 +11,7 @@ from typing import Any, Callable
 from avatar.errors import InputError
 from avatar.manifest import DEFAULT_AVATAR_DIR, resolve_avatar
 from server.config import ServerConfig
+from server.mouth_region import engine_mouth_box
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class AvatarCatalog:
                 name += "_"
             engine = self._factory(None if path == DEFAULT_AVATAR_DIR else path, self.config)
             info = dict(engine.info)
+            info["mouth_box"] = engine_mouth_box(engine)
             self._entries[name] = AvatarEntry(name, path, engine, info)
             log.info("avatar %s: %s", name, {k: info.get(k) for k in ("backend", "fps", "tiers")})
 

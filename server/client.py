@@ -147,3 +147,50 @@ async def wait_connected(peer: ClientPeer, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"not connected after {timeout} s (state {peer.pc.connectionState})")
         await asyncio.sleep(0.05)
+
+
+async def run_load(url: str, sessions: int, viewers: int, audio: np.ndarray, duration: float, room: str,
+                   token: str | None = None) -> dict[str, Any]:
+    """`sessions` avatar peers speaking `audio` (looped) in `room`, plus `viewers` watching the first one; after
+    `duration` s, the frames each received per second (measured after a 2 s settling time)."""
+    speakers = [await join(url, audio, room=room, token=token, loop_audio=True) for _ in range(sessions)]
+    await asyncio.gather(*(wait_connected(p, 30) for p in speakers))
+    watchers = [await join(url, mode="watch", room=room, target=speakers[0].peer_id, token=token)
+                for _ in range(viewers)] if speakers else []
+    await asyncio.gather(*(wait_connected(p, 30) for p in watchers))
+    await asyncio.sleep(2.0)
+    peers = speakers + watchers
+    start = [p.video_frames for p in peers]
+    t0 = time.monotonic()
+    await asyncio.sleep(duration)
+    elapsed = time.monotonic() - t0
+    fps = [(p.video_frames - s) / elapsed for p, s in zip(peers, start)]
+    await asyncio.gather(*(p.close() for p in peers))
+    return {"speaker_fps": fps[:sessions], "viewer_fps": fps[sessions:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m server.client URL --sessions N --viewers M --wav FILE --duration S`: load for benchmarks; prints
+    one JSON line."""
+    import argparse
+
+    from avatar.audio.io import load_audio, resample
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("url")
+    p.add_argument("--sessions", type=int, default=1)
+    p.add_argument("--viewers", type=int, default=0)
+    p.add_argument("--wav", required=True, help="speech the speakers say (looped)")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--room", default="bench")
+    p.add_argument("--token")
+    args = p.parse_args(argv)
+    audio = resample(load_audio(args.wav), 16_000, RATE)
+    result = asyncio.run(run_load(args.url, args.sessions, args.viewers, audio, args.duration, args.room,
+                                  args.token))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""How many avatar sessions and viewers one machine serves at full frame rate (the default of --max-sessions).
+
+Runs the real server (real StreamerEngine on an avatar) in this process and WebRTC clients in a second one
+(`python -m server.client`: speakers send looped speech like a browser microphone, viewers watch the first
+speaker). For each load it reports, per session, the *fresh* frame rate (frames rendered in time, i.e. not a
+repeat of the last one), the tiers used and the frames the encoders dropped, and what the clients received.
+A load "holds 25 fps" when every session's fresh frame rate is >= 24 and every client receives >= 24 fps.
+
+    python benchmarks/serve_capacity.py --avatar /work/avatars/obama_quick --max-sessions 4 --max-viewers 6
+
+Clients decode video on the same machine, which costs a few % of a core per client: the figures are a slightly
+pessimistic bound for a server whose clients are remote browsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from server.app import start_server  # noqa: E402
+from server.config import ServerConfig  # noqa: E402
+
+log = logging.getLogger("serve_capacity")
+HOLD_FPS = 24.0
+
+
+async def measure(url: str, state, sessions: int, viewers: int, wav: str, duration: float) -> dict:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.client", url, "--sessions", str(sessions), "--viewers", str(viewers),
+        "--wav", wav, "--duration", str(duration), cwd=str(REPO), stdout=subprocess.PIPE)
+    # sample the server's sessions while the clients run
+    samples: dict[str, list[tuple[float, int, int, str]]] = collections.defaultdict(list)
+    tiers: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    reader = asyncio.ensure_future(proc.stdout.read())
+    t_start = time.monotonic()
+    while not reader.done():
+        now = time.monotonic()
+        for peer in list(state.peers.peers.values()):
+            if peer.broadcast is not None and now - t_start > 4.0:  # past connection set-up
+                b = peer.broadcast
+                samples[peer.id].append((now, b.frames, b.late_frames, b.last.get("tier")))
+                tiers[peer.id][b.last.get("tier")] += 1
+        await asyncio.sleep(0.25)
+    out = json.loads((await reader).decode().strip().splitlines()[-1])
+    await proc.wait()
+    fresh = []
+    for pid, s in samples.items():
+        if len(s) < 8:
+            continue
+        (t0, f0, l0, _), (t1, f1, l1, _) = s[0], s[-1]
+        fresh.append(((f1 - f0) - (l1 - l0)) / (t1 - t0))
+    received = out["speaker_fps"] + out["viewer_fps"]
+    holds = bool(fresh) and min(fresh) >= HOLD_FPS and min(received) >= HOLD_FPS
+    return {"sessions": sessions, "viewers": viewers, "fresh_fps": [round(x, 1) for x in fresh],
+            "received_fps": [round(x, 1) for x in received],
+            "tiers": [dict(c) for c in tiers.values()], "holds_25fps": holds}
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--avatar", default="default")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-sessions", type=int, default=4, help="try 1..N avatar sessions")
+    p.add_argument("--max-viewers", type=int, default=6, help="try 1..M viewers of one session")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per load")
+    p.add_argument("--wav", default=str(REPO.parent / "shared" / "data" / "speech" / "test_13s.wav"))
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = ServerConfig(host="127.0.0.1", port=0, avatars=[args.avatar], backend=args.backend, device=args.device,
+                          max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
+    server = await start_server(config)
+    info = server.state.catalog.default.info
+    print(f"avatar {info.get('avatar')} backend {info.get('backend')} output {info.get('output_size')}", flush=True)
+    results = []
+    try:
+        for n in range(1, args.max_sessions + 1):
+            r = await measure(server.url, server.state, n, 0, args.wav, args.duration)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+            if not r["holds_25fps"]:
+                break
+        for m in range(1, args.max_viewers + 1):
+            r = await measure(server.url, server.state, 1, m, args.wav, args.duration)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+            if not r["holds_25fps"]:
+                break
+    finally:
+        await server.stop()
+    max_sessions = max([r["sessions"] for r in results if r["viewers"] == 0 and r["holds_25fps"]], default=0)
+    max_viewers = max([r["viewers"] for r in results if r["viewers"] > 0 and r["holds_25fps"]], default=0)
+    summary = {"avatar": info.get("avatar"), "backend": info.get("backend"), "tiers": list(info.get("tiers", {})),
+               "cpu_count": __import__("os").cpu_count(), "max_sessions_at_25fps": max_sessions,
+               "max_viewers_of_one_session_at_25fps": max_viewers, "runs": results}
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
