@@ -5,8 +5,9 @@ chunking.
 Causality: mel frame k covers the `win_length` samples that end at sample (k + 1) * hop_length, the
 history before the first sample being zeros. Frame k is therefore known as soon as sample (k+1)*hop has
 arrived. Normalisation is running: a per-bin mean that starts from a fixed prior, becomes a cumulative mean
-over the first `norm_warmup` voiced frames and then an exponential moving average; frames quieter than
-`silence_db` do not update it, so pauses do not drag the level down. The normalised value is
+over the first `norm_warmup` voiced frames and then an exponential moving average. Frames more than `gate_db` below the
+running level (or below the absolute `silence_db`, i.e. digital silence) do not update it, so pauses do not
+drag the level down; the gate is relative, so the features do not depend on the microphone's gain. The normalised value is
 `(log_mel - running_mean) / norm_scale`.
 
 At 16 kHz with hop 160 there are 100 mel frames per second: 4 per video frame at 25 fps.
@@ -30,12 +31,13 @@ class MelConfig:
     n_mels: int = 80
     fmin: float = 55.0
     fmax: float = 7600.0
-    log_floor: float = 1e-6
+    log_floor: float = 1e-10
     prior_mean: float = -6.0
     norm_warmup: int = 200
     norm_tau_frames: int = 300
     norm_scale: float = 4.0
-    silence_db: float = -55.0
+    silence_db: float = -90.0
+    gate_db: float = 30.0
 
     @property
     def frames_per_second(self) -> float:
@@ -70,6 +72,7 @@ class StreamingMelFeatures:
         self._voiced = 0
         self.frames_emitted = 0
         self._silence_power = 10.0 ** (cfg.silence_db / 10.0)
+        self._gate = cfg.gate_db * np.log(10.0) / 10.0  # dB -> natural-log power units
 
     def reset(self) -> None:
         self.__init__(self.cfg)
@@ -97,7 +100,9 @@ class StreamingMelFeatures:
         out = np.empty_like(log_mel)
         alpha_ema = 1.0 / cfg.norm_tau_frames
         for j in range(n_frames):
-            if power_td[j] > self._silence_power:
+            level = log_mel[j].mean()
+            gated = self._voiced >= cfg.norm_warmup and level < self._mean.mean() - self._gate
+            if power_td[j] > self._silence_power and not gated:
                 self._voiced += 1
                 alpha = max(1.0 / self._voiced, alpha_ema) if self._voiced <= cfg.norm_warmup else alpha_ema
                 self._mean += alpha * (log_mel[j] - self._mean)
