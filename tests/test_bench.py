@@ -1,0 +1,114 @@
+"""`ideal bench`: each mode runs briefly on the built-in avatar and returns well-formed figures, and the realtime
+latency measurement sees an injected known delay as that much more latency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def bench_avatar(default_avatar: Path, tmp_path_factory) -> Path:
+    """A copy of the built-in avatar with its ONNX export (so the onnxruntime backend is available)."""
+    from export.onnx_export import ExportConfig, export_avatar
+
+    dst = tmp_path_factory.mktemp("bench") / "avatar"
+    shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
+    export_avatar(dst, ExportConfig(validate=False))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def speech(shared_data: Path):
+    from ideal.bench.signals import bench_audio
+
+    return bench_audio(shared_data / "speech" / "test_13s.wav", silence_s=1.0, max_speech_s=3.0)
+
+
+def test_bench_audio_has_an_exact_onset(speech):
+    assert speech.onset_sample == 16000
+    assert not speech.audio[:speech.onset_sample].any()
+    assert np.sqrt(np.mean(speech.audio[speech.onset_sample:speech.onset_sample + 1600] ** 2)) > 1e-3
+
+
+def test_offline_mode_every_backend_and_tier(bench_avatar: Path, shared_data: Path, tmp_path: Path, capsys):
+    from ideal.cli import main
+
+    out, png = tmp_path / "offline.json", tmp_path / "offline.png"
+    code = main(["bench", "--avatar", str(bench_avatar), "--backend", "all", "--duration", "0.2", "--threads", "2",
+                 "--audio", str(shared_data / "speech" / "test_13s.wav"), "--json", str(out), "--plot", str(png)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "offline" and report["machine"]["versions"]["onnxruntime"]
+    backends = {r["backend"] for r in report["results"]}
+    assert {"torch", "onnxruntime"} <= backends and "tensorrt" in report["unavailable"]
+    for r in report["results"]:
+        assert r["fps"] > 0 and r["frames"] >= 5
+        assert {"features", "mouth", "eaa", "field", "upsampling", "compose", "encode"} <= set(r["stage_ms"])
+        assert all(v >= 0 for v in r["stage_ms"].values())
+        assert r["peak_rss_mb"] and r["peak_rss_mb"] > 50
+    assert png.stat().st_size > 10_000
+    text = capsys.readouterr().out
+    assert "onnxruntime" in text and "fps" in text
+
+
+def _run_realtime(avatar: Path, audio: np.ndarray, delay_ms: float, seconds: float) -> dict:
+    from export.backends import create_backend
+    from ideal.bench.offline import DelayedBackend
+    from ideal.bench.realtime import make_engine, run_sessions
+    from streamer.config import StreamerConfig
+
+    backend = create_backend(avatar, "onnxruntime", "cpu", threads=2)
+    tier = min(backend.tiers, key=lambda t: backend.tiers[t].rays * backend.tiers[t].samples)
+    if delay_ms:
+        backend = DelayedBackend(backend, delay_ms / 1e3)
+    # a generous budget: this shared 2-core machine must not turn frames late while the delay is measured
+    config = StreamerConfig(render_budget_ms=400.0 + delay_ms, progressive=False)
+    engine, _ = make_engine(str(avatar), backend, "cpu", config)
+
+    async def go() -> dict:
+        try:
+            return await run_sessions(engine, audio, 1, seconds, tier)
+        finally:
+            await engine.aclose()
+
+    return asyncio.run(go())
+
+
+def test_realtime_figures_and_injected_delay(bench_avatar: Path, speech):
+    base = _run_realtime(bench_avatar, speech.audio, 0.0, 3.0)
+    slow = _run_realtime(bench_avatar, speech.audio, 120.0, 3.0)
+    for run in (base, slow):
+        session = run["per_session"][0]
+        assert session["frames"] >= 50 and session["sustained_fps"] > 20
+        assert run["latency_ms"]["n"] >= 30, "latency not measured on enough frames"
+        assert session["timeline_padding_ms"] is not None, "frames' audio not matched to the pushed audio"
+    # measured by the bench, independently of the streamer's stats, it must agree with them...
+    s = base["per_session"][0]
+    assert abs(s["latency_ms"]["p50"] - s["streamer_latency_ms"]["p50"]) < 25
+    # ...and the 120 ms the slow backend sleeps (its budget grown to match) must show up as 120 ms more latency
+    added = slow["latency_ms"]["p50"] - base["latency_ms"]["p50"]
+    assert 95 <= added <= 145, f"injected 120 ms, measured {added:.1f} ms more"
+
+
+def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, shared_data: Path, tmp_path: Path):
+    from ideal.cli import main
+
+    out = tmp_path / "webrtc.json"
+    code = main(["bench", "--mode", "webrtc", "--avatar", str(bench_avatar), "--backend", "onnxruntime",
+                 "--trials", "1", "--duration", "2", "--audio", str(shared_data / "speech" / "test_13s.wav"),
+                 "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    trial = report["trials"][0]
+    assert report["startup_s"] > 0 and 0 < trial["first_frame_after_connect_s"] < 10
+    assert trial["speaker_frames"] > 20 and trial["speaker_tracked"] > 20, "no face found on the decoded frames"
+    assert trial["speaker_latency_ms"] is not None, f"mouth never opened on the decoded frames: {trial}"
+    assert 100 < trial["speaker_latency_ms"] < 3000

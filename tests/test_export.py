@@ -1,0 +1,203 @@
+"""`ideal export` on the built-in trained avatar: checked ONNX graphs per stage, ONNX Runtime renders the same
+frames as PyTorch (within 2/255, on frames where the head is really rendered), and every bad input named in
+the issue gets an error that says what to run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar.errors import AvatarError, BackendError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TOL = 2.0 / 255.0
+
+
+@pytest.fixture(scope="module")
+def avatar_copy(default_avatar: Path, tmp_path_factory) -> Path:
+    """A writable copy of the built-in avatar (export writes beside it), exported once for this module."""
+    from export.onnx_export import ExportConfig, export_avatar
+
+    dst = tmp_path_factory.mktemp("export") / "avatar"
+    shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
+    export_avatar(dst, ExportConfig())
+    return dst
+
+
+@pytest.fixture(scope="module")
+def frames(avatar_copy: Path, shared_data: Path):
+    """Real inputs of 3 frames: windows of real speech, the audio-driven mouth, poses of the pose track."""
+    from avatar.audio.io import load_audio
+    from avatar.dub import DubConfig, plan_dub
+    from avatar.loading import load_avatar
+
+    loaded = load_avatar(avatar_copy, device="cpu")
+    audio = load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3]
+    plan = plan_dub(loaded, audio, DubConfig(expression="neutral"))
+    idx = np.array([20, 40, 60])
+    return loaded, plan.windows[idx], plan.expression[idx], plan.pose[idx]
+
+
+def face_alpha(alpha: np.ndarray) -> float:
+    """Mean opacity over the central face region of the crop (B, S, S, 1): near 1 when the head is rendered."""
+    s = alpha.shape[1]
+    return float(alpha[:, int(0.35 * s):int(0.7 * s), int(0.3 * s):int(0.7 * s)].mean())
+
+
+def test_export_writes_checked_per_stage_graphs_with_dynamic_batch(avatar_copy: Path):
+    from export.artifacts import EXPORT_MANIFEST
+
+    directory = avatar_copy / "exported"
+    manifest = json.loads((directory / EXPORT_MANIFEST).read_text())
+    tiers = list(manifest["tiers"])
+    expected = {"condition", *(f"field.{t}" for t in tiers), *(f"refine.{t}" for t in tiers)}
+    assert expected <= set(manifest["graphs"])
+    for key, info in manifest["graphs"].items():
+        path = directory / info["file"]
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.load(str(path))
+        for value in list(model.graph.input) + list(model.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            assert dims[0].dim_param == "B", f"{key}:{value.name} has a fixed batch"
+            assert all(d.dim_value > 0 for d in dims[1:]), f"{key}:{value.name} is not a fixed frame size"
+    # the exporter ran every graph in onnxruntime at batch 3 (traced at 2) against PyTorch
+    assert manifest["validation"]["max_abs_diff"], "validation did not run"
+    assert max(manifest["validation"]["max_abs_diff"].values()) < 1e-3
+
+
+def test_onnxruntime_renders_the_same_frames_as_pytorch(avatar_copy: Path, frames):
+    from export.backends import create_backend
+
+    loaded, audio, expression, pose = frames
+    backend = create_backend(avatar_copy, "onnxruntime", "cpu")
+    assert backend.name == "onnxruntime"
+    for tier in loaded.tiers:
+        ref = loaded.backend.render(audio, expression, pose, tier)
+        got = backend.render(audio, expression, pose, tier)
+        assert got.rgb.shape == ref.rgb.shape == (3, loaded.tiers[tier].output, loaded.tiers[tier].output, 3)
+        assert face_alpha(ref.alpha) > 0.95, f"{tier}: the head is not rendered (face opacity " \
+                                             f"{face_alpha(ref.alpha):.2f}); parity would be meaningless"
+        rgb_diff = float(np.abs(got.rgb - ref.rgb).max())
+        alpha_diff = float(np.abs(got.alpha - ref.alpha).max())
+        print(f"{tier}: max |ort - torch| rgb {rgb_diff:.2e} alpha {alpha_diff:.2e}")
+        assert rgb_diff <= TOL and alpha_diff <= TOL
+        assert {"eaa", "field", "refine"} <= set(got.timings_ms)
+
+
+def test_auto_picks_the_fastest_available_and_says_which(avatar_copy: Path):
+    from export.backends import choose_backend
+
+    choice = choose_backend(avatar_copy, "auto", "cpu")
+    assert choice.name == "onnxruntime"  # no TensorRT here; ORT on CPU beats eager PyTorch
+    assert "tensorrt" in choice.passed_over
+    assert choice.describe().startswith("backend onnxruntime (cpu)")
+
+
+def test_read_only_avatar_exports_into_the_user_cache(avatar_copy: Path, tmp_path: Path, monkeypatch):
+    import avatar.manifest as manifest_mod
+    from avatar.manifest import cache_dir_for
+    from export.onnx_export import ExportConfig, export_avatar
+
+    ro = tmp_path / "ro_avatar"
+    shutil.copytree(avatar_copy, ro, ignore=shutil.ignore_patterns("exported"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    real_access = os.access
+    # the tests run as root, which writes through any permission bits: make the avatar dir read as read-only
+    monkeypatch.setattr(manifest_mod.os, "access", lambda p, mode: False if Path(p).resolve().is_relative_to(
+        ro.resolve()) and mode & os.W_OK else real_access(p, mode))
+    tier = next(iter(json.loads((avatar_copy / "exported" / "export.json").read_text())["tiers"]))
+    directory, _ = export_avatar(ro, ExportConfig(tiers=(tier,), mouth=False, validate=False))
+    assert directory == cache_dir_for(ro) and str(directory).startswith(str(tmp_path / "cache"))
+    assert (directory / "export.json").exists() and not (ro / "exported").exists()
+    from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+
+    assert OnnxRuntimeBackend(ro, config=OrtConfig(device="cpu")).export_dir == directory
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+@pytest.fixture
+def scratch(avatar_copy: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "avatar"
+    shutil.copytree(avatar_copy, dst)
+    return dst
+
+
+def _ort(path: Path):
+    from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+
+    return OnnxRuntimeBackend(path, config=OrtConfig(device="cpu"))
+
+
+def test_missing_graph_says_to_export(scratch: Path):
+    next((scratch / "exported").glob("field.*.onnx")).unlink()
+    with pytest.raises(BackendError, match=r"missing.*ideal export .* --target onnx"):
+        _ort(scratch)
+
+
+def test_corrupt_graph_is_refused(scratch: Path):
+    path = next((scratch / "exported").glob("condition.onnx"))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(BackendError, match=r"corrupt.*ideal export"):
+        _ort(scratch)
+
+
+def test_no_export_at_all_says_to_export(scratch: Path):
+    shutil.rmtree(scratch / "exported")
+    with pytest.raises(BackendError, match=r"no exported ONNX graphs.*ideal export"):
+        _ort(scratch)
+
+
+def test_graphs_of_other_weights_are_stale(scratch: Path):
+    with open(scratch / "weights.pt", "ab") as f:
+        f.write(b"\0")  # the avatar was retrained since the export
+    with pytest.raises(BackendError, match=r"stale.*ideal export"):
+        _ort(scratch)
+
+
+def test_avatar_of_an_older_format_version(scratch: Path):
+    from ideal.cli import main
+
+    manifest = json.loads((scratch / "avatar.json").read_text())
+    manifest["format_version"] = 0
+    (scratch / "avatar.json").write_text(json.dumps(manifest))
+    with pytest.raises(AvatarError, match="format version 0"):
+        from export.onnx_export import export_avatar
+
+        export_avatar(scratch)
+    assert main(["export", str(scratch)]) == 2
+
+
+def test_tensorrt_target_on_a_machine_without_it(scratch: Path, capsys):
+    from ideal.cli import main
+
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine can build TensorRT engines")
+    except ImportError:
+        pass
+    assert main(["export", str(scratch), "--target", "tensorrt"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot build TensorRT engines" in err and ("ideal-nerf[trt]" in err or "--target onnx" in err)
+    with pytest.raises(BackendError, match="TensorRT"):
+        from export.backends import create_backend
+
+        create_backend(scratch, "tensorrt", "auto")
+
+
+def test_cli_target_all_builds_what_it_can_and_says_what_it_skipped(scratch: Path, capsys):
+    from ideal.cli import main
+
+    assert main(["export", str(scratch), "--target", "all", "--no-mouth"]) == 0
+    out = capsys.readouterr().out
+    assert "exported to" in out and "condition" in out
+    assert "tensorrt: skipped" in out or "engine " in out
