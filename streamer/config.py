@@ -22,6 +22,7 @@ class StreamerConfig:
     ring_seconds: float = 4.0  # history kept by the feature and audio ring buffers
     # --- rendering ---
     max_batch: int = 8  # render requests of several sessions (same tier) merged into one backend call
+    adaptive_tiers: bool = True  # False: every frame at the session's `tier` (benchmarking one tier)
     progressive: bool = True  # render a finer tier after the base one when the deadline allows
     step_up_after: int = 50  # frames in a row with room to spare before the base tier steps up
     step_down_cost: float = 0.9  # step down when the base tier's typical cost exceeds this share of budget

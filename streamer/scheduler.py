@@ -70,11 +70,13 @@ class TierPolicy:
     """Adaptive base tier of one session, between the coarsest tier and `cap`."""
 
     def __init__(self, ordered: list[str], budget_s: float, frame_s: float, cap: str | None = None,
-                 step_up_after: int = 50, step_down_cost: float = 0.9) -> None:
+                 step_up_after: int = 50, step_down_cost: float = 0.9, adaptive: bool = True) -> None:
         if cap is not None and cap not in ordered:
             raise ValueError(cap)
         self.ordered = ordered[: ordered.index(cap) + 1] if cap else list(ordered)
-        self.level = 0
+        self.adaptive = adaptive
+        # not adaptive: always the cap (benchmarks measuring one tier); late frames are still counted
+        self.level = 0 if adaptive else len(self.ordered) - 1
         self.budget_s = budget_s
         self.frame_s = frame_s
         self.step_up_after = step_up_after
@@ -97,6 +99,8 @@ class TierPolicy:
 
     def after_frame(self, late: bool, costs: CostModel) -> None:
         """Adapt after each emitted frame."""
+        if not self.adaptive:
+            return
         if self.level > 0 and (late or not self.fits(costs.estimate(self.base)) and
                                costs.estimate(self.base) is not None):
             self.level -= 1
@@ -122,7 +126,7 @@ class TierPolicy:
     def plan_refinement(self, time_left_s: float, costs: CostModel, queue_busy: bool) -> str | None:
         """A finer tier to render after the base one for this frame, or None."""
         finer = self.finer
-        if finer is None or queue_busy:
+        if finer is None or queue_busy or not self.adaptive:
             return None
         est = costs.estimate(finer)
         if est is None:  # the engine measures every tier at start; never gamble a deadline on an unknown

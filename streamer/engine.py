@@ -1,0 +1,207 @@
+"""The streaming engine: one loaded avatar and backend, shared by any number of live sessions.
+
+    engine = StreamerEngine("avatars/obama", backend="auto")      # loads, picks a backend, times every tier
+    session = engine.open_session(expression="audio")            # inside the event loop
+    session.push_audio(pcm, 48000, 2)                            # as the network delivers it
+    async for frame in session.frames(): ...                     # StreamFrame at 25 fps, pts = index / fps
+
+The engine owns what sessions share: the backend and its render thread (`RenderQueue`: batched across
+sessions, earliest deadline first), the tier cost model, the audio-to-mouth model and prosody predictor, the
+avatar's pose track and base plate, and the tracked driver clips. Sessions own everything per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from avatar.audio.features import AudioWindow, MelConfig, silence_value
+from avatar.backend import Backend
+from avatar.errors import BackendError, InputError
+from avatar.expression import EXPRESSION_DIM
+from avatar.manifest import resolve_avatar
+from streamer.audio_frontend import FeatureStreamSpec
+from streamer.clock import Clock, MonotonicClock
+from streamer.config import StreamerConfig
+from streamer.expression_source import ClipLibrary, StreamingDriver, parse_expression
+from streamer.render_queue import RenderQueue, warm_up
+from streamer.scheduler import CostModel, order_tiers
+from streamer.session import Session
+
+log = logging.getLogger(__name__)
+
+
+def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str) -> tuple[Backend, str]:
+    """The exported backends when the export package is importable (it imports onnxruntime / tensorrt only
+    when a backend is created), else the avatar's own PyTorch backend."""
+    if backend == "torch":
+        return loaded.backend, "torch"
+    try:
+        from export.backends import choose_backend
+    except ImportError:
+        if backend != "auto":
+            raise BackendError(f"backend {backend!r} needs the export package", "use --backend torch") from None
+        return loaded.backend, "torch"
+    if backend == "auto":
+        try:
+            choice = choose_backend(avatar_dir, "auto", device)
+        except BackendError as exc:
+            log.info("no exported backend (%s); using PyTorch", exc)
+            return loaded.backend, "torch"
+        if choice.name == "torch":
+            return loaded.backend, "torch"  # the already-loaded one, not a second copy
+        return choice.backend, choice.name
+    choice = choose_backend(avatar_dir, backend, device)
+    return choice.backend, choice.name
+
+
+def _blink_depth(avatar: Any) -> float | None:
+    """How far this person's lids were seen to close in training (as `ideal dub` does), else the default."""
+    expr = getattr(avatar, "training_expression", None)
+    if expr is None:
+        return None
+    from avatar.idle import blink_depth_from_expressions
+
+    return blink_depth_from_expressions(np.asarray(expr))
+
+
+class StreamerEngine:
+    """One loaded avatar + backend, shared by sessions (render calls of several sessions may be batched).
+
+    `backend` is a name ("auto" | "torch" | "onnxruntime" | "tensorrt") or an already-made `Backend` (e.g. a
+    wrapper that injects delay in tests). Raises AvatarError / BackendError / InputError with what to do."""
+
+    def __init__(self, avatar: str | Path | None = None, backend: str | Backend = "auto", device: str = "cpu",
+                 clock: Clock | None = None, config: StreamerConfig | None = None, *,
+                 mouth_model: Any | None = None) -> None:
+        from avatar.loading import load_avatar
+        from avatar.mouth import load_mouth_model
+
+        self.config = config or StreamerConfig()
+        self.clock: Clock = clock or MonotonicClock()
+        self.avatar_dir = resolve_avatar(avatar)
+        self.avatar = load_avatar(self.avatar_dir, device=device if device != "auto" else "cpu")
+        if isinstance(backend, str):
+            self.backend, self.backend_name = _make_backend(self.avatar_dir, self.avatar, backend, device)
+        elif isinstance(backend, Backend):
+            self.backend, self.backend_name = backend, getattr(backend, "name", type(backend).__name__)
+        else:
+            raise InputError(f"backend {backend!r} is neither a name nor a Backend", "pass e.g. backend='auto'")
+        self.tiers = dict(self.backend.tiers)
+        self.ordered_tiers = order_tiers(self.tiers)
+        self.fps: float = float(self.avatar.fps)
+        self.window: AudioWindow = self.avatar.window
+        self.mel_config: MelConfig = self.avatar.mel_config
+        self.mouth = mouth_model if mouth_model is not None else load_mouth_model()
+        self.mouth_window: AudioWindow = self.mouth.window
+        self.prosody = getattr(self.avatar, "prosody_predictor", None)
+        self.prosody_window: AudioWindow | None = getattr(self.prosody, "window", None)
+        # the streamer waits for the longest lookahead of the models it runs: that wait is latency
+        self.lookahead_ms = max(self.window.lookahead_ms, self.mouth_window.lookahead_ms,
+                                self.prosody_window.lookahead_ms if self.prosody_window else 0.0)
+        self.feature_streams, self.mouth_stream, self.mouth_mel = self._feature_streams()
+        self.pose_track = np.asarray(self.avatar.pose_track, dtype=np.float32)
+        self._plate_poses = self.pose_track.reshape(len(self.pose_track), -1)
+        self.clips = ClipLibrary(self.fps)
+        self.blink_depth = _blink_depth(self.avatar)
+        self.costs = CostModel()
+        self.render_queue = RenderQueue(self.backend, self.clock, self.costs, self.config.max_batch)
+        self.sessions: dict[str, Session] = {}
+        self._closed = False
+        self.warmup = self._warm_up()
+        self.idle_image: np.ndarray = self.warmup[self.ordered_tiers[0]]["image"]
+        log.info("streamer engine: %s", self.info)
+
+    # --- what sessions share ------------------------------------------------------------------------------
+    def _feature_streams(self) -> tuple[dict[str, FeatureStreamSpec], str, MelConfig]:
+        from avatar.audio.features import StreamingMelFeatures
+        from avatar.mouth.features import StreamingMouthFeatures, padding_value
+
+        mel_cfg = self.mel_config
+        streams = {"mel": FeatureStreamSpec(lambda: StreamingMelFeatures(mel_cfg), mel_cfg.n_mels,
+                                            silence_value(mel_cfg))}
+        spec = self.mouth.spec
+        if spec.kind in ("logmel", "cepstral") and spec.mel == mel_cfg:
+            return streams, "mel", spec.mel  # the mouth model reads the same log-mel: compute it once
+        streams["mouth"] = FeatureStreamSpec(lambda: StreamingMouthFeatures(spec), spec.input_dim,
+                                             padding_value(spec))
+        return streams, "mouth", spec.mel
+
+    def make_driver(self, session_id: str) -> StreamingDriver:
+        from avatar.idle import IdleMotion
+
+        seed = int(session_id[:8], 16)  # every session blinks and moves on its own schedule
+        idle = IdleMotion(self.pose_track, self.fps, seed=seed)
+        return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth)
+
+    def plate_index(self, pose: np.ndarray) -> int:
+        """The base-plate frame whose tracked head pose is nearest `pose` (3, 4), so torso and head agree."""
+        d = self._plate_poses - np.asarray(pose, np.float32).reshape(1, -1)
+        return int(np.argmin(np.einsum("ij,ij->i", d, d)))
+
+    def compose(self, rgb: np.ndarray, alpha: np.ndarray, plate: int) -> np.ndarray:
+        """Crop rgb (S,S,3), alpha (S,S,1) -> the full (H, W, 3) uint8 frame, marked unless disabled."""
+        from avatar.compose import add_synthetic_mark, composite
+
+        frame = composite(self.avatar, rgb, alpha, plate)
+        return add_synthetic_mark(frame) if self.config.synthetic_mark else frame
+
+    def composer(self, index: int, pose: np.ndarray, driver: StreamingDriver) -> Callable[[np.ndarray, np.ndarray],
+                                                                                         np.ndarray]:
+        """What the render thread calls to turn a frame's crop into the full frame."""
+        plate = self.plate_index(pose)
+        return lambda rgb, alpha: self.compose(rgb, alpha, plate)
+
+    def _warm_up(self) -> dict[str, Any]:
+        mel = np.full((self.window.length, self.mel_config.n_mels), silence_value(self.mel_config), np.float32)
+        expr = np.zeros(EXPRESSION_DIM, np.float32)
+        pose = self.pose_track[0]
+        plate = self.plate_index(pose)
+        return warm_up(self.backend, self.ordered_tiers, mel, expr, pose, self.costs,
+                       lambda rgb, alpha: self.compose(rgb, alpha, plate))
+
+    # --- API ------------------------------------------------------------------------------------------------
+    @property
+    def info(self) -> dict:
+        h, w = self.idle_image.shape[:2]
+        return {
+            "avatar": getattr(self.avatar, "name", None) or self.avatar_dir.name,
+            "avatar_dir": str(self.avatar_dir),
+            "backend": self.backend_name,
+            "tiers": {n: {**self.tiers[n].to_dict(), "cost_ms": round(1000.0 * (self.costs.estimate(n) or 0.0), 2)}
+                      for n in self.ordered_tiers},
+            "fps": self.fps,
+            "output_size": [w, h],
+            "lookahead_ms": self.lookahead_ms,
+            "delay_ms": 1000.0 / self.fps + self.lookahead_ms + self.config.jitter_ms + self.config.render_budget_ms,
+            "sessions": len(self.sessions),
+        }
+
+    def open_session(self, expression: str = "audio", tier: str | None = None,
+                     idle_timeout_s: float | None = None) -> Session:
+        """A new live call; must be called inside the running event loop. expression: "audio" | "neutral" |
+        "clip:PATH"; tier: the finest tier this session may use (default: all, adaptively)."""
+        if self._closed:
+            raise InputError("the streamer engine is closed", "create a new StreamerEngine")
+        parse_expression(expression)  # InputError before anything is started
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise InputError("open_session() was called outside a running asyncio event loop",
+                             "call it from async code (the session runs tasks on the loop)") from None
+        session = Session(self, expression, tier, idle_timeout_s)
+        self.sessions[session.id] = session
+        return session
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for session in list(self.sessions.values()):
+            await session.aclose()
+        await self.render_queue.aclose()

@@ -1,0 +1,154 @@
+"""Streaming adapters over `avatar.drive`: the expression and head pose of each live frame.
+
+The per-frame logic (silence gate, smoothing, prosody-to-brows, idle blinks and saccades, pose track, clip
+ping-pong) lives in `avatar.drive` / `avatar.idle` and is shared with the offline dub; this module only feeds it
+one frame at a time from the session's rings:
+
+- the mouth always comes from the live audio (the speaker-independent audio-to-mouth model on the frame's
+  window, then `AudioMouth`'s causal silence gate and smoothing), additionally held closed while the VAD's
+  hysteresis says "no speech", so background noise does not move the lips;
+- the upper face (brows, eyes, gaze) comes from the selected source: "audio" (the avatar's prosody
+  predictor), "neutral" (idle blinks and saccades only) or "clip:PATH" (another person's tracked video,
+  looped ping-pong, cross-identity);
+- the head pose comes from the avatar's own pose track (`IdleMotion`), whatever the source.
+
+Switching source cross-fades the upper face over `transition_frames`, so a change never jumps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avatar.drive import AudioExpression, AudioMouth, ClipExpression, DriveFrame, ExpressionDriver, GateConfig, \
+    NeutralExpression, UpperFace
+from avatar.errors import InputError
+from avatar.idle import IdleMotion
+
+log = logging.getLogger(__name__)
+
+KINDS = ("audio", "neutral", "clip")
+
+
+def parse_expression(source: str) -> tuple[str, Path | None]:
+    """"audio" | "neutral" | "clip:PATH" -> (kind, path). Raises InputError for anything else."""
+    if not isinstance(source, str):
+        raise InputError(f"expression source {source!r} is not a string", 'use "audio", "neutral" or "clip:PATH"')
+    if source in ("audio", "neutral"):
+        return source, None
+    if source.startswith("clip:"):
+        path = Path(source[5:]).expanduser()
+        if not source[5:]:
+            raise InputError("expression source 'clip:' names no file", "use clip:PATH to a video of a face")
+        if not path.is_file():
+            raise InputError(f"expression clip {path}: no such file", "pass an existing video file after clip:")
+        return "clip", path
+    raise InputError(f"unknown expression source {source!r}", 'use "audio", "neutral" or "clip:PATH"')
+
+
+class ClipLibrary:
+    """Tracked driver clips by path, shared by the sessions of an engine (tracking a clip takes seconds)."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self._cache: dict[Path, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def expressions(self, path: Path) -> np.ndarray:
+        """(N, 20) identity-normalised expression vectors of the clip on the output frame clock."""
+        key = path.resolve()
+        with self._lock:
+            if key not in self._cache:
+                from avatar.driver_clip import track_driver
+
+                log.info("tracking expression clip %s", path)
+                self._cache[key] = np.asarray(track_driver(key, self.fps, progress=False), dtype=np.float32)
+            return self._cache[key]
+
+
+@dataclass
+class FrameInputs:
+    """What the live audio says about one frame (all causal: available once the frame's lookahead is in)."""
+
+    index: int
+    gate_samples: np.ndarray  # (640 + lookahead samples,) the frame's audio plus the mouth model's lookahead
+    mouth_window: np.ndarray  # (L, D) the audio-to-mouth model's input window
+    prosody_window: np.ndarray | None  # (48, 80) the prosody predictor's mel window, if the avatar has one
+    speech: bool  # VAD with hysteresis over the frame and its lookahead
+
+
+class _ProsodyUpper:
+    """`AudioExpression` fed one predicted prosody row per frame."""
+
+    def __init__(self, idle: IdleMotion, blink_depth: float | None) -> None:
+        self.idle, self.blink_depth = idle, blink_depth
+        self.row = np.zeros((1, 20), np.float32)
+
+    def upper(self, index: int) -> np.ndarray:
+        return AudioExpression(prosody=self.row, idle=self.idle, blink_depth=self.blink_depth).upper(index)
+
+
+class StreamingDriver:
+    """Per-session expression + pose, one frame at a time, in frame order."""
+
+    def __init__(self, mouth_model: Any, idle: IdleMotion, fps: float, prosody: Any | None = None,
+                 clips: ClipLibrary | None = None, blink_depth: float | None = None,
+                 gate: GateConfig = GateConfig(), transition_frames: int = 8, vad_gate: bool = True) -> None:
+        self.mouth_model = mouth_model
+        self.prosody = prosody
+        self.idle = idle
+        self.fps = fps
+        self.clips = clips or ClipLibrary(fps)
+        self.blink_depth = blink_depth
+        self.transition_frames = transition_frames
+        self.vad_gate = vad_gate
+        self._mouth = AudioMouth(fps, gate)
+        self._prosody_upper = _ProsodyUpper(idle, blink_depth)
+        self.source = "audio"
+        self._upper: UpperFace = self._make_upper("audio", None)
+        self._previous: UpperFace | None = None
+        self._blend_left = 0
+
+    # --- sources ----------------------------------------------------------------------------------------
+    def _make_upper(self, kind: str, path: Path | None) -> UpperFace:
+        if kind == "audio":
+            return self._prosody_upper if self.prosody is not None else NeutralExpression(self.idle, self.blink_depth)
+        if kind == "neutral":
+            return NeutralExpression(self.idle, self.blink_depth)
+        assert path is not None
+        return ClipExpression(self.clips.expressions(path), on_short="loop", name=path.name)
+
+    def set_source(self, source: str) -> None:
+        """Switch the upper-face source; cross-fades from the current one. Raises InputError on a bad source."""
+        kind, path = parse_expression(source)
+        upper = self._make_upper(kind, path)
+        self._previous, self._upper = self._upper, upper
+        self._blend_left = self.transition_frames
+        self.source = source
+
+    # --- per frame ----------------------------------------------------------------------------------------
+    def frame(self, inputs: FrameInputs) -> DriveFrame:
+        raw = self.mouth_model.predict(inputs.mouth_window[None])[0]
+        if self.vad_gate and not inputs.speech:
+            raw = np.zeros_like(raw)  # the gate and smoothing then close the mouth gradually
+        mouth = self._mouth.step(raw, inputs.gate_samples)
+        if self.prosody is not None and inputs.prosody_window is not None:
+            self._prosody_upper.row = self.prosody.predict_expression(inputs.prosody_window[None])
+        out = ExpressionDriver(upper=self._upper, idle=self.idle).frame(inputs.index, mouth)
+        if self._previous is not None and self._blend_left > 0:
+            old = ExpressionDriver(upper=self._previous, idle=self.idle).frame(inputs.index, mouth)
+            w = self._blend_left / (self.transition_frames + 1)  # weight of the old source, falling to 0
+            out.expression = (w * old.expression + (1.0 - w) * out.expression).astype(np.float32)
+            self._blend_left -= 1
+            if self._blend_left == 0:
+                self._previous = None
+        return out
+
+    @property
+    def mouth_gate(self) -> float:
+        return self._mouth.gate.gain

@@ -1,0 +1,204 @@
+"""The engine's render queue: one worker thread shared by every session of a loaded avatar.
+
+Requests are served earliest-deadline-first, base renders before refinements; requests of several sessions for
+the same tier are merged into one batched backend call (the backend's batch dimension is dynamic). A request
+whose deadline has passed before it starts is skipped (its frame was already emitted as late). If a batched
+call raises, each request is re-run alone so only the session whose input broke it is failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from avatar.backend import Backend
+from streamer.clock import Clock
+from streamer.scheduler import CostModel
+
+log = logging.getLogger(__name__)
+
+BASE, REFINE = 0, 1
+
+
+class Expired(Exception):
+    """The request's deadline passed before it could start."""
+
+
+@dataclass
+class RenderedFrame:
+    image: np.ndarray  # (H, W, 3) uint8, composited and marked
+    tier: str
+    ready_at: float  # clock time the result was available
+    timings_ms: dict[str, float]
+
+
+@dataclass(eq=False)
+class RenderRequest:
+    kind: int  # BASE | REFINE
+    tier: str
+    deadline: float
+    audio: np.ndarray  # (W, n_mels)
+    expression: np.ndarray  # (20,)
+    pose: np.ndarray  # (3, 4)
+    compose: Callable[[np.ndarray, np.ndarray], np.ndarray]  # crop rgb (S,S,3), alpha (S,S,1) -> frame
+    future: asyncio.Future
+    submitted: float = 0.0
+    cancelled: bool = False
+    seq: int = field(default=0)
+
+
+class RenderQueue:
+    def __init__(self, backend: Backend, clock: Clock, costs: CostModel, max_batch: int = 8) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.costs = costs
+        self.max_batch = max_batch
+        self._heap: list[tuple[int, float, int, RenderRequest]] = []
+        self._seq = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-render")
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self.busy = False
+        self.calls = 0
+        self.batched_frames = 0
+
+    # --- submitting -------------------------------------------------------------------------------------
+    def submit(self, req: RenderRequest) -> asyncio.Future:
+        req.seq = next(self._seq)
+        req.submitted = self.clock.now()
+        heapq.heappush(self._heap, (req.kind, req.deadline, req.seq, req))
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ideal-render-queue")
+        return req.future
+
+    def pending(self, kind: int | None = None) -> int:
+        return sum(1 for k, _, _, r in self._heap if not r.cancelled and (kind is None or k == kind))
+
+    # --- the worker -------------------------------------------------------------------------------------
+    def _take_batch(self) -> list[RenderRequest]:
+        now = self.clock.now()
+        while self._heap:
+            _, _, _, first = heapq.heappop(self._heap)
+            if first.cancelled or first.future.done():
+                continue
+            est = self.costs.estimate(first.tier) or 0.0
+            late = now > first.deadline if first.kind == BASE else now + est > first.deadline
+            if late:
+                first.future.set_exception(Expired())
+                continue
+            batch = [first]
+            rest = []
+            while self._heap and len(batch) < self.max_batch:
+                item = heapq.heappop(self._heap)
+                r = item[3]
+                if r.cancelled or r.future.done():
+                    continue
+                if r.tier == first.tier and r.kind == first.kind and now <= r.deadline:
+                    batch.append(r)
+                else:
+                    rest.append(item)
+            for item in rest:
+                heapq.heappush(self._heap, item)
+            return batch
+        return []
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                if not self._heap:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                    except asyncio.TimeoutError:
+                        return  # restarted by the next submit
+                continue
+            await self._serve(batch)
+
+    async def _serve(self, batch: list[RenderRequest]) -> None:
+        start = self.clock.now()
+        self.busy = True
+        try:
+            results = await self.clock.run_compute(self._render, batch, executor=self._executor)
+        except Exception as exc:  # noqa: BLE001 -- any backend failure is attributed to its request(s)
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            log.warning("batched render of %d frames failed (%s); re-running them one by one", len(batch), exc)
+            for req in batch:
+                await self._serve([req])
+            return
+        finally:
+            self.busy = False
+        end = self.clock.now()
+        self.calls += 1
+        self.batched_frames += len(batch)
+        # cost on the session clock (what deadlines are measured in), per call: a batch costs about one call
+        self.costs.observe(batch[0].tier, max(end - start, 1e-6))
+        for req, res in zip(batch, results):
+            res.ready_at = end
+            res.timings_ms["queue"] = 1000.0 * (start - req.submitted)
+            res.timings_ms["batch"] = float(len(batch))
+            if not req.future.done():
+                req.future.set_result(res)
+
+    def _render(self, batch: list[RenderRequest]) -> list[RenderedFrame]:
+        """Runs on the render thread: one backend call for the batch, then each frame's compositing."""
+        tier = batch[0].tier
+        audio = np.stack([r.audio for r in batch]).astype(np.float32)
+        expr = np.stack([r.expression for r in batch]).astype(np.float32)
+        pose = np.stack([r.pose for r in batch]).astype(np.float32)
+        t0 = time.perf_counter()
+        out = self.backend.render(audio, expr, pose, tier)
+        model_ms = 1000.0 * (time.perf_counter() - t0)
+        frames = []
+        for j, req in enumerate(batch):
+            t1 = time.perf_counter()
+            image = req.compose(out.rgb[j], out.alpha[j])
+            timings = {"model": model_ms, "compose": 1000.0 * (time.perf_counter() - t1)}
+            timings.update({f"model.{k}": float(v) for k, v in (out.timings_ms or {}).items()})
+            frames.append(RenderedFrame(image=image, tier=tier, ready_at=0.0, timings_ms=timings))
+        return frames
+
+    async def aclose(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        for _, _, _, r in self._heap:
+            if not r.future.done():
+                r.future.cancel()
+        self._heap.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def warm_up(backend: Backend, tiers: list[str], audio: np.ndarray, expression: np.ndarray, pose: np.ndarray,
+            costs: CostModel, compose: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+            repeats: int = 2) -> dict[str, Any]:
+    """Render every tier `repeats` times (the first call pays lazy initialisation) and seed the cost model with
+    the last call's time, so the scheduler never has to gamble a deadline on an unmeasured tier."""
+    out: dict[str, Any] = {}
+    for tier in tiers:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = backend.render(audio[None], expression[None], pose[None], tier)
+            image = compose(res.rgb[0], res.alpha[0]) if compose is not None else None
+            cost = time.perf_counter() - t0
+        costs.observe(tier, cost)
+        out[tier] = {"cost_ms": 1000.0 * cost, "crop": tuple(res.rgb.shape[1:3]), "image": image}
+    return out

@@ -1,0 +1,393 @@
+"""One live call: audio in as it arrives, frames out on a steady frame clock.
+
+    push_audio ──► EdgeConverter ──► AudioFrontend (timeline, VAD, feature rings)
+                                           │ producer: frame i once its audio + lookahead is in (or at its
+                                           │ cutoff, with silence standing in for what is missing)
+                                           ▼
+                     StreamingDriver (expression, pose) ──► RenderQueue (shared, batched, deadline-ordered)
+                                                                 │ base tier, then a finer one if time allows
+                                           emitter: at deadline(i) the best frame ready, else the last one again
+                                           ▼
+                                     frames(): StreamFrame(index, pts = index / fps, image, audio, ...)
+
+Timeline. The session's 16 kHz timeline starts when the session opens (t0); position p is nominally due at
+t0 + p / 16000. Audio is appended as it arrives. When audio is missing at a frame's cutoff, silence is
+appended instead (the video never waits); when audio resumes after such a gap, silence is first padded up to
+the moment the new chunk was captured, so the new speech keeps the normal latency and nothing is lost inside
+it. Audio arriving in a burst more than `max_ahead_ms` ahead of real time is dropped (oldest first), which
+bounds latency and memory. `StreamFrame.audio` is exactly the timeline's samples of the frame, so a server that
+sends it with the frame's pts keeps sound and picture in sync whatever happened on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, AsyncIterator
+
+import numpy as np
+
+from avatar.clock import FrameClock, SAMPLE_RATE
+from avatar.drive import DriveFrame
+from avatar.errors import InputError
+from streamer.audio_frontend import AudioFrontend, EdgeConverter, validate_pcm
+from streamer.expression_source import FrameInputs, StreamingDriver
+from streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderRequest
+from streamer.scheduler import FrameTiming, TierPolicy
+from streamer.stats import FrameRecord, SessionStats, StatsRecorder
+
+if TYPE_CHECKING:
+    from streamer.engine import StreamerEngine
+
+log = logging.getLogger(__name__)
+
+# how far ahead of its cutoff a frame may be prepared when audio is plentiful (bounds queued work)
+MAX_LEAD_S = 0.5
+
+
+@dataclass
+class StreamFrame:
+    index: int  # frame number on the session's frame clock (0, 1, 2, ...)
+    pts: float  # presentation time in seconds = index / fps
+    image: np.ndarray  # (H, W, 3) uint8 RGB, composited, with the "synthetic" mark unless disabled
+    audio: np.ndarray  # (640,) float32 16 kHz mono: exactly this frame's samples (silence where none arrived)
+    tier: str
+    late: bool  # the last frame repeated: nothing was ready at the deadline
+    speech: bool  # VAD (with hysteresis) says this frame's audio is speech
+    latency_ms: float | None  # arrival of the frame's first audio sample -> emission (None: no audio)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _FrameJob:
+    index: int
+    cutoff: float
+    deadline: float
+    audio: np.ndarray
+    speech: bool
+    arrival: float | None  # arrival time of the frame's first sample (None if it was filled silence)
+    timings_ms: dict[str, float]
+    drive: DriveFrame
+    render_audio: np.ndarray
+    results: list[RenderedFrame] = field(default_factory=list)
+    requests: list[RenderRequest] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+
+
+class Session:
+    """A live call on a shared `StreamerEngine`. Create with `engine.open_session()` inside the event loop;
+    call `push_audio` from the event loop's thread."""
+
+    def __init__(self, engine: "StreamerEngine", expression: str = "audio", tier: str | None = None,
+                 idle_timeout_s: float | None = None) -> None:
+        cfg = engine.config
+        self.id: str = uuid.uuid4().hex[:12]
+        self.failure: str | None = None
+        self._engine = engine
+        self._cfg = cfg
+        self._clock = engine.clock
+        self._fclock = FrameClock(engine.fps)
+        self._idle_timeout = cfg.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
+        if tier is not None and tier not in engine.tiers:
+            raise InputError(f"unknown tier {tier!r}", f"one of {', '.join(engine.ordered_tiers)}")
+        self._policy = TierPolicy(engine.ordered_tiers, cfg.render_budget_ms / 1000.0, 1.0 / engine.fps, cap=tier,
+                                  step_up_after=cfg.step_up_after, step_down_cost=cfg.step_down_cost,
+                                  adaptive=cfg.adaptive_tiers)
+        self._timing = FrameTiming(engine.fps, engine.lookahead_ms / 1000.0, cfg.jitter_ms / 1000.0,
+                                   cfg.render_budget_ms / 1000.0)
+        self._lookahead_samples = int(round(engine.lookahead_ms * SAMPLE_RATE / 1000.0))
+        self._frontend = AudioFrontend(engine.feature_streams, cfg.ring_seconds, cfg.vad_aggressiveness,
+                                       cfg.vad_frame_ms, cfg.speech_on_ms, cfg.speech_on_window_ms,
+                                       cfg.speech_hangover_ms)
+        self._edge = EdgeConverter(cfg.resample_quality)
+        self._driver: StreamingDriver = engine.make_driver(self.id)
+        if expression != "audio":
+            self._driver.set_source(expression)
+            self._driver._previous, self._driver._blend_left = None, 0  # no fade-in at the start
+        self._t0 = self._clock.now()
+        self._last_push = self._t0
+        self._underrun = True  # nothing buffered: the first chunk is anchored to when it was captured
+        self._audio_event = asyncio.Event()
+        self._jobs: dict[int, _FrameJob] = {}
+        self._job_event = asyncio.Event()
+        self._out: deque[StreamFrame] = deque()
+        self._out_event = asyncio.Event()
+        self._closed = False
+        self._close_reason: str | None = None
+        self._stats = StatsRecorder(cfg.stats_window)
+        self._last_image: np.ndarray = engine.idle_image
+        self._last_tier = self._policy.base
+        self._features_busy_mark = 0.0
+        self._audio_received = 0
+        self._audio_dropped = 0
+        loop = asyncio.get_running_loop()
+        self._producer = loop.create_task(self._produce(), name=f"session-{self.id}-producer")
+        self._emitter = loop.create_task(self._emit(), name=f"session-{self.id}-emitter")
+
+    # --- input ------------------------------------------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int = 1) -> None:
+        """Non-blocking. int16 or float32 PCM, interleaved if channels > 1, any rate 8-192 kHz.
+        Raises avatar.errors.InputError on a bad rate, channel count, dtype or shape."""
+        pcm = validate_pcm(pcm, sample_rate, channels)
+        if self._closed:
+            log.debug("session %s: audio pushed after close ignored", self.id)
+            return
+        now = self._clock.now()
+        self._last_push = now
+        x = self._edge.convert(pcm, int(sample_rate), int(channels))
+        if not len(x):
+            return
+        self._audio_received += len(x)
+        w = self._frontend.samples_written
+        if self._underrun:
+            # place the chunk where it was captured: its last sample left the resampler just now
+            captured = now - self._edge.holdback_ms / 1000.0 - len(x) / SAMPLE_RATE
+            pad = int(round((captured - (self._t0 + w / SAMPLE_RATE)) * SAMPLE_RATE))
+            if pad > 0:
+                self._frontend.push(np.zeros(pad, np.float32), now, filled=True)
+                w += pad
+            self._underrun = False
+        if self._cfg.max_ahead_ms is not None:
+            real_time_pos = (now - self._t0) * SAMPLE_RATE
+            excess = int(w + len(x) - real_time_pos - self._cfg.max_ahead_ms * SAMPLE_RATE / 1000.0)
+            if excess > 0:
+                drop = min(excess, len(x))
+                self._audio_dropped += drop
+                x = x[drop:]
+                log.debug("session %s: dropped %d samples arriving %.0f ms ahead of real time", self.id, drop,
+                          1000.0 * excess / SAMPLE_RATE)
+        self._frontend.push(x, now)
+        self._audio_event.set()
+
+    def set_expression(self, source: str) -> None:
+        """"audio" | "neutral" | "clip:PATH"; cross-fades to the new source. Raises InputError on a bad one."""
+        self._driver.set_source(source)
+
+    # --- output -----------------------------------------------------------------------------------------
+    async def frames(self) -> AsyncIterator[StreamFrame]:
+        """Frames paced on the frame clock; ends when the session closes (see `failure` for why, if it failed).
+        One consumer per session."""
+        while True:
+            while self._out:
+                yield self._out.popleft()
+            if self._closed:
+                return
+            self._out_event.clear()
+            await self._out_event.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    @property
+    def t0(self) -> float:
+        """Clock time of frame 0's timeline start (frame i is emitted at t0 + i / fps + delay)."""
+        return self._t0
+
+    @property
+    def stats(self) -> SessionStats:
+        s = self._stats
+        state = "failed" if self.failure else "closed" if self._closed else (
+            "idle" if self._clock.now() - self._last_push > 1.0 else "running")
+        real_time_pos = (self._clock.now() - self._t0) * SAMPLE_RATE
+        c = self._frontend.counters
+        return SessionStats(
+            session_id=self.id, state=state, failure=self.failure, frames=s.frames, late_frames=s.late,
+            dropped_frames=s.dropped, speech_frames=s.speech, tiers=dict(s.tiers), tier=self._policy.base,
+            fps=self._engine.fps, lookahead_ms=self._engine.lookahead_ms, delay_ms=1000.0 * self._timing.delay_s,
+            latency_ms=s.latency(), stage_ms=s.stages(),
+            queues={"render_queue": float(self._engine.render_queue.pending()), "frame_queue": float(len(self._out)),
+                    "frames_in_flight": float(len(self._jobs)),
+                    "audio_ahead_ms": 1000.0 * (self._frontend.samples_written - real_time_pos) / SAMPLE_RATE},
+            audio={"received_ms": 1000.0 * self._audio_received / SAMPLE_RATE,
+                   "filled_ms": 1000.0 * c.filled_samples / SAMPLE_RATE,
+                   "dropped_ms": 1000.0 * self._audio_dropped / SAMPLE_RATE,
+                   "resampler_ms": self._edge.holdback_ms},
+            frontend_bytes=self._frontend.nbytes,
+        )
+
+    @property
+    def frontend(self) -> AudioFrontend:
+        return self._frontend
+
+    @property
+    def timing(self) -> FrameTiming:
+        return self._timing
+
+    # --- closing ------------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        self._close("closed by caller")
+        for task in (self._producer, self._emitter):
+            if task is not asyncio.current_task() and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+
+    def _close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        for job in self._jobs.values():
+            self._cancel_requests(job)
+        self._jobs.clear()
+        self._out_event.set()
+        self._job_event.set()
+        self._engine._forget(self)
+        for task in (self._producer, self._emitter):
+            if task is not asyncio.current_task() and not task.done():
+                task.cancel()
+        log.info("session %s closed: %s", self.id, reason)
+
+    def _fail(self, reason: str) -> None:
+        if self._closed:
+            return
+        self.failure = reason
+        log.error("session %s failed: %s", self.id, reason)
+        self._close(f"failed: {reason}")
+
+    # --- producer: audio -> render requests ---------------------------------------------------------------
+    async def _produce(self) -> None:
+        try:
+            i = 0
+            while not self._closed:
+                cutoff = self._timing.cutoff(self._t0, i)
+                await self._clock.sleep_until(cutoff - MAX_LEAD_S)
+                need = self._fclock.frame_start_sample(i + 1) + self._lookahead_samples
+                while self._frontend.samples_written < need and self._clock.now() < cutoff and not self._closed:
+                    self._audio_event.clear()
+                    await self._clock.wait_event(self._audio_event, cutoff)
+                if self._closed:
+                    return
+                if self._idle_timeout is not None and self._clock.now() - self._last_push > self._idle_timeout:
+                    self._close(f"idle: no audio for {self._idle_timeout:g} s")
+                    return
+                missing = need - self._frontend.samples_written
+                if missing > 0:
+                    self._frontend.push(np.zeros(missing, np.float32), self._clock.now(), filled=True)
+                    self._underrun = True
+                job = self._make_job(i, cutoff)
+                self._jobs[i] = job
+                self._job_event.set()
+                self._submit(job, BASE, self._policy.base)
+                i += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a broken session must not take the process down
+            log.exception("session %s: producer failed", self.id)
+            self._fail(f"{exc.__class__.__name__}: {exc}")
+
+    def _make_job(self, i: int, cutoff: float) -> _FrameJob:
+        eng, fe = self._engine, self._frontend
+        start = self._fclock.frame_start_sample(i)
+        stop = self._fclock.frame_start_sample(i + 1)
+        need = stop + self._lookahead_samples
+        busy = fe.counters.busy_s
+        timings = {"features": 1000.0 * (busy - self._features_busy_mark)}
+        self._features_busy_mark = busy
+        t0 = time.perf_counter()
+        vad_stop = min(need, fe.vad.blocks * fe.vad.block)
+        speech = bool(fe.vad.speech(start, max(vad_stop, start + 1)) or False)
+        mouth_end = eng.mouth_window.end_frame(i, eng.fps, eng.mouth_mel)
+        prosody_window = None
+        if eng.prosody_window is not None:
+            pend = eng.prosody_window.end_frame(i, eng.fps, eng.mel_config)
+            prosody_window = fe.features("mel", pend - eng.prosody_window.length, pend)
+        gate_stop = stop + int(round(eng.mouth_window.lookahead_ms * SAMPLE_RATE / 1000.0))
+        inputs = FrameInputs(index=i, gate_samples=fe.audio(start, gate_stop),
+                             mouth_window=fe.features(eng.mouth_stream, mouth_end - eng.mouth_window.length, mouth_end),
+                             prosody_window=prosody_window, speech=speech)
+        drive = self._driver.frame(inputs)
+        timings["expression"] = 1000.0 * (time.perf_counter() - t0)
+        rend_end = eng.window.end_frame(i, eng.fps, eng.mel_config)
+        arrival = fe.arrival(start)
+        return _FrameJob(index=i, cutoff=cutoff, deadline=self._timing.deadline(self._t0, i),
+                         audio=fe.audio(start, stop), speech=speech,
+                         arrival=None if arrival is None or arrival[1] else arrival[0], timings_ms=timings,
+                         drive=drive, render_audio=fe.features("mel", rend_end - eng.window.length, rend_end))
+
+    def _submit(self, job: _FrameJob, kind: int, tier: str) -> None:
+        loop = asyncio.get_running_loop()
+        req = RenderRequest(kind=kind, tier=tier, deadline=job.deadline, audio=job.render_audio,
+                            expression=job.drive.expression, pose=job.drive.pose,
+                            compose=self._engine.composer(job.index, job.drive.pose, self._driver),
+                            future=loop.create_future())
+        job.requests.append(req)
+        self._engine.render_queue.submit(req)
+        req.future.add_done_callback(lambda fut, job=job, req=req: self._on_rendered(job, req, fut))
+
+    def _on_rendered(self, job: _FrameJob, req: RenderRequest, fut: asyncio.Future) -> None:
+        if fut.cancelled() or job.done or self._closed:
+            return
+        exc = fut.exception()
+        if isinstance(exc, Expired):
+            return
+        if exc is not None:
+            self._fail(f"rendering frame {job.index} ({req.tier}) raised {exc.__class__.__name__}: {exc}")
+            return
+        res: RenderedFrame = fut.result()
+        job.results.append(res)
+        if req.kind == BASE and self._cfg.progressive:
+            finer = self._policy.plan_refinement(job.deadline - self._clock.now(), self._engine.costs,
+                                                 queue_busy=self._engine.render_queue.pending(BASE) > 0)
+            if finer is not None:
+                self._submit(job, REFINE, finer)
+
+    def _cancel_requests(self, job: _FrameJob) -> None:
+        job.done = True
+        for req in job.requests:
+            req.cancelled = True
+
+    # --- emitter: deadlines -> frames ---------------------------------------------------------------------
+    async def _emit(self) -> None:
+        try:
+            i = 0
+            order = {name: k for k, name in enumerate(self._engine.ordered_tiers)}
+            while not self._closed:
+                deadline = self._timing.deadline(self._t0, i)
+                await self._clock.sleep_until(deadline)
+                while i not in self._jobs and not self._closed:
+                    # the producer always makes frame i by its cutoff, before the deadline; wait if it is behind
+                    self._job_event.clear()
+                    await self._job_event.wait()
+                if self._closed:
+                    return
+                job = self._jobs.pop(i)
+                now = self._clock.now()
+                ready = [r for r in job.results if r.ready_at <= deadline + 1e-9]
+                self._cancel_requests(job)
+                if ready:
+                    best = max(ready, key=lambda r: order[r.tier])
+                    image, tier, late = best.image, best.tier, False
+                    timings = {**job.timings_ms, **best.timings_ms}
+                    self._last_image, self._last_tier = image, tier
+                else:
+                    image, tier, late = self._last_image, self._last_tier, True
+                    timings = dict(job.timings_ms)
+                latency = None if job.arrival is None else 1000.0 * (now - job.arrival)
+                frame = StreamFrame(index=i, pts=i / self._engine.fps, image=image, audio=job.audio, tier=tier,
+                                    late=late, speech=job.speech, latency_ms=latency, timings_ms=timings)
+                self._stats.record(FrameRecord(i, tier, late, job.speech, latency, timings, now))
+                self._policy.after_frame(late, self._engine.costs)
+                if len(self._out) >= self._cfg.frame_queue:
+                    self._out.popleft()
+                    self._stats.dropped += 1
+                self._out.append(frame)
+                self._out_event.set()
+                i += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.exception("session %s: emitter failed", self.id)
+            self._fail(f"{exc.__class__.__name__}: {exc}")
