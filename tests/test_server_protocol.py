@@ -333,3 +333,90 @@ async def test_fifty_dropped_sessions_leave_nothing_behind():
         assert growth < 25, f"process memory grew {growth:.1f} MB over 50 sessions"
     finally:
         await srv.stop()
+
+
+# --- configuration ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--max-sessions", "0"], "--max-sessions 0: must be at least 1"),
+    (["--port", "70000"], "not a TCP port"),
+    (["--cert", "cert.pem"], "needs both --cert and --key"),
+    (["--cert", "/nonexistent.pem", "--key", "/nonexistent.key"], "no such file"),
+    (["--ice-server", "http://example.org"], "not a STUN/TURN URL"),
+    (["--driver", "obama"], "expected NAME=CLIP"),
+    (["--driver", "obama=/nonexistent.mp4"], "no such file"),
+    (["--token", ""], "--token is empty"),
+])
+def test_bad_serve_arguments_fail_with_one_line(argv, message, capsys):
+    from ideal.cli import main
+
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+async def test_tls_and_ice_servers(tmp_path):
+    openssl = __import__("shutil").which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    from server.config import IceServer
+
+    engine = FakeEngine()
+    config = ServerConfig(host="127.0.0.1", port=0, cert=str(cert), key=str(key),
+                          ice_servers=[IceServer("stun:stun.example.org:3478"),
+                                       IceServer("turn:turn.example.org:3478", "user", "pass")])
+    srv = await start_server(config, engine_factory=lambda path, cfg: engine)
+    try:
+        assert srv.url.startswith("https://")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(srv.url + "config", ssl=False) as r:
+                data = await r.json()
+            async with http.get(srv.url, ssl=False) as r:
+                page = await r.text()
+        assert data["ice_servers"] == [{"urls": "stun:stun.example.org:3478"},
+                                       {"urls": "turn:turn.example.org:3478", "username": "user",
+                                        "credential": "pass"}]
+        assert "/web/app.js" in page
+    finally:
+        await srv.stop()
+    with pytest.raises(Exception, match="unusable"):
+        bad = tmp_path / "bad.pem"
+        bad.write_text("not a certificate")
+        await start_server(ServerConfig(host="127.0.0.1", port=0, cert=str(bad), key=str(bad)),
+                           engine_factory=lambda path, cfg: engine)
+
+
+async def test_static_client_files_are_served(server):
+    async with aiohttp.ClientSession() as http:
+        for name, needle in (("web/app.js", "RTCPeerConnection"), ("web/style.css", ".stats")):
+            async with http.get(server.url + name) as r:
+                assert r.status == 200 and needle in await r.text()
+        async with http.get(server.url + "web/../server/app.py") as r:
+            assert r.status in (403, 404)
+        async with http.get(server.url + "avatars") as r:
+            data = await r.json()
+    assert data["default"] == "default" and data["expressions"] == ["audio", "neutral"]
+
+
+async def test_graceful_shutdown_closes_every_peer_and_session():
+    engine = FakeEngine()
+    srv = await start_server(ServerConfig(host="127.0.0.1", port=0, max_sessions=3),
+                             engine_factory=lambda path, cfg: engine)
+    clients = [await join(srv.url, np.zeros(48_000, np.float32), room="bye") for _ in range(2)]
+    await asyncio.gather(*(wait_connected(c) for c in clients))
+    viewer = await join(srv.url, mode="watch", room="bye", target=clients[0].peer_id)
+    await wait_connected(viewer)
+    server_peers = list(srv.state.peers.peers.values())
+    assert len(server_peers) == 3
+    await srv.stop()
+    assert srv.state.peers.peers == {}
+    assert all(p.pc.connectionState == "closed" and not p.tasks for p in server_peers)
+    assert engine.closed_sessions == 2
+    for _ in range(50):  # the clients hear the server go (DTLS close)
+        if all(c.pc.connectionState == "closed" for c in clients):
+            break
+        await asyncio.sleep(0.1)
+    assert all(c.pc.connectionState == "closed" for c in [*clients, viewer])
+    await asyncio.gather(*(c.close() for c in [*clients, viewer]))

@@ -1,0 +1,230 @@
+"""Real browser end-to-end: headless Chromium (Debian package, driven by Playwright) joins `ideal serve` with a
+speech WAV as its microphone, on the real streamer and a real trained avatar.
+
+1. One browser joins as the avatar: the server's session hears speech (VAD), the page's <video> plays the avatar,
+   and the mouth region of the frames the page shows changes more while speech plays than during the leading
+   silence (measured in the page with canvas drawImage, inside the mouth box the server publishes).
+2. Two browsers in one room: the viewer sees (and receives the voice of) the speaker's avatar.
+
+Screenshots go to the test's tmp dir (their paths are printed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile as sf
+
+from conftest import require_binary
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SILENCE_S = 4.0  # the fake microphone file: silence, then speech (Chromium loops it)
+SPEECH_S = 8.0
+
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  "--autoplay-policy=no-user-gesture-required"]
+
+# Runs in the page: grab the <video> into a canvas every `intervalMs` and measure, inside `box` and `refBox`,
+# the mean absolute change since the previous grab (0-255 per channel), with the wall-clock time.
+CAPTURE_JS = """
+async ({selector, box, refBox, durationMs, intervalMs}) => {
+  const v = document.querySelector(selector);
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const ctx = c.getContext('2d', {willReadFrequently: true});
+  const grab = (b) => ctx.getImageData(b[0], b[1], b[2] - b[0], b[3] - b[1]).data;
+  const change = (a, b) => { if (!b) return null; let s = 0; for (let i = 0; i < a.length; i++) {
+    if ((i & 3) !== 3) s += Math.abs(a[i] - b[i]); } return s / (a.length * 0.75); };
+  const out = []; let prev = null, prevRef = null, lastFrames = -1;
+  const t0 = performance.now();
+  while (performance.now() - t0 < durationMs) {
+    const frames = v.getVideoPlaybackQuality().totalVideoFrames;
+    if (frames !== lastFrames) {
+      ctx.drawImage(v, 0, 0, c.width, c.height);
+      const m = grab(box), r = grab(refBox);
+      out.push({t: Date.now() / 1000, frames, mouth: change(m, prev), ref: change(r, prevRef),
+                time: v.currentTime});
+      prev = m; prevRef = r; lastFrames = frames;
+    }
+    await new Promise((res) => setTimeout(res, intervalMs));
+  }
+  return out;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = require_binary("chromium")
+    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mic_wav(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 kHz PCM WAV for Chromium's fake microphone: SILENCE_S of silence, then SPEECH_S of real speech."""
+    from avatar.audio.io import load_audio, resample
+
+    speech = load_audio(shared_data / "speech" / "test_13s.wav")[: int(SPEECH_S * 16_000)]
+    audio = np.concatenate([np.zeros(int(SILENCE_S * 16_000), np.float32), speech])
+    path = tmp_path_factory.mktemp("mic") / "mic.wav"
+    sf.write(path, resample(audio, 16_000, 48_000), 48_000, subtype="PCM_16")
+    return path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def real_server(default_avatar: Path):
+    from server.app import start_server
+    from server.config import ServerConfig
+
+    config = ServerConfig(host="127.0.0.1", port=0, avatars=[str(default_avatar)], max_sessions=2, max_viewers=2)
+    server = await start_server(config)
+    yield server
+    await server.stop()
+
+
+async def _launch(playwright, chromium: str, wav: Path | None, profile: Path):
+    args = CHROMIUM_FLAGS + ([f"--use-file-for-fake-audio-capture={wav}"] if wav else [])
+    return await playwright.chromium.launch_persistent_context(str(profile), executable_path=chromium, args=args,
+                                                               viewport={"width": 1100, "height": 640})
+
+
+async def _wait_playing(page, selector: str, timeout: float = 30.0) -> None:
+    await page.wait_for_function(
+        f"""() => {{ const v = document.querySelector({selector!r});
+                return v && v.videoWidth > 0 && v.currentTime > 0.5 && !v.paused; }}""", timeout=timeout * 1000)
+
+
+def _server_peer(server, kind: str = "avatar"):
+    peers = [p for p in server.state.peers.peers.values() if p.kind == kind]
+    return peers[0] if peers else None
+
+
+async def _speech_timeline(server, stop: asyncio.Event) -> list[tuple[float, bool]]:
+    """(wall time, the server's VAD flag for the frame it just emitted), every 50 ms."""
+    out = []
+    while not stop.is_set():
+        peer = _server_peer(server)
+        if peer is not None and peer.broadcast is not None and peer.broadcast.last:
+            out.append((time.time(), bool(peer.broadcast.last["speech"])))
+        await asyncio.sleep(0.05)
+    return out
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, chromium, mic_wav, tmp_path):
+    from playwright.async_api import async_playwright
+
+    avatars = real_server.state.catalog.describe()["avatars"]
+    box = avatars[0]["mouth_box"]
+    assert box is not None, "the server found no mouth in the avatar's idle frame"
+    x0, y0, x1, y1 = box
+    ref = [x0, max(0, y0 - 2 * (y1 - y0)), x1, max(y1 - y0, y0 - (y1 - y0))]  # same size, above: the nose
+    async with async_playwright() as pw:
+        browser = await _launch(pw, chromium, mic_wav, tmp_path / "profile")
+        page = browser.pages[0] if browser.pages else await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(real_server.url)
+        await page.wait_for_function("() => !document.getElementById('join').disabled", timeout=15_000)
+        await page.click("#join")
+        await _wait_playing(page, "#preview")
+        stop = asyncio.Event()
+        timeline_task = asyncio.ensure_future(_speech_timeline(real_server, stop))
+        samples = await page.evaluate(CAPTURE_JS, {"selector": "#preview", "box": box, "refBox": ref,
+                                                   "durationMs": 11_000, "intervalMs": 15})
+        stop.set()
+        timeline = await timeline_task
+        await asyncio.sleep(1.5)  # let the stats overlay fill in for the screenshot
+        shot = tmp_path / "serve_avatar.png"
+        await page.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
+        width, height = await page.evaluate("[preview.videoWidth, preview.videoHeight]")
+        overlay = await page.inner_text("#stats")
+        peer = _server_peer(real_server)
+        stream = peer.broadcast.stats()
+        await page.click("#leave")
+        await browser.close()
+
+    assert not errors, errors
+    # the server's session heard the microphone and its VAD found the speech
+    assert peer.audio_frames_in > 200
+    assert stream["speech_frames"] > 25, stream
+    onsets = [t for (t, s), (_, prev) in zip(timeline[1:], timeline) if s and not prev]
+    assert onsets, "the server never detected speech"
+    onset = onsets[0]
+    # the page's video plays the avatar at its size
+    out_w, out_h = avatars[0]["output_size"]
+    assert (width, height) == (out_w & ~1, out_h & ~1)
+    assert "fps" in overlay and "tier" in overlay
+    # lips: more change in the mouth box while speech plays than in the silence before it
+    samples = [s for s in samples if s["mouth"] is not None]
+    silence = [s for s in samples if s["t"] < onset - 0.2]
+    speech_on = [t for t, s in timeline if s]
+    speech = [s for s in samples if s["t"] > onset + 0.3 and any(abs(s["t"] - 0.1 - t) < 0.1 for t in speech_on)]
+    assert len(silence) >= 10 and len(speech) >= 25, (len(silence), len(speech))
+    mouth_silence = float(np.mean([s["mouth"] for s in silence]))
+    mouth_speech = float(np.mean([s["mouth"] for s in speech]))
+    ref_silence = float(np.mean([s["ref"] for s in silence]))
+    ref_speech = float(np.mean([s["ref"] for s in speech]))
+    print(f"mouth change: silence {mouth_silence:.2f}, speech {mouth_speech:.2f}; "
+          f"above the mouth: silence {ref_silence:.2f}, speech {ref_speech:.2f}")
+    assert mouth_speech > 1.5 * mouth_silence + 0.2
+    # the change is the mouth's, not the whole head's (head motion, blinks and codec noise show above it too)
+    assert mouth_speech / max(mouth_silence, 1e-3) > ref_speech / max(ref_silence, 1e-3)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_two_browsers_in_a_room_the_viewer_sees_the_avatar(real_server, chromium, mic_wav, tmp_path):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        speaker = await _launch(pw, chromium, mic_wav, tmp_path / "speaker")
+        viewer = await _launch(pw, chromium, None, tmp_path / "viewer")
+        sp = speaker.pages[0] if speaker.pages else await speaker.new_page()
+        vw = viewer.pages[0] if viewer.pages else await viewer.new_page()
+        await sp.goto(real_server.url + "?room=e2e&name=speaker")
+        await vw.goto(real_server.url + "?room=e2e&name=viewer&mode=watch")
+        for page in (sp, vw):
+            await page.wait_for_function("() => !document.getElementById('join').disabled", timeout=15_000)
+            await page.click("#join")
+        await _wait_playing(sp, "#preview")
+        await _wait_playing(vw, ".remote video", timeout=40)
+        caption = await vw.inner_text(".remote figcaption")
+        t0 = await vw.evaluate("document.querySelector('.remote video').currentTime")
+        await asyncio.sleep(SILENCE_S + 3)  # into the speech
+        state = await vw.evaluate("""async () => {
+            const v = document.querySelector('.remote video');
+            const pc = [...window.ideal.remotes.values()][0].pc;
+            let audioEnergy = 0, videoFrames = 0;
+            (await pc.getStats()).forEach((r) => {
+              if (r.type === 'inbound-rtp' && r.kind === 'audio') audioEnergy = r.totalAudioEnergy || 0;
+              if (r.type === 'inbound-rtp' && r.kind === 'video') videoFrames = r.framesDecoded || 0;
+            });
+            return {time: v.currentTime, width: v.videoWidth, muted: v.muted, audioEnergy, videoFrames,
+                    tracks: v.srcObject.getTracks().map((t) => t.kind).sort()};
+        }""")
+        shot = tmp_path / "serve_room_viewer.png"
+        await vw.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
+        viewers_on_server = real_server.state.peers.viewers
+        await sp.click("#leave")
+        # the speaker left: the viewer's tile goes away
+        await vw.wait_for_function("() => !document.querySelector('.remote')", timeout=15_000)
+        await speaker.close()
+        await viewer.close()
+
+    assert caption.startswith("speaker")
+    assert viewers_on_server == 1
+    assert state["width"] > 0 and state["time"] > t0 + SILENCE_S  # still playing seconds later
+    assert state["videoFrames"] > 100
+    assert state["tracks"] == ["audio", "video"] and not state["muted"]
+    assert state["audioEnergy"] > 0  # the speaker's voice reached the viewer
