@@ -1,0 +1,94 @@
+"""Parity of every backend this machine can run against PyTorch, per tier, on real speech-driven frames.
+
+    python benchmarks/export_parity.py --avatar AVATAR [--audio speech.wav] [--frames 8] [--fp16] [--json OUT]
+
+Exports the avatar first when its graphs are missing or stale (`ideal export AVATAR --target onnx`, plus
+TensorRT engines when TensorRT and a GPU are present). Frames come from `avatar.dub.plan_dub` on the speech
+(neutral upper face, audio-driven mouth, the avatar's pose track). Reports per backend and tier the largest
+absolute difference of RGB and opacity over all pixels, and the mean opacity over the central face region of
+the crop, which must be near 1 for the comparison to mean anything (the head rendered, not the plate showing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def face_alpha(alpha: np.ndarray) -> float:
+    s = alpha.shape[1]
+    return float(alpha[:, int(0.35 * s):int(0.7 * s), int(0.3 * s):int(0.7 * s)].mean())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--avatar", default="default")
+    p.add_argument("--audio", default=str(Path(__file__).resolve().parents[2] / "shared/data/speech/test_13s.wav"))
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from avatar.audio.io import load_audio
+    from avatar.dub import DubConfig, plan_dub
+    from avatar.errors import BackendError
+    from avatar.loading import load_avatar
+    from avatar.manifest import resolve_avatar
+    from export.artifacts import load_export_manifest
+    from export.backends import available_backends
+    from export.onnx_export import export_avatar
+
+    avatar_dir = resolve_avatar(args.avatar)
+    try:
+        load_export_manifest(avatar_dir)
+    except BackendError:
+        export_avatar(avatar_dir)
+    try:
+        from export.tensorrt_build import build_engines
+
+        build_engines(avatar_dir, fp16=args.fp16)
+    except BackendError as exc:
+        logging.info("no TensorRT engines: %s", exc)
+    loaded = load_avatar(avatar_dir, device="cpu")
+    plan = plan_dub(loaded, load_audio(args.audio)[:16000 * 6], DubConfig(expression="neutral"))
+    idx = np.linspace(10, plan.n_frames - 1, args.frames).astype(int)
+    inputs = (plan.windows[idx], plan.expression[idx], plan.pose[idx])
+    backends, why = available_backends(avatar_dir, "auto", fp16=args.fp16, threads=args.threads)
+    rows = []
+    for tier in loaded.tiers:
+        ref = loaded.backend.render(*inputs, tier)
+        for name, backend in backends.items():
+            if name == "torch":
+                continue
+            got = backend.render(*inputs, tier)
+            rows.append({"backend": name, "device": getattr(backend, "device", ""), "tier": tier,
+                         "fp16": args.fp16 and name == "tensorrt",
+                         "max_abs_rgb": float(np.abs(got.rgb - ref.rgb).max()),
+                         "max_abs_alpha": float(np.abs(got.alpha - ref.alpha).max()),
+                         "max_abs_rgb_255": float(np.abs(got.rgb - ref.rgb).max() * 255),
+                         "face_alpha": face_alpha(ref.alpha), "frames": len(idx)})
+    for r in rows:
+        print(f"{r['backend']:<12} {r['device']:<8} {r['tier']:<10} max|d rgb| {r['max_abs_rgb']:.2e} "
+              f"({r['max_abs_rgb_255']:.3f}/255)  max|d alpha| {r['max_abs_alpha']:.2e}  face opacity "
+              f"{r['face_alpha']:.3f}")
+    for k, v in why.items():
+        print(f"not run: {k}: {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "unavailable": why}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
