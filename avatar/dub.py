@@ -45,6 +45,7 @@ class DubPlan:
     expression: np.ndarray  # (N, 20)
     pose: np.ndarray  # (N, 3, 4)
     audio_mouth_open: np.ndarray  # (N,) gated mouth opening from the audio model (what the lips should do)
+    track_index: np.ndarray  # (N,) pose-track frame per output frame (selects the base plate's torso frame)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,7 +124,8 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
         raise InputError("--mouth driver needs a driver clip", "pass --expression DRIVER_VIDEO")
     driver = ExpressionDriver(upper, idle, mouth_clip=clip if cfg.mouth == "driver" else None)
     expression, pose = driver.clip(n, audio_mouth)
-    return DubPlan(audio_16k, fps, windows, expression, pose, mouth_opening(audio_mouth), notes)
+    track = np.array([idle.track_index(i) for i in range(n)], dtype=np.int64)
+    return DubPlan(audio_16k, fps, windows, expression, pose, mouth_opening(audio_mouth), track, notes)
 
 
 def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool = True) -> dict:
@@ -147,7 +149,7 @@ def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool 
             e = slice(s, min(s + cfg.batch_size, plan.n_frames))
             r = avatar.backend.render(plan.windows[e], plan.expression[e], plan.pose[e], tier)
             for k, i in enumerate(range(e.start, e.stop)):
-                frame = composite(avatar, r.rgb[k], r.alpha[k], i)
+                frame = composite(r.rgb[k], r.alpha[k], avatar.base_plate, avatar.crop, int(plan.track_index[i]))
                 if cfg.mark:
                     frame = add_synthetic_mark(frame)
                 writer.write(frame)

@@ -107,6 +107,7 @@ class IdleMotion:
         pose_rng, self._blink_rng, self._gaze_rng = (np.random.default_rng(s)
                                                      for s in np.random.SeedSequence(seed).spawn(3))
         self._cycle = smooth_pingpong_track(pose_track, cfg.pose_smooth_frames)
+        self._n_track = len(pose_track)
         self._pose_offset = int(pose_rng.integers(len(self._cycle)))
         self._blink_starts: list[float] = []  # seconds
         self._blink_horizon = 0.0
@@ -162,6 +163,11 @@ class IdleMotion:
     def pose(self, index: int) -> np.ndarray:
         """(3, 4) head pose at video frame `index` from the ping-pong pose track."""
         return self._cycle[(index + self._pose_offset) % len(self._cycle)].copy()
+
+    def track_index(self, index: int) -> int:
+        """The pose-track frame shown at video frame `index` (so the torso of the avatar's base plate can
+        follow the same frame as the head)."""
+        return int(pingpong_index((index + self._pose_offset) % len(self._cycle), self._n_track))
 
     def expression(self, index: int, blink_depth: float | None = None) -> np.ndarray:
         """(20,) idle-only expression: blink on the eyes slice, saccades on the gaze slice, the rest neutral."""
