@@ -32,6 +32,7 @@ class SegmentConfig:
     plate_dilate_frac: float = 0.03  # person dilation for the plate, as a fraction of the image size
     min_plate_votes: int = 2  # fewer background samples than this at a pixel: inpaint it
     moving_camera_diff: float = 10.0  # median abs difference (grey levels) of background pixels to the plate
+    moving_camera_shift: float = 0.015  # background drift (phase correlation) over the clip, fraction of width
 
 
 class Segmenter:
@@ -127,9 +128,11 @@ class PlateBuilder:
             if m.sum() > 0.02 * m.size:
                 diffs.append(float(np.abs(f.astype(np.int16) - plate.astype(np.int16))[m].mean()))
         change = float(np.median(diffs)) if diffs else 0.0
+        drift = background_drift(frames, bg)
+        moving = change > self.cfg.moving_camera_diff or drift > self.cfg.moving_camera_shift * self.width
         stats = {"plate_samples": int(len(frames)), "never_background_fraction": float(unseen.mean()),
-                 "background_change": change,
-                 "moving_camera_suspected": bool(change > self.cfg.moving_camera_diff)}
+                 "background_change": change, "background_drift_px": drift,
+                 "moving_camera_suspected": bool(moving)}
         return plate, stats
 
 
@@ -150,3 +153,35 @@ def _masked_median(frames: np.ndarray, keep: np.ndarray, chunk_px: int = 1 << 16
         med = np.take_along_axis(x, idx[None, :, None].repeat(3, axis=2), axis=0)[0]
         out[a:a + chunk_px] = np.where(cnt[:, None] > 0, med, 0).astype(np.uint8)
     return out.reshape(h, w, 3)
+
+
+def background_drift(frames: np.ndarray, keep: np.ndarray, max_side: int = 320) -> float:
+    """How far the background content travels over the clip, in full-resolution pixels.
+
+    Corners are picked on the background (keep True, the person dilated) of each sample (K, H, W, 3) and
+    followed into the next sample with pyramidal Lucas-Kanade; the median displacement is accumulated and the
+    result is the largest distance of that path from its start. A static camera gives about a pixel or less
+    (compression noise), a pan or a hand-held camera tens of pixels."""
+    import cv2
+
+    k, h, w, _ = frames.shape
+    if k < 2:
+        return 0.0
+    f = max(1, int(np.ceil(max(h, w) / max_side)))
+    size = (w // f, h // f)
+    grey = [cv2.resize(cv2.cvtColor(fr, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA) for fr in frames]
+    masks = [cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in keep]
+    pos = np.zeros(2)
+    extent = 0.0
+    for i in range(k - 1):
+        pts = cv2.goodFeaturesToTrack(grey[i], maxCorners=200, qualityLevel=0.01, minDistance=5, mask=masks[i])
+        if pts is None or len(pts) < 8:
+            continue
+        nxt, status, _ = cv2.calcOpticalFlowPyrLK(grey[i], grey[i + 1], pts, None, winSize=(21, 21), maxLevel=3)
+        ok = status.reshape(-1) == 1
+        if ok.sum() < 8:
+            continue
+        d = np.median((nxt - pts).reshape(-1, 2)[ok], axis=0)
+        pos += d * f
+        extent = max(extent, float(np.hypot(*pos)))
+    return extent

@@ -1,0 +1,90 @@
+"""Unit-level checks of the prepare building blocks on real data and known transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar.errors import InputError
+
+
+def test_similarity_fit_recovers_a_known_pose():
+    from scipy.spatial.transform import Rotation
+
+    from avatar.prepare.pose import Similarity, robust_fit
+
+    rng = np.random.default_rng(0)
+    shape = rng.normal(size=(36, 3))
+    shape -= shape.mean(axis=0)
+    R = Rotation.from_euler("xyz", [[5, -20, 8], [0, 0, 0], [-12, 30, -4]], degrees=True).as_matrix()
+    truth = Similarity(np.array([200.0, 150.0, 300.0]), R, np.array([[250.0, 240, 10], [100, 90, 0], [0, 0, 5]]))
+    obs = truth.apply(np.broadcast_to(shape, (3, 36, 3))) + rng.normal(scale=0.2, size=(3, 36, 3))
+    obs[0, 5] += 40.0  # one wild landmark must not drag the fit (robust re-weighting)
+    fit = robust_fit(shape, obs)
+    assert np.allclose(fit.scale, truth.scale, rtol=5e-3)
+    angle = Rotation.from_matrix(np.einsum("nji,njk->nik", fit.rotation, R)).magnitude()
+    assert np.degrees(angle).max() < 0.3
+    assert np.allclose(fit.invert(obs)[1:], shape, atol=0.01)
+
+
+def test_interpolation_and_gap_threshold_name_the_times():
+    from avatar.prepare.gaps import check_gaps, interpolate_missing, missing_runs
+
+    det = np.ones(100, bool)
+    det[10:13] = False  # 0.12 s at 25 fps: tolerated
+    vals = np.arange(100, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    vals[~det] = np.nan
+    filled = interpolate_missing(vals, det)
+    assert np.allclose(filled[:, 0], np.arange(100))
+    check_gaps(det, 25.0, 0.5, "clip.mp4")
+    det[40:60] = False  # 0.8 s: too long
+    assert missing_runs(det) == [(10, 13), (40, 60)]
+    with pytest.raises(InputError, match=r"clip.mp4: no face in 1.60-2.40s"):
+        check_gaps(det, 25.0, 0.5, "clip.mp4")
+    with pytest.raises(InputError, match="no face found in any frame"):
+        check_gaps(np.zeros(10, bool), 25.0, 0.5, "clip.mp4")
+
+
+def test_audio_fit_corrects_offset_and_matches_the_frame_count():
+    from avatar.prepare.audio import fit_audio
+
+    pcm = np.arange(20_000, dtype=np.float32)
+    out, fit = fit_audio(pcm, n_frames=25, fps=25.0, offset_ms=100.0)  # audio late by 100 ms: drop 1600
+    assert len(out) == 16_000 and out[0] == 1600 and fit.start_trimmed == 1600
+    assert fit.end_trimmed == 20_000 - 1600 - 16_000 and fit.padded_samples == 0
+    out, fit = fit_audio(pcm[:15_000], n_frames=25, fps=25.0, offset_ms=-50.0)  # audio early: pad 800
+    assert len(out) == 16_000 and fit.start_padded == 800 and out[800] == 0 and out[801] == 1
+    assert fit.end_padded == 200
+    out, fit = fit_audio(pcm, n_frames=30, fps=29.97)
+    assert len(out) == round(30 * 16000 / 29.97)
+
+
+def test_masked_median_ignores_foreground_samples():
+    from avatar.prepare.segment import _masked_median
+
+    frames = np.zeros((5, 2, 2, 3), np.uint8)
+    frames[:, 0, 0] = np.array([10, 200, 20, 250, 30])[:, None]
+    keep = np.ones((5, 2, 2), bool)
+    keep[[1, 3], 0, 0] = False  # the 200 and 250 samples are the person
+    med = _masked_median(frames, keep)
+    assert med[0, 0, 0] == 20 and med[1, 1, 0] == 0
+
+
+def test_thirty_fps_driver_is_resampled_to_the_output_clock(shared_data):
+    from avatar.prepare.video import iter_frames, probe_video
+
+    path = shared_data / "drivers" / "reagan_clip1.mp4"
+    info = probe_video(path)
+    assert info.source_fps == pytest.approx(30.0) and info.audio_start_time_s is None
+    times = [t for _, t, _ in iter_frames(path, 25.0, start=2.0, duration=2.0)]
+    assert len(times) == 50 and np.allclose(np.diff(times), 0.04)
+
+
+def test_time_split_and_crop():
+    from avatar.prepare.crops import fixed_crop, time_split
+
+    assert time_split(175) == {"train": [0, 157], "val": [157, 175]}
+    boxes = np.array([[100, 50, 200, 200], [120, 60, 230, 210]])
+    crop = fixed_crop(boxes, 512, 512)
+    assert crop["contains_all_boxes"] and crop["x1"] - crop["x0"] == crop["y1"] - crop["y0"] == crop["size"]
+    assert crop["x0"] <= 100 and crop["y0"] <= 50 and crop["x1"] >= 230 and crop["y1"] >= 210
