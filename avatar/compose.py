@@ -1,0 +1,176 @@
+"""Compositing the rendered head crop onto the base plate, and the visible "synthetic" mark.
+
+The base plate of an avatar (base_plate.npz) is the background plate plus, for every frame of the idle pose
+track, the torso region of the source video with the head removed (torso over background), stored as JPEG
+bytes of the torso's bounding box. `BasePlate.frame(i)` rebuilds the full base frame i (H, W, 3) uint8.
+
+`composite` blends the head crop (straight RGB + opacity, S x S) over the base frame at the crop box, with the
+opacity feathered to 0 over the last few pixels of the crop border so a head that reaches the border never
+leaves a hard edge; the neck and torso come from the base frame, which is why the head model is trained against
+the same base (its opacity learns where the neck takes over).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatar.errors import AvatarError
+
+FEATHER_FRACTION = 0.03  # of the crop side
+
+
+@dataclass
+class BasePlate:
+    background: np.ndarray  # (H, W, 3) uint8
+    torso_box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the stored torso region
+    jpeg: np.ndarray  # (total,) uint8: concatenated JPEG bytes
+    offsets: np.ndarray  # (N + 1,) int64
+    _cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of a full frame."""
+        return self.background.shape[0], self.background.shape[1]
+
+    def frame(self, index: int) -> np.ndarray:
+        """Base frame (H, W, 3) uint8 for pose-track frame `index` (taken modulo the track length)."""
+        import cv2
+
+        i = int(index) % self.n_frames
+        if self._cache is not None and self._cache[0] == i:
+            return self._cache[1]
+        out = self.background.copy()
+        x0, y0, x1, y1 = self.torso_box
+        if x1 > x0 and y1 > y0:
+            buf = self.jpeg[self.offsets[i]:self.offsets[i + 1]]
+            region = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            if region is None:
+                raise AvatarError(f"base plate: frame {i} is corrupt", "re-run `ideal train`")
+            out[y0:y1, x0:x1] = region[:, :, ::-1]
+        self._cache = (i, out)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        import cv2
+
+        ok, png = cv2.imencode(".png", self.background[:, :, ::-1])
+        assert ok
+        np.savez(path, background_png=png.reshape(-1), torso_box=np.asarray(self.torso_box, np.int64),
+                 jpeg=self.jpeg, offsets=self.offsets)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BasePlate":
+        import cv2
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                bg = cv2.imdecode(z["background_png"], cv2.IMREAD_COLOR)
+                box = tuple(int(v) for v in z["torso_box"])
+                jpeg, offsets = z["jpeg"], z["offsets"]
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise AvatarError(f"{path}: unreadable base plate ({exc})", "re-run `ideal train`") from exc
+        if bg is None or len(offsets) < 2:
+            raise AvatarError(f"{path}: corrupt base plate", "re-run `ideal train`")
+        return cls(background=np.ascontiguousarray(bg[:, :, ::-1]), torso_box=box, jpeg=jpeg, offsets=offsets)
+
+    @classmethod
+    def build(cls, background: np.ndarray, frames, n_frames: int, quality: int = 85) -> "BasePlate":
+        """background (H, W, 3) uint8; frames: iterable of (rgb (H, W, 3) uint8, labels (H, W) uint8) ->
+        the torso (label 1) of each frame over the background, JPEG-coded inside the union torso box."""
+        import cv2
+
+        pasted, union = [], None
+        for rgb, labels in frames:
+            torso = labels == 1
+            pasted.append(np.where(torso[..., None], rgb, background))
+            union = torso if union is None else union | torso
+        if union is None or len(pasted) != n_frames:
+            raise AvatarError(f"base plate: expected {n_frames} frames, got {len(pasted)}", "re-run `ideal prepare`")
+        ys, xs = np.nonzero(union)
+        if len(ys):
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        else:
+            box = (0, 0, 0, 0)
+        chunks = []
+        for img in pasted:
+            region = img[box[1]:box[3], box[0]:box[2]]
+            if region.size:
+                ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(region[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+                assert ok
+                chunks.append(buf.reshape(-1))
+            else:
+                chunks.append(np.zeros(0, np.uint8))
+        offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])]).astype(np.int64)
+        return cls(background=background, torso_box=box, jpeg=np.concatenate(chunks), offsets=offsets)
+
+
+def feather_mask(size: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
+    """(size, size, 1) float32 ramp from 0 at the crop border to 1 inside (smoothstep)."""
+    width = max(1.0, fraction * size)
+    d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) + 0.5
+    r = np.clip(d / width, 0.0, 1.0)
+    r = r * r * (3 - 2 * r)
+    return (r[:, None] * r[None, :])[..., None]
+
+
+def composite_over(crop_rgb: np.ndarray, crop_alpha: np.ndarray, base_frame: np.ndarray,
+                   crop: tuple[float, float, float]) -> np.ndarray:
+    """crop_rgb (S, S, 3) and crop_alpha (S, S, 1) float in [0, 1], base frame (H, W, 3) uint8, crop box
+    (x0, y0, side) in frame pixels -> composited full frame (H, W, 3) uint8."""
+    import cv2
+
+    x0, y0, side = (int(round(v)) for v in crop)
+    h, w = base_frame.shape[:2]
+    rgb = np.asarray(crop_rgb, np.float32)
+    alpha = np.asarray(crop_alpha, np.float32).reshape(rgb.shape[0], rgb.shape[1], 1)
+    if rgb.shape[0] != side:
+        interp = cv2.INTER_LINEAR if side > rgb.shape[0] else cv2.INTER_AREA
+        rgb = cv2.resize(rgb, (side, side), interpolation=interp)
+        alpha = cv2.resize(alpha, (side, side), interpolation=interp)[..., None]
+    alpha = np.clip(alpha, 0.0, 1.0) * feather_mask(side)
+    # the part of the crop inside the frame
+    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    out = base_frame.copy()
+    if fx1 <= fx0 or fy1 <= fy0:
+        return out
+    cs = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+    base = out[fy0:fy1, fx0:fx1].astype(np.float32) / 255.0
+    a = alpha[cs]
+    blend = np.clip(rgb[cs], 0.0, 1.0) * a + base * (1.0 - a)
+    out[fy0:fy1, fx0:fx1] = np.round(blend * 255.0).astype(np.uint8)
+    return out
+
+
+def composite(crop_rgb: np.ndarray, crop_alpha: np.ndarray, base: BasePlate | np.ndarray,
+              crop: tuple[float, float, float], frame_index: int = 0) -> np.ndarray:
+    """The head crop over base frame `frame_index` of a BasePlate (or over a given base frame array)."""
+    frame = base.frame(frame_index) if isinstance(base, BasePlate) else base
+    return composite_over(crop_rgb, crop_alpha, frame, crop)
+
+
+def add_synthetic_mark(frame: np.ndarray, text: str = "synthetic") -> np.ndarray:
+    """A copy of `frame` (H, W, 3) uint8 with a visible badge in the bottom-right corner: semi-opaque dark
+    box, white text, scaled to the frame (readable from 128 px up)."""
+    import cv2
+
+    out = np.ascontiguousarray(frame).copy()
+    h, w = out.shape[:2]
+    scale = max(0.35, min(h, w) / 600.0)
+    thick = max(1, int(round(scale * 1.6)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(3, int(6 * scale))
+    x1, y1 = w - pad, h - pad
+    x0, y0 = x1 - tw - 2 * pad, y1 - th - base - 2 * pad
+    x0, y0 = max(0, x0), max(0, y0)
+    box = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (0.35 * box).astype(np.uint8)
+    cv2.putText(out, text, (x0 + pad, y1 - pad - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    return out

@@ -1,0 +1,179 @@
+"""Loading an avatar dir: validate it, build the model, and hand out a Backend and everything a renderer or
+streamer needs (audio window, mel settings, tiers, crop, idle pose track, base plate, prosody predictor).
+
+    avatar = load_avatar()                       # the built-in avatar
+    out = avatar.backend.render(audio, expr, pose, "coarse")   # crops (B, S, S, 3) + (B, S, S, 1)
+    frame = avatar.composite(out.rgb[0], out.alpha[0], frame_index=i)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avatar.audio.features import AudioWindow, MelConfig
+from avatar.backend import RenderOutput, Tier
+from avatar.compose import BasePlate, composite
+from avatar.errors import AvatarError, InputError
+from avatar.expression import EXPRESSION_DIM
+from avatar.manifest import load_avatar_manifest, resolve_avatar
+
+log = logging.getLogger(__name__)
+
+
+class TorchBackend:
+    """The PyTorch implementation of avatar.backend.Backend (the reference the ONNX/TensorRT backends match)."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str = "cpu") -> None:
+        import torch
+
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self._tiers = dict(model.cfg.tiers)
+
+    @property
+    def tiers(self) -> dict[str, Tier]:
+        return self._tiers
+
+    # the exportable stages (export/ turns each into an ONNX graph)
+    @property
+    def condition_encoder(self):
+        return self.model.encoder
+
+    def head_renderer(self, tier: str):
+        return self.model.head_renderer(tier)
+
+    def refiner(self, tier: str):
+        return self.model.refiner(tier)
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def render(self, audio: np.ndarray, expression: np.ndarray, pose: np.ndarray, tier: str) -> RenderOutput:
+        """audio (B, W, n_mels), expression (B, 20), pose (B, 3, 4) -> crops at the tier's output size."""
+        import torch
+
+        if tier not in self._tiers:
+            raise InputError(f"unknown tier {tier!r}", f"choose one of {', '.join(self._tiers)}")
+        cfg = self.model.cfg
+        audio, expression, pose = (np.asarray(a, np.float32) for a in (audio, expression, pose))
+        b = audio.shape[0]
+        if audio.shape[1:] != (cfg.audio_window, cfg.n_mels) or expression.shape != (b, EXPRESSION_DIM) \
+                or pose.shape != (b, 3, 4):
+            raise ValueError(f"render expects audio (B, {cfg.audio_window}, {cfg.n_mels}), expression "
+                             f"(B, {EXPRESSION_DIM}), pose (B, 3, 4); got {audio.shape}, {expression.shape}, {pose.shape}")
+        dev = self.device
+        timings = {}
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            cond = self.model.encoder(torch.from_numpy(audio).to(dev), torch.from_numpy(expression).to(dev))
+            self._sync()
+            t1 = time.perf_counter()
+            rgb, alpha, feat = self.model.head_renderer(tier)(cond, torch.from_numpy(pose).to(dev))
+            self._sync()
+            t2 = time.perf_counter()
+            rgb, alpha = self.model.refiner(tier)(rgb, alpha, feat)
+            self._sync()
+            t3 = time.perf_counter()
+            timings = {"condition": (t1 - t0) * 1e3, "field": (t2 - t1) * 1e3, "refine": (t3 - t2) * 1e3}
+            out = RenderOutput(rgb=rgb.permute(0, 2, 3, 1).float().cpu().numpy(),
+                               alpha=alpha.permute(0, 2, 3, 1).float().cpu().numpy(), timings_ms=timings)
+        return out
+
+
+@dataclass
+class LoadedAvatar:
+    path: Path
+    manifest: dict
+    window: AudioWindow
+    mel_config: MelConfig
+    tiers: dict[str, Tier]
+    fps: float
+    crop: tuple[float, float, float]  # x0, y0, side in full-frame pixels
+    image_size: tuple[int, int]  # (width, height) of full frames
+    pose_track: np.ndarray  # (N, 3, 4) the source video's head poses (idle motion)
+    expression_track: np.ndarray  # (N, 20) the source video's expressions
+    backend: TorchBackend
+    prosody_predictor: object  # avatar.model.components.prosody.ProsodyExpressionPredictor
+    av_offset_ms: float
+    fusion: str
+    _base_plate: BasePlate | None = field(default=None, repr=False)
+
+    @property
+    def base_plate(self) -> BasePlate:
+        if self._base_plate is None:
+            self._base_plate = BasePlate.load(self.path / "base_plate.npz")
+        return self._base_plate
+
+    @property
+    def model(self):
+        return self.backend.model
+
+    @property
+    def prosody_window(self) -> AudioWindow:
+        return self.prosody_predictor.window
+
+    def base_frame(self, index: int) -> np.ndarray:
+        return self.base_plate.frame(index)
+
+    def composite(self, rgb: np.ndarray, alpha: np.ndarray, frame_index: int) -> np.ndarray:
+        """One crop (S, S, 3) + (S, S, 1) over base frame `frame_index` -> full frame (H, W, 3) uint8."""
+        return composite(rgb, alpha, self.base_plate, self.crop, frame_index)
+
+
+def load_avatar(path: str | Path | None = None, device: str = "cpu") -> LoadedAvatar:
+    """Validate and load an avatar dir (None or "default" = the built-in avatar)."""
+    import torch
+
+    from avatar.model.components.prosody import ProsodyExpressionPredictor
+    from avatar.model.config import ModelConfig
+    from avatar.model.models import IdealNeRF
+
+    directory = resolve_avatar(path)
+    m = load_avatar_manifest(directory)
+    try:
+        cfg = ModelConfig.from_dict(m["model"])
+        c = m["crop"]
+        crop = (float(c["x0"]), float(c["y0"]), float(c["size"]))
+        window = AudioWindow.from_dict(m["audio_window"])
+        mel = MelConfig.from_dict(m["mel"])
+        tiers = {k: Tier.from_dict(t) for k, t in m["tiers"].items()}
+        fps = float(m["fps"])
+        size = (int(m["width"]), int(m["height"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AvatarError(f"{directory / 'avatar.json'}: missing or bad field ({exc})", "re-run `ideal train`") from exc
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device}: no CUDA device here", "use device='cpu'")
+    try:
+        weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+        model = IdealNeRF(cfg, crop)
+        model.load_state_dict({k: v.float() for k, v in weights["model"].items()})
+        prosody = ProsodyExpressionPredictor()
+        prosody.load_state_dict(weights["prosody"])
+    except Exception as exc:  # noqa: BLE001 - any failure to read the weights is a corrupt avatar
+        raise AvatarError(f"{directory / 'weights.pt'}: unreadable or does not match avatar.json ({exc})".split("\n")[0],
+                          "re-run `ideal train`") from exc
+    try:
+        with np.load(directory / "pose_track.npz", allow_pickle=False) as z:
+            pose_track = z["pose"].astype(np.float32)
+            expression_track = z["expression"].astype(np.float32)
+    except (OSError, KeyError, ValueError, EOFError) as exc:
+        raise AvatarError(f"{directory / 'pose_track.npz'}: unreadable ({exc})", "re-run `ideal train`") from exc
+    if pose_track.ndim != 3 or pose_track.shape[1:] != (3, 4):
+        raise AvatarError(f"{directory / 'pose_track.npz'}: pose shape {pose_track.shape}, expected (N, 3, 4)",
+                          "re-run `ideal train`")
+    model = model.to(device).eval()
+    prosody = prosody.to(device).eval()
+    return LoadedAvatar(path=directory, manifest=m, window=window, mel_config=mel, tiers=tiers, fps=fps, crop=crop,
+                        image_size=size, pose_track=pose_track, expression_track=expression_track,
+                        backend=TorchBackend(model, device), prosody_predictor=prosody,
+                        av_offset_ms=float(m.get("av_offset_ms", 0.0)), fusion=str(m.get("fusion", cfg.fusion)))

@@ -1,0 +1,1 @@
+"""Building blocks: rays, samplers, volume rendering, encoders, EAA, GA, refiner, losses, prosody."""

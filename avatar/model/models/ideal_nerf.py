@@ -1,0 +1,138 @@
+"""IDEAL-NeRF composed into the three exportable stages.
+
+    ConditionEncoder: audio (B, W, 80), expression (B, 20)          -> cond (B, T, C)
+    HeadRenderer[t]:  cond (B, T, C), pose (B, 3, 4)                 -> rgb (B,3,r,r), alpha (B,1,r,r), feat (B,F,r,r)
+    Refiner[t]:       rgb, alpha, feat                               -> rgb (B,3,S,S), alpha (B,1,S,S)
+
+All shapes are static per tier except the batch; no cumprod, no boolean indexing, no data-dependent control
+flow in any forward. `IdealNeRF` owns every weight (one state dict) and builds the per-tier stage modules,
+which share the field.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avatar.backend import Tier
+from avatar.model.components.eaa import make_fusion
+from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
+from avatar.model.components.ga import GAModule
+from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box
+from avatar.model.components.refiner import Refiner, bilinear_upsample
+from avatar.model.components.renderer import composite_along_rays, render_weights, unpremultiply
+from avatar.model.components.samplers import sample_along_rays
+from avatar.model.config import ModelConfig
+from avatar.model.fields.triplane import TriPlaneField
+
+
+class ConditionEncoder(nn.Module):
+    """Audio encoder + expression encoder + EAA (or concat): (B, W, 80), (B, 20) -> aligned tokens (B, T, C)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.audio = AudioEncoder(cfg.n_mels, cfg.audio_window, cfg.token_dim)
+        self.expression = ExpressionEncoder(cfg.token_dim)
+        self.fusion = make_fusion(cfg.fusion, cfg.token_dim, cfg.eaa_heads, cfg.eaa_layers)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.audio.n_tokens + self.expression.n_tokens
+
+    def forward(self, audio: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        return self.fusion(self.audio(audio), self.expression(expression))
+
+
+class RayRenderer(nn.Module):
+    """Field + GA-Module + volume rendering of arbitrary crop rays (training renders random rays and patches
+    through this; HeadRenderer fixes the rays to a tier's grid)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.field = TriPlaneField(cfg.box_min, cfg.box_max, cfg.plane_res, cfg.plane_channels)
+        self.ga = GAModule(self.field.out_dim, cfg.token_dim, cfg.ga_dim, cfg.ga_heads, cfg.hidden,
+                           cfg.feat_channels, cfg.density_scale)
+
+    def forward(self, cond: torch.Tensor, pose: torch.Tensor, pixels: torch.Tensor, n_samples: int,
+                jitter: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """cond (B, T, C), pose (B, 3, 4), pixels (R, 2) or (B, R, 2) full-frame pixel coordinates ->
+        straight rgb (B, R, 3), opacity (B, R, 1), features (B, R, F)."""
+        origins, direction = canonical_rays(pixels, pose)
+        near, far, hit = intersect_box(origins, direction, self.field.box_min, self.field.box_max)
+        depths, deltas = sample_along_rays(near, far, n_samples, jitter)  # (B, R, S)
+        b, r, s = depths.shape
+        points = origins.unsqueeze(2) + depths.unsqueeze(-1) * direction.unsqueeze(2)  # (B, R, S, 3)
+        spatial, inside = self.field(points.reshape(b, r * s, 3))
+        density, rgb, feat = self.ga(spatial, cond)
+        density = (density * inside).view(b, r, s) * hit
+        step = deltas * direction.norm(dim=-1, keepdim=True)  # pixel depth -> canonical length
+        weights = render_weights(density, step)
+        acc = weights.sum(dim=-1, keepdim=True)
+        rgb_p = composite_along_rays(weights, rgb.view(b, r, s, 3))
+        feat_r = composite_along_rays(weights, feat.view(b, r, s, -1))
+        return unpremultiply(rgb_p, acc), acc, feat_r
+
+
+class HeadRenderer(nn.Module):
+    """One tier's head pass over the fixed crop: cond (B, T, C), pose (B, 3, 4) ->
+    rgb (B, 3, r, r) straight colour, alpha (B, 1, r, r), feat (B, F, r, r)."""
+
+    def __init__(self, rays: RayRenderer, tier: Tier, crop: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.rays = rays
+        self.tier = tier
+        self.register_buffer("pixels", crop_pixel_grid(crop, tier.rays), persistent=False)
+
+    def forward(self, cond: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rgb, acc, feat = self.rays(cond, pose, self.pixels, self.tier.samples)
+        n, r = rgb.shape[0], self.tier.rays
+        to_img = lambda x: x.transpose(1, 2).reshape(n, x.shape[-1], r, r)  # noqa: E731
+        return to_img(rgb), to_img(acc), to_img(feat)
+
+
+class BilinearRefiner(nn.Module):
+    """The unrefined path with the Refiner's signature (tiers with refine=False)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, rgb: torch.Tensor, alpha: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        del feat
+        return bilinear_upsample(rgb, alpha, self.size)
+
+
+class IdealNeRF(nn.Module):
+    """All weights of one avatar. `crop` = (x0, y0, size) of the fixed square head crop in full-frame pixels."""
+
+    def __init__(self, cfg: ModelConfig, crop: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.crop = tuple(float(c) for c in crop)
+        self.encoder = ConditionEncoder(cfg)
+        self.ray_renderer = RayRenderer(cfg)
+        refiners = {}
+        for name, tier in cfg.tiers.items():
+            if tier.output % tier.rays:
+                raise ValueError(f"tier {name}: output {tier.output} is not a multiple of rays {tier.rays}")
+            if tier.refine:
+                refiners[name] = Refiner(cfg.feat_channels, tier.output // tier.rays, cfg.refiner_channels)
+        self.refiners = nn.ModuleDict(refiners)
+        self.heads = {name: HeadRenderer(self.ray_renderer, tier, self.crop) for name, tier in cfg.tiers.items()}
+
+    # --- the exportable stages -------------------------------------------------------------------------
+    def head_renderer(self, tier: str) -> HeadRenderer:
+        return self.heads[tier].to(self.ray_renderer.field.planes.device)
+
+    def refiner(self, tier: str) -> nn.Module:
+        if tier in self.refiners:
+            return self.refiners[tier]
+        return BilinearRefiner(self.cfg.tiers[tier].output)
+
+    # --- convenience ---------------------------------------------------------------------------------------
+    def render(self, audio: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
+               tier: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, W, 80), (B, 20), (B, 3, 4) -> rgb (B, 3, S, S), alpha (B, 1, S, S) at the tier's output size."""
+        cond = self.encoder(audio, expression)
+        rgb, alpha, feat = self.head_renderer(tier)(cond, pose)
+        return self.refiner(tier)(rgb, alpha, feat)

@@ -1,0 +1,130 @@
+"""Train an IDEAL-NeRF avatar from a dataset dir written by `ideal prepare`.
+
+Writes AVATAR_DIR (avatar.json, weights.pt, pose_track.npz, base_plate.npz, stats.json, loss_curve.png).
+Checkpoints go to AVATAR_DIR.ckpt/ every --checkpoint-every steps and on Ctrl-C; --resume continues from
+there (the --steps/--minutes budgets count the whole run, resumed parts included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from avatar.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, help="dataset dir written by `ideal prepare`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="avatar dir to write")
+    p.add_argument("--consent", action="store_true",
+                   help="confirm you have the consent of the person in the video (required when not interactive)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget (default: --steps only)")
+    p.add_argument("--steps", type=int, default=20000, help="maximum optimisation steps (default 20000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: auto, 1 on a busy machine)")
+    p.add_argument("--fusion", choices=("eaa", "concat"), default="eaa",
+                   help="eaa: self-attention alignment (the paper); concat: plain concatenation (ablation)")
+    p.add_argument("--output-size", type=int, default=None,
+                   help="crop render size S (multiple of 128; default from the crop size, 256..512)")
+    p.add_argument("--resume", action="store_true", help="continue from AVATAR_DIR.ckpt/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing avatar dir")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def confirm_consent(flag: bool, dataset: Path, stdin=None) -> dict:
+    """The consent record for avatar.json; asks on a terminal, demands --consent otherwise."""
+    stdin = stdin or sys.stdin
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if flag:
+        return {"confirmed": True, "method": "flag", "at": now}
+    if not stdin.isatty():
+        raise InputError("training an avatar needs the subject's consent, and --consent was not given",
+                         "confirm that the person in the video agreed, then pass --consent")
+    answer = input(f"Do you have the consent of the person in {dataset} to build an avatar of them? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise InputError("consent not confirmed", "only build avatars of people who agreed to it")
+    return {"confirmed": True, "method": "prompt", "at": now}
+
+
+def check_output(output: Path, overwrite: bool, resume: bool) -> None:
+    """Fail before training, not after an hour of it."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a directory", "choose another -o")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise InputError(f"{output}: already exists and is not empty", "pass --overwrite or choose another -o")
+    parent = output.parent if str(output.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{output}: cannot write here ({probe} is not writable)", "choose a writable -o")
+    del resume
+
+
+def output_size_for(crop_side: float, requested: int | None) -> int:
+    if requested is not None:
+        if requested % 128 or requested < 128:
+            raise InputError(f"--output-size {requested}: must be a positive multiple of 128", "e.g. 256 or 384")
+        return requested
+    return int(min(512, max(256, -(-crop_side // 128) * 128)))
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from avatar.audio.features import AudioWindow, MelConfig
+    from avatar.manifest import atomic_output_dir, load_dataset_manifest
+    from avatar.model.config import ModelConfig, default_tiers
+    from avatar.training.config import TrainConfig
+    from avatar.training.data import crop_box, head_box_from_neutral, load_training_data
+    from avatar.training.prosody_fit import fit_prosody
+    from avatar.training.trainer import Trainer, set_threads
+    from avatar.training.writer import write_avatar
+
+    consent = confirm_consent(args.consent, args.dataset)
+    check_output(args.output, args.overwrite, args.resume)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: no CUDA device here", "use --device cpu")
+    cfg = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
+                      threads=args.threads, fusion=args.fusion, output_size=args.output_size,
+                      checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, max_frames=args.max_frames)
+    threads = set_threads(cfg.threads)
+    manifest = load_dataset_manifest(args.dataset)
+    size = output_size_for(crop_box(manifest)[2], cfg.output_size)
+    window = AudioWindow(length=16, lookahead_ms=40.0)
+    data = load_training_data(args.dataset, size, window, MelConfig(), max_frames=cfg.max_frames)
+    box_min, box_max = head_box_from_neutral(data.neutral)
+    model_cfg = ModelConfig(fusion=cfg.fusion, box_min=box_min, box_max=box_max, tiers=default_tiers(size),
+                            audio_window=window.length)
+    ckpt_dir = Path(str(args.output).rstrip("/") + ".ckpt")
+    trainer = Trainer(data, cfg, model_cfg, ckpt_dir)
+    if args.resume:
+        last = ckpt_dir / "last.pt"
+        if not last.exists():
+            raise InputError(f"--resume: no checkpoint at {last}", "start without --resume")
+        trainer.load_checkpoint(last)
+        log.info("resumed at step %d (%.0f s trained)", trainer.step, trainer.elapsed)
+    log.info("training %s on %d frames (%d held out), crop %s -> %d px, %s fusion, %d thread(s), %s",
+             args.dataset, len(data.train_idx), len(data.val_idx), data.crop, size, cfg.fusion, threads, cfg.device)
+    if not trainer.run():
+        print(f"interrupted at step {trainer.step}; continue with: ideal train {args.dataset} -o {args.output} "
+              f"--consent --resume", file=sys.stderr)
+        return 130
+    prosody, prosody_stats = fit_prosody(data)
+    with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
+        write_avatar(tmp, trainer, data, prosody, consent, half=args.half, prosody_stats=prosody_stats)
+    last = trainer.history.val[-1]
+    print(f"avatar written to {args.output}: {trainer.step} steps in {trainer.elapsed / 60:.1f} min, "
+          f"{trainer.rays_per_second:.0f} rays/s, held-out head-crop PSNR "
+          + ", ".join(f"{k[5:]} {v:.2f} dB" for k, v in last.items() if k.startswith("psnr_")))
+    return 0

@@ -1,0 +1,36 @@
+"""Training settings: one dataclass (recorded in avatar.json `training.config`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000  # upper bound; `minutes` usually ends training first
+    minutes: float | None = None  # wall-clock budget for the optimisation loop
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None  # None = auto (1 when the machine is already busy, else up to 2)
+    fusion: str = "eaa"
+    output_size: int | None = None  # tier output S; None = from the crop size (multiple of 128, 256..512)
+    batch_frames: int = 4
+    rays_per_frame: int = 512  # random rays (importance-sampled inside the head and at the mouth)
+    patch_rays: dict | None = None  # tier -> patch side in rays for the refiner loss; None = defaults
+    lr: float = 2e-3
+    lr_planes: float = 2e-2
+    lr_final_fraction: float = 0.1
+    w_opacity: float = 0.3
+    w_tv: float = 1e-3
+    head_weight: float = 6.0  # ray sampling weight inside the (dilated) head mask, over 1 elsewhere
+    mouth_weight: float = 6.0  # extra sampling weight around the mouth
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    eval_frames: int = 8
+    max_frames: int | None = None  # use only the first N frames of the dataset (tests)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def patch_sides(self) -> dict[str, int]:
+        return self.patch_rays or {"coarse": 12, "refined": 16}

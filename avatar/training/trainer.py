@@ -1,0 +1,304 @@
+"""The training loop: random head-weighted rays for the field, plus one patch per refined tier so each
+learned upsampler trains jointly with the field it upsamples (mixed-tier training)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
+from avatar.model.components.rays import crop_pixel_grid
+from avatar.model.config import ModelConfig
+from avatar.model.models import IdealNeRF
+from avatar.training.config import TrainConfig
+from avatar.training.data import TrainingData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class History:
+    steps: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    psnr: list[float] = field(default_factory=list)  # training rays, composite
+    val: list[dict] = field(default_factory=list)  # {"step", "seconds", "psnr_<tier>"}
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "seconds": self.seconds, "loss": self.loss, "psnr": self.psnr, "val": self.val}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**d)
+
+
+class Trainer:
+    def __init__(self, data: TrainingData, cfg: TrainConfig, model_cfg: ModelConfig,
+                 checkpoint_dir: Path | None = None) -> None:
+        self.data, self.cfg, self.model_cfg = data, cfg, model_cfg
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.model = IdealNeRF(model_cfg, data.crop).to(self.device)
+        planes = [self.model.ray_renderer.field.planes]
+        others = [p for n, p in self.model.named_parameters() if not n.endswith("field.planes")]
+        self.opt = torch.optim.Adam([{"params": planes, "lr": cfg.lr_planes}, {"params": others, "lr": cfg.lr}])
+        self.base_lrs = [cfg.lr_planes, cfg.lr]
+        self.step = 0
+        self.elapsed = 0.0  # optimisation seconds, summed over resumed runs
+        self.rays_seen = 0
+        self.history = History()
+        self.checkpoint_dir = checkpoint_dir
+        self._stop = False
+        s, side = data.size, data.crop[2]
+        self.pixel_grid = crop_pixel_grid(data.crop, s).to(self.device)  # (S*S, 2)
+        self.tier_grids = {n: crop_pixel_grid(data.crop, t.rays).to(self.device) for n, t in model_cfg.tiers.items()}
+        # tensors of the whole clip stay on the CPU as uint8; batches move to the device
+        self.frames = torch.from_numpy(data.frames)
+        self.base = torch.from_numpy(data.base)
+        self.head = torch.from_numpy(data.head)
+        self.head_dilated = torch.from_numpy(_dilate(data.head, max(3, s // 32) | 1))
+        self.audio = torch.from_numpy(data.audio)
+        self.expression = torch.from_numpy(data.expression)
+        self.pose = torch.from_numpy(data.pose)
+        self.mouth = torch.from_numpy(data.mouth)
+        del side
+
+    # --- batches -------------------------------------------------------------------------------------------
+    def _sampling_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, S*S) ray sampling weights: 1 + head (dilated so the silhouette edge is sampled) + mouth blob."""
+        s = self.data.size
+        head = self.head_dilated[idx].float()
+        yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
+        m = self.mouth[idx]
+        d2 = (xx[None] - m[:, 0, None, None]) ** 2 + (yy[None] - m[:, 1, None, None]) ** 2
+        mouth = torch.exp(-d2 / (2 * m[:, 2, None, None].clamp_min(4.0) ** 2))
+        w = 1.0 + self.cfg.head_weight * head + self.cfg.mouth_weight * mouth
+        return w.reshape(len(idx), -1)
+
+    def _gather(self, images: torch.Tensor, idx: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """images (N, S, S[, C]) uint8, frame idx (B,), flat pixel indices (B, R) -> (B, R, C) float in [0, 1]."""
+        b = images[idx].reshape(len(idx), self.data.size * self.data.size, -1)
+        return torch.gather(b, 1, flat.unsqueeze(-1).expand(-1, -1, b.shape[-1])).float().div(255.0)
+
+    def _cond(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(self.audio[idx].to(self.device), self.expression[idx].to(self.device))
+
+    # --- one step ------------------------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, float, int]:
+        cfg, dev, s = self.cfg, self.device, self.data.size
+        self.model.train()
+        idx = torch.from_numpy(self.rng.choice(self.data.train_idx, cfg.batch_frames, replace=False)
+                               if len(self.data.train_idx) >= cfg.batch_frames else
+                               self.rng.choice(self.data.train_idx, cfg.batch_frames))
+        weights = self._sampling_weights(idx)
+        cond = self._cond(idx)
+        pose = self.pose[idx].to(dev)
+        # random rays through the field at a random tier's sample count
+        flat = torch.multinomial(weights, cfg.rays_per_frame, replacement=True)
+        pixels = self.pixel_grid[flat.to(dev)]  # (B, R, 2)
+        tiers = list(self.model_cfg.tiers.values())
+        n_samples = tiers[self.step % len(tiers)].samples
+        rgb, acc, _ = self.model.ray_renderer(cond, pose, pixels, n_samples, jitter=True)
+        target = self._gather(self.frames, idx, flat).to(dev)
+        base = self._gather(self.base, idx, flat).to(dev)
+        head = self._gather(self.head, idx, flat).to(dev) * 255.0
+        pred = composite(rgb, acc, base)
+        loss = photometric_loss(pred, target) + cfg.w_opacity * opacity_loss(acc, head)
+        n_rays = flat.numel()
+        train_psnr = psnr(pred.detach(), target)
+        # one patch per refined tier: field -> refiner -> composite, compared at output resolution
+        for name, side in cfg.patch_sides().items():
+            tier = self.model_cfg.tiers.get(name)
+            if tier is None or not tier.refine:
+                continue
+            loss = loss + self._patch_loss(name, idx, weights, cond, pose, side)
+            n_rays += len(idx) * side * side
+        loss = loss + cfg.w_tv * self.model.ray_renderer.field.total_variation()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item(), train_psnr, n_rays
+
+    def _patch_loss(self, name: str, idx: torch.Tensor, weights: torch.Tensor, cond: torch.Tensor,
+                    pose: torch.Tensor, side: int) -> torch.Tensor:
+        tier = self.model_cfg.tiers[name]
+        s, r, k = self.data.size, tier.rays, tier.output // tier.rays
+        side = min(side, r)
+        centre = torch.multinomial(weights, 1).squeeze(1)  # a head-weighted patch centre per frame
+        cy, cx = (centre // s) * r // s, (centre % s) * r // s
+        py = (cy - side // 2).clamp(0, r - side)
+        px = (cx - side // 2).clamp(0, r - side)
+        ar = torch.arange(side)
+        ray_rows = py[:, None, None] + ar[None, :, None]
+        ray_cols = px[:, None, None] + ar[None, None, :]
+        ray_flat = (ray_rows * r + ray_cols).reshape(len(idx), -1).to(self.device)
+        pixels = self.tier_grids[name][ray_flat]  # (B, side*side, 2)
+        rgb, acc, feat = self.model.ray_renderer(cond, pose, pixels, tier.samples, jitter=True)
+        to_img = lambda x: x.transpose(1, 2).reshape(len(idx), x.shape[-1], side, side)  # noqa: E731
+        rgb_o, alpha_o = self.model.refiners[name](to_img(rgb), to_img(acc), to_img(feat))
+        ko = side * k
+        oar = torch.arange(ko)
+        out_flat = ((py[:, None, None] * k + oar[None, :, None]) * s + (px[:, None, None] * k + oar[None, None, :]))
+        out_flat = out_flat.reshape(len(idx), -1)
+        target = self._gather(self.frames, idx, out_flat).to(self.device)
+        base = self._gather(self.base, idx, out_flat).to(self.device)
+        head = self._gather(self.head, idx, out_flat).to(self.device) * 255.0
+        to_rows = lambda x: x.reshape(len(idx), x.shape[1], -1).transpose(1, 2)  # noqa: E731
+        pred = composite(to_rows(rgb_o), to_rows(alpha_o), base)
+        # the refiner's convolutions see zero padding at the patch edge: score the interior only
+        m = 2 * k
+        inner = lambda x: x.reshape(len(idx), ko, ko, -1)[:, m:ko - m, m:ko - m]  # noqa: E731
+        return (photometric_loss(inner(pred), inner(target))
+                + self.cfg.w_opacity * opacity_loss(inner(to_rows(alpha_o)), inner(head)))
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_frames(self, idx: np.ndarray, tier: str) -> np.ndarray:
+        """Composited crops (len(idx), S, S, 3) float32 in [0, 1] of dataset frames at a tier."""
+        self.model.eval()
+        out = []
+        for i in idx:
+            j = torch.tensor([int(i)])
+            rgb, alpha = self.model.render(self.audio[j].to(self.device), self.expression[j].to(self.device),
+                                           self.pose[j].to(self.device), tier)
+            base = self.base[j].float().div(255.0).permute(0, 3, 1, 2).to(self.device)
+            out.append(composite(rgb, alpha, base).permute(0, 2, 3, 1).cpu().numpy()[0])
+        return np.stack(out)
+
+    def eval_indices(self) -> np.ndarray:
+        val = self.data.val_idx
+        n = min(self.cfg.eval_frames, len(val))
+        return val[np.linspace(0, len(val) - 1, n).round().astype(int)]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out head-crop PSNR (composited crop vs the real crop) per tier."""
+        idx = self.eval_indices()
+        target = torch.from_numpy(self.data.frames[idx]).float().div(255.0)
+        res = {"step": self.step, "seconds": round(self.elapsed, 1)}
+        for name in self.model_cfg.tiers:
+            pred = torch.from_numpy(self.render_frames(idx, name))
+            res[f"psnr_{name}"] = round(psnr(pred, target), 3)
+        base = torch.from_numpy(self.data.base[idx]).float().div(255.0)
+        res["psnr_base_only"] = round(psnr(base, target), 3)
+        return res
+
+    # --- schedule, checkpoints, loop -----------------------------------------------------------------------
+    def progress(self) -> float:
+        p = self.step / max(1, self.cfg.steps)
+        if self.cfg.minutes:
+            p = max(p, self.elapsed / (60.0 * self.cfg.minutes))
+        return min(1.0, p)
+
+    def _set_lr(self) -> None:
+        f = self.cfg.lr_final_fraction ** self.progress()  # exponential decay to lr_final_fraction
+        for g, lr in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = lr * f
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                "elapsed": self.elapsed, "rays_seen": self.rays_seen, "history": self.history.to_dict(),
+                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "train_config": self.cfg.to_dict(), "model_config": self.model_cfg.to_dict(),
+                "crop": list(self.data.crop)}
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / "last.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        ck = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.step, self.elapsed, self.rays_seen = ck["step"], ck["elapsed"], ck.get("rays_seen", 0)
+        self.history = History.from_dict(ck["history"])
+        self.rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+
+    def done(self) -> bool:
+        return self.step >= self.cfg.steps or (self.cfg.minutes is not None and self.elapsed >= 60.0 * self.cfg.minutes)
+
+    def run(self) -> bool:
+        """Optimise until the step or time budget is spent. Returns False when interrupted (Ctrl-C/SIGTERM),
+        after saving a checkpoint."""
+        total = self.cfg.steps
+        bar = tqdm(total=total, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
+        old = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        loss_ema = psnr_ema = None
+        try:
+            while not self.done():
+                t0 = time.perf_counter()
+                self._set_lr()
+                loss, p, n_rays = self.train_step()
+                self.elapsed += time.perf_counter() - t0
+                self.step += 1
+                self.rays_seen += n_rays
+                loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+                psnr_ema = p if psnr_ema is None else 0.95 * psnr_ema + 0.05 * p
+                if self.step % 10 == 0:
+                    self.history.steps.append(self.step)
+                    self.history.seconds.append(round(self.elapsed, 2))
+                    self.history.loss.append(round(loss_ema, 6))
+                    self.history.psnr.append(round(psnr_ema, 3))
+                    bar.set_postfix(loss=f"{loss_ema:.4f}", psnr=f"{psnr_ema:.2f}",
+                                    rays_s=f"{self.rays_seen / max(self.elapsed, 1e-6):.0f}")
+                bar.update(1)
+                if self.step % self.cfg.eval_every == 0:
+                    res = self.evaluate()
+                    self.history.val.append(res)
+                    log.info("step %d (%.0f s): held-out %s", self.step, self.elapsed,
+                             ", ".join(f"{k}={v}" for k, v in res.items() if k.startswith("psnr")))
+                if self.step % self.cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self._stop:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            log.warning("interrupted at step %d; checkpoint %s (continue with --resume)", self.step, path)
+            return False
+        finally:
+            bar.close()
+            signal.signal(signal.SIGTERM, old)
+        if not self.history.val or self.history.val[-1]["step"] != self.step:
+            self.history.val.append(self.evaluate())
+        self.save_checkpoint()
+        return True
+
+    @property
+    def rays_per_second(self) -> float:
+        return self.rays_seen / max(self.elapsed, 1e-6)
+
+
+def _dilate(masks: np.ndarray, k: int) -> np.ndarray:
+    import cv2
+
+    kernel = np.ones((k, k), np.uint8)
+    return np.stack([cv2.dilate(m, kernel) for m in masks])
+
+
+def set_threads(n: int | None) -> int:
+    """n None = auto: all (at most 2) cores on a quiet machine, one thread when the load average says the
+    cores are already busy (OpenMP threads spinning against other processes made a step 3x slower here)."""
+    import os
+
+    if n is None or n <= 0:
+        cores = os.cpu_count() or 1
+        busy = os.getloadavg()[0] > 0.75 * cores
+        n = 1 if busy else min(2, cores)
+    torch.set_num_threads(n)
+    return n

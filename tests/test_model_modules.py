@@ -1,0 +1,245 @@
+"""Shapes, gradients and the geometry of each model module (synthetic tensors; no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.backend import Tier
+from avatar.expression import EXPRESSION_DIM, SLICES
+from avatar.model.components.eaa import ConcatFusion, EAAModule, make_fusion
+from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
+from avatar.model.components.ga import GAModule
+from avatar.model.components.prosody import PROSODY_WINDOW, ProsodyExpressionPredictor
+from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box
+from avatar.model.components.refiner import Refiner
+from avatar.model.components.renderer import render_weights
+from avatar.model.config import ModelConfig
+from avatar.model.fields.triplane import TriPlaneField
+from avatar.model.models import IdealNeRF
+
+B = 2
+CROP = (40.0, 20.0, 320.0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def rotation(yaw: float, pitch: float, roll: float) -> torch.Tensor:
+    cy, sy, cp, sp, cr, sr = (f(a) for a in (yaw, pitch, roll) for f in (math.cos, math.sin))
+    ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = torch.tensor([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    rz = torch.tensor([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return (rz @ rx @ ry).float()
+
+
+def head_pose(batch: int = B) -> torch.Tensor:
+    """Poses of a head ~200 px tall in the middle of the crop, slightly turned."""
+    poses = []
+    for i in range(batch):
+        r = rotation(0.1 * i, -0.05, 0.03 * i)
+        t = torch.tensor([200.0 + 5 * i, 170.0, 3.0])
+        poses.append(torch.cat([200.0 * r, t[:, None]], dim=1))
+    return torch.stack(poses)
+
+
+def tiny_cfg(fusion: str = "eaa") -> ModelConfig:
+    return ModelConfig(fusion=fusion, plane_res=32, plane_channels=4, token_dim=32, hidden=32, ga_dim=16,
+                       refiner_channels=8, tiers={"coarse": Tier("coarse", 16, 6, 64, True),
+                                                  "refined": Tier("refined", 32, 8, 64, True)})
+
+
+def test_audio_and_expression_encoders_shapes_and_gradients():
+    audio = torch.randn(B, 16, 80, requires_grad=True)
+    expr = torch.randn(B, EXPRESSION_DIM, requires_grad=True)
+    a = AudioEncoder(80, 16, 32)(audio)
+    e = ExpressionEncoder(32)(expr)
+    assert a.shape == (B, 4, 32) and e.shape == (B, len(SLICES), 32)
+    (a.square().mean() + e.square().mean()).backward()
+    assert audio.grad.abs().sum() > 0 and expr.grad.abs().sum() > 0
+
+
+def test_expression_tokens_follow_their_slices():
+    enc = ExpressionEncoder(16)
+    x = torch.zeros(1, EXPRESSION_DIM)
+    y = x.clone()
+    y[0, SLICES["eyes"].start] = 3.0  # a blink changes only the eyes token
+    d = (enc(x) - enc(y)).abs().sum(-1)[0]
+    names = list(SLICES)
+    assert d[names.index("eyes")] > 0
+    assert all(d[i] == 0 for i, n in enumerate(names) if n != "eyes")
+
+
+def test_eaa_mixes_modalities_and_concat_does_not():
+    """The ablation switch: with EAA every audio position depends on the expression tokens; with plain
+    concatenation the audio positions ignore them."""
+    a = torch.randn(B, 4, 32)
+    e1, e2 = torch.randn(B, 4, 32), torch.randn(B, 4, 32)
+    eaa, cat = EAAModule(32, 4, 2), ConcatFusion(32, 4, 2)
+    for m in (eaa, cat):
+        out = m(a, e1)
+        assert out.shape == (B, 8, 32)
+    assert (eaa(a, e1)[:, :4] - eaa(a, e2)[:, :4]).abs().max() > 1e-4
+    assert torch.allclose(cat(a, e1)[:, :4], cat(a, e2)[:, :4])
+    maps = eaa.attention_maps(a, e1)
+    assert len(maps) == 2 and maps[0].shape == (B, 8, 8)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(B, 8), atol=1e-5)
+    # cross-modal weight: audio rows put mass on expression columns
+    assert maps[0][:, :4, 4:].sum() > 0
+    with pytest.raises(ValueError, match="unknown fusion"):
+        make_fusion("sum", 32, 4, 2)
+
+
+def test_eaa_gradients_reach_both_encoders():
+    cfg = tiny_cfg("eaa")
+    model = IdealNeRF(cfg, CROP)
+    audio = torch.randn(B, 16, 80)
+    expr = torch.randn(B, EXPRESSION_DIM)
+    cond = model.encoder(audio, expr)
+    assert cond.shape == (B, model.encoder.n_tokens, cfg.token_dim)
+    cond.square().mean().backward()
+    for name in ("audio", "expression", "fusion"):
+        g = sum(p.grad.abs().sum() for p in getattr(model.encoder, name).parameters() if p.grad is not None)
+        assert g > 0, name
+
+
+def test_rays_pass_through_the_canonical_point_they_image():
+    """Projecting a canonical point with P gives a pixel; the canonical ray of that pixel passes through it."""
+    pose = head_pose(1)
+    q = torch.tensor([[0.1, -0.2, 0.15]])
+    p = (pose[0, :, :3] @ q.T).T + pose[0, :, 3]
+    origins, direction = canonical_rays(p[:, :2], pose)
+    z = p[0, 2]
+    on_ray = origins[0, 0] + z * direction[0, 0]
+    assert torch.allclose(on_ray, q[0], atol=1e-4)
+
+
+def test_crop_grid_and_box_intersection():
+    grid = crop_pixel_grid(CROP, 8)
+    assert grid.shape == (64, 2)
+    assert torch.allclose(grid[0], torch.tensor([40 + 20.0, 20 + 20.0]))
+    pose = head_pose(1)
+    lo, hi = torch.tensor([-0.6, -0.8, -0.5]), torch.tensor([0.6, 0.9, 0.8])
+    centre = pose[0, :2, 3]
+    far_away = torch.tensor([[5.0, 5.0]])
+    origins, d = canonical_rays(torch.stack([centre, far_away[0]]), pose)
+    near, far, hit = intersect_box(origins, d, lo, hi)
+    assert hit[0, 0, 0] == 1 and hit[0, 1, 0] == 0
+    assert far[0, 0, 0] > near[0, 0, 0]
+    mid = origins[0, 0] + 0.5 * (near[0, 0, 0] + far[0, 0, 0]) * d[0, 0]
+    assert ((mid >= lo - 1e-4) & (mid <= hi + 1e-4)).all()
+
+
+def test_volume_rendering_matches_cumprod_and_limits():
+    density = torch.rand(3, 5, 12) * 20
+    deltas = torch.full((3, 5, 12), 0.05)
+    w = render_weights(density, deltas)
+    alpha = 1 - torch.exp(-density * deltas)
+    trans = torch.cumprod(torch.cat([torch.ones(3, 5, 1), 1 - alpha + 1e-7], -1), -1)[..., :-1]
+    assert torch.allclose(w, alpha * trans, atol=1e-5)
+    assert (w.sum(-1) <= 1 + 1e-5).all()
+    assert render_weights(torch.zeros(1, 1, 8), torch.ones(1, 1, 8)).sum() == 0
+    opaque = render_weights(torch.full((1, 1, 8), 1e4), torch.ones(1, 1, 8))
+    assert abs(float(opaque.sum()) - 1) < 1e-4 and abs(float(opaque[0, 0, 0]) - 1) < 1e-4
+
+
+def test_triplane_and_ga_shapes_gradients_and_box():
+    field = TriPlaneField((-1, -1, -1), (1, 1, 1), 16, 4)
+    pts = torch.cat([torch.rand(B, 50, 3) * 1.8 - 0.9, torch.full((B, 5, 3), 1.5)], 1)
+    feats, inside = field(pts)
+    assert feats.shape == (B, 55, 12) and inside.shape == (B, 55)
+    assert (inside[:, :50] == 1).all() and (inside[:, 50:] == 0).all()
+    ga = GAModule(12, 32, dim=16, heads=2, hidden=32, feat_channels=8)
+    cond = torch.randn(B, 8, 32, requires_grad=True)
+    density, rgb, feat = ga(feats, cond)
+    assert density.shape == (B, 55) and rgb.shape == (B, 55, 3) and feat.shape == (B, 55, 8)
+    assert (density >= 0).all() and (rgb >= 0).all() and (rgb <= 1).all()
+    (density.mean() + rgb.mean() + feat.mean() + field.total_variation()).backward()
+    assert field.planes.grad.abs().sum() > 0 and cond.grad.abs().sum() > 0
+
+
+def test_ga_attention_equals_reference_multihead_attention():
+    ga = GAModule(12, 32, dim=16, heads=2)
+    sp, cond = torch.randn(B, 30, 12), torch.randn(B, 8, 32)
+    q = ga.query(sp).view(B, 30, 2, 8).transpose(1, 2)
+    k = ga.key(cond).view(B, 8, 2, 8).transpose(1, 2)
+    v = ga.value(cond).view(B, 8, 2, 8).transpose(1, 2)
+    ref = (torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1) @ v).transpose(1, 2).reshape(B, 30, 16)
+    assert torch.allclose(ga.aggregate(sp, cond), ref, atol=1e-5)
+
+
+def test_refiner_shapes_gradients_and_bilinear_start():
+    ref = Refiner(feat_channels=8, factor=4, channels=8)
+    rgb = torch.rand(B, 3, 16, 16, requires_grad=True)
+    alpha = torch.rand(B, 1, 16, 16)
+    feat = torch.randn(B, 8, 16, 16)
+    out_rgb, out_alpha = ref(rgb, alpha, feat)
+    assert out_rgb.shape == (B, 3, 64, 64) and out_alpha.shape == (B, 1, 64, 64)
+    up = torch.nn.functional.interpolate(rgb, scale_factor=4, mode="bilinear", align_corners=False)
+    assert (out_rgb - up).abs().max() < 0.1  # starts close to plain upsampling
+    out_rgb.mean().backward()
+    assert rgb.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fusion", ["eaa", "concat"])
+def test_exportable_stages_shapes_and_gradients(fusion):
+    cfg = tiny_cfg(fusion)
+    model = IdealNeRF(cfg, CROP)
+    audio, expr, pose = torch.randn(B, 16, 80), torch.randn(B, EXPRESSION_DIM), head_pose()
+    cond = model.encoder(audio, expr)
+    for name, tier in cfg.tiers.items():
+        rgb, alpha, feat = model.head_renderer(name)(cond, pose)
+        r = tier.rays
+        assert rgb.shape == (B, 3, r, r) and alpha.shape == (B, 1, r, r) and feat.shape == (B, cfg.feat_channels, r, r)
+        assert 0 <= float(alpha.detach().min()) and float(alpha.detach().max()) <= 1
+        out_rgb, out_alpha = model.refiner(name)(rgb, alpha, feat)
+        assert out_rgb.shape == (B, 3, tier.output, tier.output) and out_alpha.shape == (B, 1, tier.output, tier.output)
+    out_rgb, out_alpha = model.render(audio, expr, pose, "coarse")
+    (out_rgb.mean() + out_alpha.mean()).backward()
+    assert model.ray_renderer.field.planes.grad.abs().sum() > 0
+    assert sum(p.grad.abs().sum() for p in model.encoder.parameters() if p.grad is not None) > 0
+    # no per-point state leaks between batch entries: rendering one frame alone gives the same image
+    with torch.no_grad():
+        a1, _ = model.render(audio[:1], expr[:1], pose[:1], "coarse")
+        a2, _ = model.render(audio, expr, pose, "coarse")
+    assert torch.allclose(a1[0], a2[0], atol=1e-5)
+
+
+def test_head_moves_with_pose():
+    """The head is rendered where the pose puts it: shifting t by 16 px shifts the opacity image."""
+    cfg = tiny_cfg()
+    model = IdealNeRF(cfg, (0.0, 0.0, 256.0))
+    with torch.no_grad():
+        model.ray_renderer.ga.decoder[-1].bias[0] = 5.0  # an opaque box
+        pose = head_pose(1)
+        pose[:, :, :3] *= 0.5
+        pose[:, :2, 3] = 128.0
+        cond = model.encoder(torch.zeros(1, 16, 80), torch.zeros(1, EXPRESSION_DIM))
+        a0 = model.head_renderer("refined")(cond, pose)[1][0, 0]
+        pose2 = pose.clone()
+        pose2[:, 0, 3] += 32.0  # 4 rays of 8 px
+        a1 = model.head_renderer("refined")(cond, pose2)[1][0, 0]
+    cols0 = (a0 > 0.5).float().sum(0).nonzero().squeeze(1)
+    cols1 = (a1 > 0.5).float().sum(0).nonzero().squeeze(1)
+    assert len(cols0) > 4 and int(cols1.min() - cols0.min()) == 4
+
+
+def test_prosody_predictor_fits_and_predicts():
+    rng = np.random.default_rng(0)
+    n = 400
+    loud = rng.normal(size=n).astype(np.float32)
+    mel = rng.normal(scale=0.3, size=(n, PROSODY_WINDOW.length, 80)).astype(np.float32) + loud[:, None, None]
+    expr = np.zeros((n, EXPRESSION_DIM), np.float32)
+    brows = SLICES["brows"].start
+    expr[:, brows] = 0.8 * loud + rng.normal(scale=0.1, size=n)  # louder -> brows up
+    pred = ProsodyExpressionPredictor()
+    pred.fit(mel[:300], expr[:300])
+    out = pred.predict_expression(mel[300:])
+    assert out.shape == (100, EXPRESSION_DIM)
+    assert np.corrcoef(out[:, brows], expr[300:, brows])[0, 1] > 0.9
+    assert (out[:, SLICES["mouth"].indices] == 0).all()  # the mouth is not its business
