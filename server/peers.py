@@ -274,8 +274,9 @@ class PeerManager:
                              "expression": peer.expression, "state": peer.pc.connectionState,
                              "audio_frames_in": peer.audio_frames_in,
                              "age_s": round(time.monotonic() - peer.created, 1)}
-        if peer.broadcast is not None:
-            d["stream"] = peer.broadcast.stats()
+        source = peer.broadcast or (peer.publisher.broadcast if peer.publisher else None)
+        if source is not None:
+            d["stream"] = source.stats()  # a viewer sees the numbers of the avatar it watches
         if peer.session is not None:
             stats = getattr(peer.session, "stats", None)
             d["session"] = stats.to_dict() if hasattr(stats, "to_dict") else None

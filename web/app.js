@@ -174,6 +174,7 @@ async function join() {
     if ($("mode").value === "avatar") {
       await publish();
     } else {
+      document.querySelector(".tile.self").classList.add("hidden");
       setConnState(ROOM ? "watching" : "no room", ROOM ? "connected" : "");
       if (!ROOM) say("Viewer mode needs a room: open this page with ?room=NAME.", "error");
     }
@@ -216,8 +217,8 @@ function onPublishState(pc) {
     setConnState("connected", "connected");
     say("");
     state.reconnectAttempt = 0;
-  } else if (s === "failed") {
-    connectionLost("The connection to the server failed.");
+  } else if (s === "failed" || s === "closed") {
+    connectionLost("The connection to the server " + (s === "failed" ? "failed." : "was closed."));
   } else if (s === "disconnected") {
     setConnState("reconnecting…", "failed");
     // "disconnected" often heals by itself within seconds; give it that chance first.
@@ -228,20 +229,18 @@ function onPublishState(pc) {
 }
 
 function handleJoinError(err) {
-  if (err instanceof ServerError && err.status === 503) {
-    say(`The server is full: ${err.message}. Retrying…`, "error");
+  if (err instanceof ServerError && (err.status === 503 || err.status === 0)) {
+    // full, or unreachable: both may pass, so keep trying (with back-off) and say why
     teardown(false);
-    scheduleReconnect();
-  } else if (err instanceof ServerError && err.status === 0) {
-    say(err.message, "error");
-    teardown(false);
-    scheduleReconnect();
+    scheduleReconnect(err.status === 503 ? `The server is full: ${err.message}.` : err.message);
   } else {
     say(err.message || String(err), "error");
     state.joined = false;
     teardown(true);
+    $("join").disabled = false;
+    $("leave").disabled = true;
+    setConnState("not connected", "failed");
   }
-  setConnState("not connected", "failed");
 }
 
 function connectionLost(why) {
@@ -276,6 +275,7 @@ function teardown(stopMic) {
   for (const id of [...state.remotes.keys()]) dropRemote(id);
   $("preview").srcObject = null;
   $("stats").textContent = "";
+  document.querySelector(".tile.self").classList.remove("hidden");
   if (stopMic && state.mic) {
     for (const t of state.mic.getTracks()) t.stop();
     state.mic = null;
@@ -321,18 +321,22 @@ async function watch(participant) {
   video.playsInline = true; // not muted: this is how we hear them
   const caption = document.createElement("figcaption");
   caption.textContent = `${participant.name} (avatar: ${participant.avatar})`;
-  tile.append(video, caption);
+  const stats = document.createElement("pre");
+  stats.className = "stats";
+  tile.append(video, caption, stats);
   $("remotes").appendChild(tile);
   const pc = newPeerConnection();
-  const entry = { pc, tile, peerId: null };
+  const entry = { pc, tile, stats, peerId: null };
   state.remotes.set(participant.id, entry);
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
   const stream = new MediaStream();
+  video.srcObject = stream; // once: re-assigning it would abort a pending play()
   pc.ontrack = (event) => {
     stream.addTrack(event.track);
-    video.srcObject = stream;
-    video.play().catch(() => { say("Click anywhere to hear the other participants (autoplay is blocked)."); });
+    video.play().catch((err) => {
+      if (err.name === "NotAllowedError") say("Click anywhere to hear the other participants (autoplay is blocked).");
+    });
   };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed" || pc.connectionState === "closed") dropRemote(participant.id);
@@ -360,48 +364,58 @@ document.addEventListener("click", () => {
 });
 
 // --- stats overlay: WebRTC getStats() plus what the server knows (render tier, speech, pipeline latency) --------
+async function collectStats(pc, peerId) {
+  const s = { fps: null, size: null, codec: null, rttMs: null, jitterBufferMs: null };
+  const report = await pc.getStats();
+  const codecs = {};
+  report.forEach((r) => { if (r.type === "codec") codecs[r.id] = r.mimeType; });
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      s.fps = r.framesPerSecond;
+      s.size = r.frameWidth ? `${r.frameWidth}x${r.frameHeight}` : null;
+      s.codec = codecs[r.codecId] || null;
+      if (r.jitterBufferEmittedCount) s.jitterBufferMs = 1000 * r.jitterBufferDelay / r.jitterBufferEmittedCount;
+      s.framesDecoded = r.framesDecoded;
+    }
+    if (r.type === "candidate-pair" && r.nominated && r.currentRoundTripTime !== undefined) {
+      s.rttMs = 1000 * r.currentRoundTripTime;
+    }
+  });
+  const server = peerId ? await api(`/peers/${peerId}`) : null;
+  return { client: s, server };
+}
+
+function statsText({ client: s, server }) {
+  const stream = (server && server.stream) || {};
+  const fmt = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+  const lines = [
+    `fps      ${fmt(s.fps)} (render ${fmt(stream.fps, 1)})`,
+    `tier     ${stream.tier || "–"}${stream.late ? " (late)" : ""}`,
+    `latency  ${fmt(stream.latency_ms)} ms render`,
+    `         ${fmt(s.rttMs)} ms rtt, ${fmt(s.jitterBufferMs)} ms buffer`,
+    `video    ${s.size || "–"} ${s.codec ? s.codec.replace("video/", "") : ""}`,
+  ];
+  if (server && server.stream) lines.push(`voice    ${stream.speech ? "speech" : "silence"}`);
+  return lines.join("\n");
+}
+
 function startStats() {
   const tick = async () => {
-    const pc = state.pc || (state.remotes.size ? state.remotes.values().next().value.pc : null);
-    if (!pc) return;
-    const s = { fps: null, size: null, codec: null, rttMs: null, jitterBufferMs: null };
-    const report = await pc.getStats();
-    const codecs = {};
-    report.forEach((r) => { if (r.type === "codec") codecs[r.id] = r.mimeType; });
-    report.forEach((r) => {
-      if (r.type === "inbound-rtp" && r.kind === "video") {
-        s.fps = r.framesPerSecond;
-        s.size = r.frameWidth ? `${r.frameWidth}x${r.frameHeight}` : null;
-        s.codec = codecs[r.codecId] || null;
-        if (r.jitterBufferEmittedCount) s.jitterBufferMs = 1000 * r.jitterBufferDelay / r.jitterBufferEmittedCount;
-        s.framesDecoded = r.framesDecoded;
-      }
-      if (r.type === "candidate-pair" && r.nominated && r.currentRoundTripTime !== undefined) {
-        s.rttMs = 1000 * r.currentRoundTripTime;
-      }
-    });
-    let server = null;
-    if (state.peerId) {
+    if (state.pc) {
       try {
-        server = await api(`/peers/${state.peerId}`);
+        state.lastStats = await collectStats(state.pc, state.peerId);
+        $("stats").textContent = statsText(state.lastStats);
       } catch (err) {
         if (err.status === 404) connectionLost("The server closed this session.");
         else if (err.status === 0) connectionLost(err.message);
-        return;
       }
     }
-    state.lastStats = { client: s, server };
-    const stream = (server && server.stream) || {};
-    const fmt = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
-    const lines = [
-      `fps      ${fmt(s.fps)} (render ${fmt(stream.fps, 1)})`,
-      `tier     ${stream.tier || "–"}${stream.late ? " (late)" : ""}`,
-      `latency  ${fmt(stream.latency_ms)} ms render`,
-      `         ${fmt(s.rttMs)} ms rtt, ${fmt(s.jitterBufferMs)} ms buffer`,
-      `video    ${s.size || "–"} ${s.codec ? s.codec.replace("video/", "") : ""}`,
-    ];
-    if (server) lines.push(`voice    ${stream.speech ? "speech" : "silence"}`);
-    $("stats").textContent = lines.join("\n");
+    for (const entry of state.remotes.values()) {
+      if (!entry.peerId) continue;
+      try {
+        entry.stats.textContent = statsText(await collectStats(entry.pc, entry.peerId));
+      } catch (_) { /* the room poll drops tiles that went away */ }
+    }
   };
   state.timers.push(setInterval(() => tick().catch(() => {}), 1000));
 }
