@@ -20,9 +20,11 @@ BASE_EXPRESSIONS = ("audio", "neutral")
 
 
 def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
+    from streamer.config import StreamerConfig
     from streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
 
-    return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device)
+    return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device,
+                          config=StreamerConfig(synthetic_mark=config.synthetic_mark))
 
 
 @dataclass

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-viewers", type=int, default=DEFAULT_MAX_VIEWERS,
                    help=f"room viewers at once (default {DEFAULT_MAX_VIEWERS})")
     p.add_argument("--token", help="access token clients must present (?token=...)")
+    p.add_argument("--no-synthetic-mark", dest="synthetic_mark", action="store_false",
+                   help="leave out the visible 'synthetic' mark (only where viewers are told otherwise)")
     p.add_argument("--codec", default="auto", choices=("auto", "h264", "vp8"), help="video codec")
 
 
@@ -53,7 +55,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(host=args.host, port=args.port, avatars=args.avatar or ["default"], backend=args.backend,
                         device=args.device, drivers=drivers, ice_servers=ice, cert=args.cert, key=args.key,
                         max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=args.token,
-                        codec=args.codec).validate()
+                        codec=args.codec, synthetic_mark=args.synthetic_mark).validate()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ class ServerConfig:
     max_sessions: int = DEFAULT_MAX_SESSIONS  # avatar sessions (a renderer each)
     max_viewers: int = DEFAULT_MAX_VIEWERS  # extra receivers of someone's avatar (an encoder each)
     token: str | None = None  # when set, every API call needs it (?token= or Authorization: Bearer)
+    synthetic_mark: bool = True  # the visible "synthetic" mark on every served frame (responsible use)
     codec: str = "auto"  # video codec preference: h264, vp8 or auto (the browser's order)
     max_offer_bytes: int = 64 * 1024
     connect_timeout_s: float = 20.0  # an answered offer that never connects is dropped after this
