@@ -135,11 +135,16 @@ class PeerManager:
             else:
                 peer.subscription = publisher.broadcast.subscribe(with_audio=True)
             self._wire(peer)
+            # Tracks (and codec preferences) go on before the offer is applied: aiortc matches the offer's
+            # m-lines to these transceivers by kind and negotiates codecs right there.
+            self._add_tracks(peer)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=req.sdp, type="offer"))
             except Exception as exc:
-                raise InputError(f"invalid SDP offer ({type(exc).__name__}: {exc})", "send a browser's offer") from None
-            self._add_tracks(peer)
+                hint = "send a browser's offer"
+                if self.config.codec != "auto":
+                    hint = f"the server only sends {self.config.codec.upper()} (--codec): does the browser offer it?"
+                raise InputError(f"invalid SDP offer ({type(exc).__name__}: {exc})", hint) from None
             await pc.setLocalDescription(await pc.createAnswer())
         except BaseException:
             await self.close_peer(peer, "offer failed")

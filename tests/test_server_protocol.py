@@ -420,3 +420,21 @@ async def test_graceful_shutdown_closes_every_peer_and_session():
         await asyncio.sleep(0.1)
     assert all(c.pc.connectionState == "closed" for c in [*clients, viewer])
     await asyncio.gather(*(c.close() for c in [*clients, viewer]))
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_codec_choice_is_what_the_answer_offers(codec):
+    engine = FakeEngine()
+    srv = await start_server(ServerConfig(host="127.0.0.1", port=0, codec=codec),
+                             engine_factory=lambda path, cfg: engine)
+    try:
+        peer = await join(srv.url, np.zeros(48_000, np.float32))
+        await wait_connected(peer)
+        await asyncio.sleep(0.5)
+        video = peer.answer["sdp"].split("m=video", 1)[1]
+        names = {line.split()[1].split("/")[0].lower() for line in video.splitlines() if line.startswith("a=rtpmap")}
+        assert names - {"rtx"} == {codec}
+        assert peer.video_frames > 3  # and frames decode
+        await peer.close()
+    finally:
+        await srv.stop()
