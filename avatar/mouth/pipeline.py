@@ -1,0 +1,114 @@
+"""End-to-end retraining: videos in, a mouth model directory out (what `ideal mouth train` runs)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avatar.audio.features import AudioWindow
+from avatar.errors import IdealError, InputError
+from avatar.manifest import atomic_output_dir
+from avatar.mouth.augmentation import AugmentConfig
+from avatar.mouth.bank import build_bank
+from avatar.mouth.data import MouthClip, find_clips, load_clip
+from avatar.mouth.features import FeatureSpec
+from avatar.mouth.model import MouthModel, NetConfig, save_mouth_model
+from avatar.mouth.training import TrainConfig, bootstrap_offsets, pearson, predict_sequence, train_mouth_net
+
+log = logging.getLogger(__name__)
+
+# Chosen by benchmarks/mouth_loso.py (docs/mouth.md): feature kind and window.
+DEFAULT_FEATURE = "logmel"
+DEFAULT_WINDOW = AudioWindow(length=24, lookahead_ms=80.0)
+
+
+@dataclass
+class PipelineConfig:
+    spec: FeatureSpec = field(default_factory=lambda: FeatureSpec(DEFAULT_FEATURE))
+    window: AudioWindow = DEFAULT_WINDOW
+    train: TrainConfig = field(default_factory=TrainConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    bootstrap_rounds: int = 2
+    loso: bool = False  # also measure leave-one-speaker-out r (one extra training per speaker)
+
+
+def load_clips(inputs: list[str | Path], cache_dir: Path | None = None) -> list[MouthClip]:
+    """Track every clip (cached); a bad clip is skipped with a warning, none usable is an error."""
+    from tqdm import tqdm
+
+    clips, errors = [], []
+    for video, audio in tqdm(find_clips(inputs), desc="clips", unit="clip"):
+        try:
+            clips.append(load_clip(video, audio, cache_dir=cache_dir))
+        except IdealError as exc:
+            log.warning("skipping %s: %s", video, exc)
+            errors.append(str(exc))
+    if not clips:
+        raise InputError("none of the clips is usable: " + "; ".join(errors),
+                         "pass talking-head videos with speech (or video + same-name .wav)")
+    return clips
+
+
+def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig) -> tuple[dict[int, float], str, list]:
+    """A/V offset of every training clip: the bootstrap when there are >= 2 speakers, else the shipped
+    model's (or the energy envelope's) estimate."""
+    if len({c.speaker for c in clips}) >= 2 and cfg.bootstrap_rounds > 0:
+        offsets, history = bootstrap_offsets(seqs, clips, cfg.spec, cfg.window, cfg.train, cfg.net,
+                                             cfg.bootstrap_rounds)
+        return offsets, "bootstrap", history
+    from avatar.mouth.offset import estimate_offset
+
+    offsets, methods = {}, set()
+    for i, c in enumerate(clips):
+        est = estimate_offset(c.audio, c.mouth_open, c.fps, valid=c.valid)
+        offsets[i] = est.offset_ms
+        methods.add(est.method)
+    return offsets, "+".join(sorted(methods)), []
+
+
+def train_from_clips(clips: list[MouthClip], out_dir: Path, cfg: PipelineConfig = PipelineConfig(),
+                     overwrite: bool = False, cache_dir: Path | None = None) -> dict:
+    """Bootstrap offsets, optionally measure LOSO, train on everything and write the model dir."""
+    if sum(len(c.mouth) for c in clips) < cfg.train.batch_size:
+        raise InputError(f"only {sum(len(c.mouth) for c in clips)} frames of training video",
+                         "pass at least a few seconds of talking-head video")
+    seqs = build_bank(clips, cfg.spec, cfg.augment, cache_dir=cache_dir)
+    offsets, offset_method, history = clip_offsets(clips, seqs, cfg)
+    for i, c in enumerate(clips):
+        level = logging.WARNING if abs(offsets[i]) > 80 else logging.INFO
+        log.log(level, "%s: A/V offset %+.0f ms (%s)", c.name, offsets[i], offset_method)
+    metrics: dict = {}
+    if cfg.loso and len({c.speaker for c in clips}) >= 2:
+        per_speaker = {}
+        for spk in sorted({c.speaker for c in clips}):
+            held = {i for i, c in enumerate(clips) if c.speaker == spk}
+            module = train_mouth_net([s for s in seqs if s.clip not in held], cfg.spec, cfg.window, cfg.train,
+                                     cfg.net, offsets, progress=False)
+            model = MouthModel(cfg.window, cfg.spec, module)
+            rs = [pearson(predict_sequence(model, s, offsets[s.clip])[s.valid, 0], s.mouth[s.valid, 0])
+                  for s in seqs if s.clip in held and s.variant == 0]
+            per_speaker[spk] = round(float(np.mean(rs)), 3)
+            log.info("LOSO %s: r=%.3f", spk, per_speaker[spk])
+        metrics["loso_mouth_open_r"] = {"per_speaker": per_speaker,
+                                        "mean": round(float(np.mean(list(per_speaker.values()))), 3)}
+    module = train_mouth_net(seqs, cfg.spec, cfg.window, cfg.train, cfg.net, offsets)
+    model = MouthModel(cfg.window, cfg.spec, module)
+    metrics["train_mouth_open_r"] = {c.name: round(pearson(predict_sequence(model, s, offsets[s.clip])[s.valid, 0],
+                                                           s.mouth[s.valid, 0]), 3)
+                                     for s in seqs if s.variant == 0 for c in [clips[s.clip]]}
+    extra = {
+        "training_data": [{"name": c.name, "speaker": c.speaker, "sha256_16": c.key, "frames": len(c.mouth),
+                           "fps": c.fps, "av_offset_ms": round(offsets[i], 1)} for i, c in enumerate(clips)],
+        "av_offset_method": offset_method,
+        "av_offset_history": history,
+        "train_config": cfg.train.to_dict(),
+        "augment": cfg.augment.to_dict(),
+        "metrics": metrics,
+    }
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        save_mouth_model(tmp, module, cfg.spec, cfg.window, cfg.net, extra)
+    return extra

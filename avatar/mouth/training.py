@@ -1,0 +1,191 @@
+"""Training the audio-to-mouth network on precomputed feature sequences, and the per-clip A/V lag bootstrap.
+
+Examples are (feature window, mouth slice) pairs of every tracked video frame of every variant; windows
+are gathered from one concatenated feature array by index, so an epoch costs no copying of features.
+Each clip's A/V offset shifts where its windows are cut (audio late by d ms: the window moves d ms on).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avatar.audio.features import AudioWindow
+from avatar.mouth.bank import Sequence
+from avatar.mouth.features import FeatureSpec, padding_value
+from avatar.mouth.inference import frame_end_indices
+from avatar.mouth.model import MouthModel, MouthNet, NetConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1200
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    mouth_open_weight: float = 4.0  # mouth_open is what lip-sync is judged on
+    feature_mask: int = 10  # SpecAugment-style: mask up to this many feature bins per example
+    time_jitter: int = 1  # random shift of the window, in feature hops, against the labels
+    seed: int = 0
+    threads: int = 2
+    # "clip": each clip's labels are standardised on its own (then mapped to the pooled scale), so the model
+    # does not spend capacity on per-person resting lip gaps it cannot hear; "none": raw expression units
+    label_norm: str = "clip"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExampleIndex:
+    """All training examples of a set of sequences: rows to gather + labels."""
+
+    features: np.ndarray  # (R, D) all sequences concatenated, each padded with `length` silence rows both sides
+    starts: np.ndarray  # (M,) first row of each example's window
+    labels: np.ndarray  # (M, 10)
+    length: int
+
+
+def _clip_label_norm(seqs: list[Sequence]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per clip (mean, std) of the mouth labels (from its clean variant), and the pooled ones under key -1."""
+    stats = {}
+    for s in seqs:
+        if s.variant == 0:
+            m = s.mouth[s.valid]
+            stats[s.clip] = (m.mean(0), m.std(0) + 1e-4)
+    means = np.stack([v[0] for v in stats.values()])
+    stds = np.stack([v[1] for v in stats.values()])
+    stats[-1] = (means.mean(0), stds.mean(0))
+    return stats
+
+
+def build_index(seqs: list[Sequence], window: AudioWindow, spec: FeatureSpec,
+                offsets_ms: dict[int, float] | None = None, label_norm: str = "none") -> ExampleIndex:
+    length, pad = window.length, padding_value(spec)
+    blocks, starts, labels, base = [], [], [], 0
+    norm = _clip_label_norm(seqs) if label_norm == "clip" else None
+    for s in seqs:
+        t, d = s.features.shape
+        block = np.concatenate([np.full((length, d), pad, np.float32), s.features,
+                                np.full((length, d), pad, np.float32)])
+        off = (offsets_ms or {}).get(s.clip, 0.0) / s.speed  # the variant's time base is sped up
+        ends = frame_end_indices(len(s.mouth), s.fps, window, spec, off)
+        keep = s.valid & (ends - length > -length) & (ends < t + length)
+        starts.append(base + np.clip(ends[keep], 0, t + length))  # padded row of the window's first frame
+        y = s.mouth[keep]
+        if norm is not None:
+            (m, sd), (pm, psd) = norm[s.clip], norm[-1]
+            y = (y - m) / sd * psd + pm
+        labels.append(y)
+        blocks.append(block)
+        base += len(block)
+    return ExampleIndex(np.concatenate(blocks), np.concatenate(starts), np.concatenate(labels).astype(np.float32),
+                        length)
+
+
+def _batch(index: ExampleIndex, ids: np.ndarray, jitter: np.ndarray | None = None) -> torch.Tensor:
+    starts = index.starts[ids] if jitter is None else np.clip(index.starts[ids] + jitter, 0,
+                                                              len(index.features) - index.length)
+    rows = starts[:, None] + np.arange(index.length)[None, :]
+    return torch.from_numpy(index.features[rows])
+
+
+def train_mouth_net(seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow, cfg: TrainConfig = TrainConfig(),
+                    net: NetConfig = NetConfig(), offsets_ms: dict[int, float] | None = None,
+                    progress: bool = True) -> MouthNet:
+    """Fit a MouthNet on all examples of `seqs`; returns it in eval mode."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    index = build_index(seqs, window, spec, offsets_ms, cfg.label_norm)
+    if len(index.starts) < cfg.batch_size:
+        raise ValueError(f"only {len(index.starts)} training frames; need at least {cfg.batch_size}")
+    module = MouthNet(spec, window.length, net)
+    mean, std = index.labels.mean(0), index.labels.std(0) + 1e-4
+    module.out_mean.copy_(torch.from_numpy(mean))
+    module.out_std.copy_(torch.from_numpy(std))
+    y_all = torch.from_numpy((index.labels - mean) / std)
+    weights = torch.ones(index.labels.shape[1])
+    weights[0] = cfg.mouth_open_weight
+    weights = weights / weights.sum()
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
+    module.train()
+    d = index.features.shape[1]
+    bar = tqdm(range(cfg.steps), desc="training mouth model", disable=not progress, leave=False)
+    for step in bar:
+        ids = rng.integers(0, len(index.starts), cfg.batch_size)
+        jitter = rng.integers(-cfg.time_jitter, cfg.time_jitter + 1, cfg.batch_size) if cfg.time_jitter else None
+        x = _batch(index, ids, jitter)
+        if cfg.feature_mask:
+            width = torch.from_numpy(rng.integers(0, cfg.feature_mask + 1, cfg.batch_size))
+            lo = torch.from_numpy(rng.integers(0, d, cfg.batch_size))
+            bins = torch.arange(d)[None, :]
+            mask = (bins >= lo[:, None]) & (bins < (lo + width)[:, None])
+            x = x.masked_fill(mask[:, None, :], 0.0)
+        pred = module.forward_normalised(x)
+        loss = (((pred - y_all[ids]) ** 2) * weights).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    module.eval()
+    return module
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    sa, sb = a.std(), b.std()
+    if sa < 1e-12 or sb < 1e-12:
+        return float("nan")
+    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
+
+
+def predict_sequence(model: MouthModel, seq: Sequence, offset_ms: float = 0.0) -> np.ndarray:
+    """(N, 10) predictions for every video frame of a sequence (clean sequences in evaluation)."""
+    from avatar.mouth.inference import gather_windows
+
+    ends = frame_end_indices(len(seq.mouth), seq.fps, model.window, model.spec, offset_ms / seq.speed)
+    return model.predict(gather_windows(seq.features, ends, model.window.length, padding_value(model.spec)))
+
+
+def bootstrap_offsets(seqs: list[Sequence], clips, spec: FeatureSpec, window: AudioWindow,
+                      cfg: TrainConfig = TrainConfig(), net: NetConfig = NetConfig(), rounds: int = 2,
+                      progress: bool = True) -> tuple[dict[int, float], list[dict]]:
+    """Alternate fitting and a per-clip lag search to find every training clip's A/V offset.
+
+    Each clip's lag is searched with a model trained *without that speaker* (so a model that has absorbed
+    the clip's own misalignment cannot confirm it), on the other clips' current alignment. Bootstrapping
+    fixes offsets only up to a shared constant, so they are anchored to a median of zero: most footage is
+    assumed in sync, and the odd clip out is the one corrected."""
+    from avatar.mouth.offset import estimate_offset
+
+    speakers = sorted({c.speaker for c in clips})
+    offsets = {i: 0.0 for i in range(len(clips))}
+    history = []
+    for rnd in range(rounds):
+        new = dict(offsets)
+        confidences = {}
+        for spk in tqdm(speakers, desc=f"offset bootstrap round {rnd + 1}", disable=not progress, leave=False):
+            held = {i for i, c in enumerate(clips) if c.speaker == spk}
+            train = [s for s in seqs if s.clip not in held]
+            module = train_mouth_net(train, spec, window, cfg, net, offsets, progress=False)
+            model = MouthModel(window=window, spec=spec, module=module)
+            for i in held:
+                c = clips[i]
+                est = estimate_offset(c.audio, c.mouth_open, c.fps, model=model, valid=c.valid)
+                new[i], confidences[i] = est.offset_ms, est.confidence
+        med = float(np.median(list(new.values())))
+        offsets = {i: v - med for i, v in new.items()}
+        history.append({clips[i].name: {"offset_ms": round(offsets[i], 1), "r": round(confidences[i], 3)}
+                        for i in offsets})
+        log.info("bootstrap round %d: %s", rnd + 1, history[-1])
+    return offsets, history
