@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+import web as web_client  # the static client package (see WEB_DIR)
 from avatar.errors import IdealError, InputError
 from server.avatars import AvatarCatalog, EngineFactory
 from server.config import ServerConfig
@@ -40,7 +41,7 @@ from server.rooms import RoomRegistry
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = Path(web_client.__file__).resolve().parent  # the client ships as package data of the `web` package
 OPEN_PATHS = ("/", "/healthz", "/config", "/favicon.ico")  # no token needed: the page must load to ask for one
 
 
