@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,27 +75,50 @@ class _FrameWriter:
         self.seg = Segmenter(width, height, cfg.segment)
         self.plate = PlateBuilder(width, height, expected, cfg.segment)
         self.deferred: dict[int, np.ndarray] = {}  # frames without a face: person prob, labelled afterwards
+        # Image encoding runs on one worker thread (OpenCV releases the GIL) while the next frame is tracked.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-writer")
+        self._pending: deque[Future] = deque()
+
+    def _write(self, path: Path, img: np.ndarray, params: list[int]) -> None:
+        import cv2
+
+        while len(self._pending) >= 16:  # bound the memory held by queued frames
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(_imwrite, cv2, path, img, params))
 
     def __call__(self, i: int, rgb: np.ndarray, landmarks: np.ndarray | None) -> None:
         import cv2
 
-        cv2.imwrite(str(self.frames_dir / f"{i:06d}.jpg"), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        self._write(self.frames_dir / f"{i:06d}.jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         prob = self.seg.person(rgb)
         if landmarks is None:
             self.deferred[i] = (prob * 255).astype(np.uint8)
             return
         labels = self.seg.labels(prob, landmarks)
-        cv2.imwrite(str(self.masks_dir / f"{i:06d}.png"), labels)
+        self._write(self.masks_dir / f"{i:06d}.png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         self.plate.add(i, rgb, labels)
 
     def finish(self, landmarks: np.ndarray) -> None:
-        """Label the faceless frames with their interpolated landmarks."""
+        """Label the faceless frames with their interpolated landmarks; wait for every write."""
         import cv2
 
         for i, prob in self.deferred.items():
             labels = self.seg.labels(prob.astype(np.float32) / 255.0, landmarks[i])
-            cv2.imwrite(str(self.masks_dir / f"{i:06d}.png"), labels)
-        self.seg.close()
+            self._write(self.masks_dir / f"{i:06d}.png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        self.close()
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self.seg.close()
+
+
+def _imwrite(cv2, path: Path, img: np.ndarray, params: list[int]) -> None:
+    if not cv2.imwrite(str(path), img, params):
+        raise OSError(f"{path}: could not write the image (disk full or not writable?)")
 
 
 def _check_duration(cfg: PrepareConfig, seconds: float, what: str) -> None:
@@ -121,10 +146,14 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
     t_start = time.perf_counter()
     with atomic_output_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
         writer = _FrameWriter(tmp, info.width, info.height, int(round(span * cfg.fps)), cfg)
-        clip = track_clip(cfg.video, cfg.audio, cfg.fps, cfg.start, cfg.duration, cfg.track,
-                          on_frame=writer, progress=cfg.progress)
-        _check_duration(cfg, clip.frame_count / clip.fps, "the decoded video")
+        try:
+            clip = track_clip(cfg.video, cfg.audio, cfg.fps, cfg.start, cfg.duration, cfg.track,
+                              on_frame=writer, progress=cfg.progress)
+        except BaseException:
+            writer.close()
+            raise
         writer.finish(clip.landmarks)
+        _check_duration(cfg, clip.frame_count / clip.fps, "the decoded video")
         t_track = time.perf_counter()
 
         plate, plate_stats = writer.plate.build()

@@ -43,8 +43,6 @@ class Segmenter:
 
         self.cfg = cfg
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
-        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        self._xx, self._yy = xx, yy
 
     def person(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> person probability (H, W) float32 in [0, 1]."""
@@ -55,29 +53,32 @@ class Segmenter:
         import cv2
 
         cfg = self.cfg
-        p = landmarks[:, :2]
+        p = landmarks[:, :2].astype(np.float64)
         down = p[CHIN] - p[FOREHEAD]
         fh = float(np.linalg.norm(down)) + 1e-6
         down /= fh
-        right = np.array([-down[1], down[0]], dtype=np.float32)
+        right = np.array([-down[1], down[0]])
         oval = p[list(FACE_OVAL)]
-        centre = oval.mean(axis=0)
-        half_w = 0.5 * float(np.ptp(oval @ right)) + cfg.band_extra * fh
-        dx, dy = self._xx - centre[0], self._yy - centre[1]
-        below_chin = (self._xx - p[CHIN, 0]) * down[0] + (self._yy - p[CHIN, 1]) * down[1]
-        mouth = 0.5 * (p[MOUTH_CORNER_R] + p[MOUTH_CORNER_L])
-        below_mouth = (self._xx - mouth[0]) * down[0] + (self._yy - mouth[1]) * down[1]
-        lateral = np.abs(dx * right[0] + dy * right[1])
-        person = person_prob > cfg.person_threshold
-        # Above the mouth corners: hair and ears, a wide band. Between mouth and chin line: only as wide as the
-        # face oval, so that the neck under the jaw is head and a raised shoulder is not.
-        band = np.where(below_mouth <= 0, half_w, 0.5 * float(np.ptp(oval @ right)) + cfg.chin_margin * fh)
-        head = person & (below_chin <= cfg.chin_margin * fh) & (lateral <= band)
-        face = np.zeros(person.shape, np.uint8)
-        cv2.fillConvexPoly(face, cv2.convexHull(np.round(oval).astype(np.int32)), 1)
-        head |= face.astype(bool)
-        out = np.where(person, TORSO, BACKGROUND).astype(np.uint8)
-        out[head] = HEAD
+        proj = oval @ right
+        u_c = 0.5 * (proj.min() + proj.max())  # lateral centre of the face
+        wide = 0.5 * float(np.ptp(proj)) + cfg.band_extra * fh
+        narrow = 0.5 * float(np.ptp(proj)) + cfg.chin_margin * fh
+        v_chin = float(p[CHIN] @ down) + cfg.chin_margin * fh
+        v_mouth = float(0.5 * (p[MOUTH_CORNER_R] + p[MOUTH_CORNER_L]) @ down)
+        v_top = v_chin - 10.0 * fh
+        # The head region as one polygon in (lateral u, downward v) face coordinates: a wide band (hair, ears)
+        # down to the mouth corners, then only as wide as the face oval down to the chin line, so the neck
+        # under the jaw is head and a raised shoulder is not. Drawing it is far cheaper than per-pixel tests.
+        uv = [(-wide, v_top), (wide, v_top), (wide, v_mouth), (narrow, v_mouth), (narrow, v_chin),
+              (-narrow, v_chin), (-narrow, v_mouth), (-wide, v_mouth)]
+        poly = np.array([(u_c + u) * right + v * down for u, v in uv])
+        region = np.zeros(person_prob.shape, np.uint8)
+        cv2.fillPoly(region, [np.round(poly * 16).astype(np.int32)], 1, shift=4)
+        person = (person_prob > cfg.person_threshold).view(np.uint8)
+        head = region & person
+        cv2.fillConvexPoly(head, cv2.convexHull(np.round(oval).astype(np.int32)), 1)
+        out = person.copy()  # TORSO == 1 where person
+        out[head.astype(bool)] = HEAD
         return out
 
     def close(self) -> None:
