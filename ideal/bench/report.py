@@ -68,6 +68,8 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
         if hasattr(os, "sysconf") else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # other processes compete for the CPU on shared machines: figures taken under load are not comparable
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "git_commit": _git_commit(),
     }
     info["versions"] = {name: _version(name) for name in

@@ -64,9 +64,9 @@ class BenchScene:
 
     def compose(self, rgb: np.ndarray, alpha: np.ndarray, index: int) -> np.ndarray:
         """Crop (S,S,3)+(S,S,1) onto the base plate -> (H, W, 3) uint8, with the synthetic mark as served."""
-        from avatar.compose import add_synthetic_mark, composite
+        from avatar.compose import add_synthetic_mark
 
-        return add_synthetic_mark(composite(self.avatar, rgb, alpha, index % self.n_frames))
+        return add_synthetic_mark(self.avatar.composite(rgb, alpha, index % self.n_frames))
 
     def new_stream(self, session: int = 0) -> "SceneStream":
         return SceneStream(self, offset=session * 7)
