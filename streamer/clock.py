@@ -9,7 +9,8 @@ Everything in `streamer` that waits or computes goes through a `Clock`:
 
 `VirtualClock` makes waiting free while compute still costs what it really costs: time jumps to the next
 sleeper as soon as every task is waiting on the clock (as trio's autojump clock does), and a computation that
-really took `e` seconds completes `e * compute_scale` virtual seconds after it started. A 60 s call therefore
+really took `e` seconds completes `e * compute_scale` virtual seconds after it started (plus whatever it
+declared with `charge`, which is how tests simulate a slow device without sleeping). A 60 s call therefore
 runs in the time its renders take, with the same deadlines, late frames and ordering a real run would see.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
 from concurrent.futures import Executor
 from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
@@ -81,6 +83,8 @@ class VirtualClock:
         self._activity = 0
         self._changed: asyncio.Event | None = None
         self._jumper: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._local = threading.local()
 
     def now(self) -> float:
         return self._now
@@ -120,27 +124,49 @@ class VirtualClock:
         t0 = time.perf_counter()
         error: BaseException | None = None
         result: Any = None
+        charged = [0.0]
+
+        def call() -> Any:
+            self._local.charged = charged
+            try:
+                return fn(*args)
+            finally:
+                self._local.charged = None
+
         try:
-            result = await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            result = await asyncio.get_running_loop().run_in_executor(executor, call)
         except Exception as exc:  # charged like a result, then re-raised
             error = exc
         finally:
             elapsed = time.perf_counter() - t0
             self._busy -= 1
             self._touch()
-        await self.sleep_until(start + elapsed * self.compute_scale)
+        await self.sleep_until(start + elapsed * self.compute_scale + charged[0])
         if error is not None:
             raise error
         return result
 
+    def charge(self, seconds: float) -> bool:
+        """Called from inside `run_compute` work: make it cost `seconds` more of virtual time (a simulated slow
+        device). Returns False outside compute, where there is nothing to charge."""
+        acc = getattr(self._local, "charged", None)
+        if acc is None:
+            return False
+        acc[0] += seconds
+        return True
+
     # --- the jumper ---------------------------------------------------------------------------------------
     def _touch(self) -> None:
         self._activity += 1
-        if self._changed is None:
-            self._changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a clock reused across event loops (e.g. one per test)
+            self._loop, self._changed, self._jumper = loop, asyncio.Event(), None
+            self._heap = [item for item in self._heap if item[2].get_loop() is loop]
+            heapq.heapify(self._heap)
+        assert self._changed is not None
         self._changed.set()
         if self._jumper is None or self._jumper.done():
-            self._jumper = asyncio.get_running_loop().create_task(self._jump_loop())
+            self._jumper = loop.create_task(self._jump_loop())
 
     async def _jump_loop(self) -> None:
         assert self._changed is not None

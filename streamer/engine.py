@@ -131,11 +131,11 @@ class StreamerEngine:
                                              padding_value(spec))
         return streams, "mouth", spec.mel
 
-    def make_driver(self, session_id: str) -> StreamingDriver:
-        from avatar.idle import IdleMotion
+    def make_driver(self, seed: int) -> StreamingDriver:
+        from avatar.idle import IdleConfig, IdleMotion
 
-        seed = int(session_id[:8], 16)  # every session blinks and moves on its own schedule
-        idle = IdleMotion(self.pose_track, self.fps, seed=seed)
+        cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
+        idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
         return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth)
 
     def plate_index(self, pose: np.ndarray) -> int:
@@ -152,8 +152,10 @@ class StreamerEngine:
 
     def composer(self, index: int, pose: np.ndarray, driver: StreamingDriver) -> Callable[[np.ndarray, np.ndarray],
                                                                                          np.ndarray]:
-        """What the render thread calls to turn a frame's crop into the full frame."""
-        plate = self.plate_index(pose)
+        """What the render thread calls to turn a frame's crop into the full frame: the base plate frame is the
+        pose-track frame the idle motion shows at `index`, so torso and head move together (as in `ideal dub`)."""
+        track_index = getattr(driver.idle, "track_index", None)
+        plate = int(track_index(index)) if track_index is not None else self.plate_index(pose)
         return lambda rgb, alpha: self.compose(rgb, alpha, plate)
 
     def _warm_up(self) -> dict[str, Any]:
@@ -178,13 +180,17 @@ class StreamerEngine:
             "output_size": [w, h],
             "lookahead_ms": self.lookahead_ms,
             "delay_ms": 1000.0 / self.fps + self.lookahead_ms + self.config.jitter_ms + self.config.render_budget_ms,
+            # the fixed playout delay, part by part (latency = delay minus where in its chunk a frame starts)
+            "delay_parts_ms": {"frame": 1000.0 / self.fps, "lookahead": self.lookahead_ms,
+                               "jitter": self.config.jitter_ms, "render_budget": self.config.render_budget_ms},
             "sessions": len(self.sessions),
         }
 
     def open_session(self, expression: str = "audio", tier: str | None = None,
-                     idle_timeout_s: float | None = None) -> Session:
+                     idle_timeout_s: float | None = None, seed: int | None = None) -> Session:
         """A new live call; must be called inside the running event loop. expression: "audio" | "neutral" |
-        "clip:PATH"; tier: the finest tier this session may use (default: all, adaptively)."""
+        "clip:PATH"; tier: the finest tier this session may use (default: all, adaptively); seed: of the idle
+        motion (blinks, gaze, where on the pose track it starts; default: different for every session)."""
         if self._closed:
             raise InputError("the streamer engine is closed", "create a new StreamerEngine")
         parse_expression(expression)  # InputError before anything is started
@@ -193,9 +199,15 @@ class StreamerEngine:
         except RuntimeError:
             raise InputError("open_session() was called outside a running asyncio event loop",
                              "call it from async code (the session runs tasks on the loop)") from None
-        session = Session(self, expression, tier, idle_timeout_s)
+        session = Session(self, expression, tier, idle_timeout_s, seed)
         self.sessions[session.id] = session
         return session
+
+    def preload_clip(self, path: str | Path) -> int:
+        """Track a driver clip now (seconds), so sessions can switch to "clip:PATH" at once. Returns its frame
+        count. Raises InputError for a missing file or a clip without a usable face."""
+        kind, p = parse_expression(f"clip:{path}")
+        return len(self.clips.expressions(p))
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)

@@ -17,11 +17,13 @@ Switching source cross-fades the upper face over `transition_frames`, so a chang
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,12 +54,20 @@ def parse_expression(source: str) -> tuple[str, Path | None]:
 
 
 class ClipLibrary:
-    """Tracked driver clips by path, shared by the sessions of an engine (tracking a clip takes seconds)."""
+    """Tracked driver clips by path, shared by the sessions of an engine.
+
+    Tracking a clip takes seconds (MediaPipe on every frame), far too long to block the event loop of a live
+    server: `expressions` tracks synchronously (start-up, tests, preloading), `request` tracks on a worker
+    thread and calls back on the event loop when done."""
 
     def __init__(self, fps: float) -> None:
         self.fps = fps
         self._cache: dict[Path, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def cached(self, path: Path) -> np.ndarray | None:
+        return self._cache.get(path.resolve())
 
     def expressions(self, path: Path) -> np.ndarray:
         """(N, 20) identity-normalised expression vectors of the clip on the output frame clock."""
@@ -69,6 +79,21 @@ class ClipLibrary:
                 log.info("tracking expression clip %s", path)
                 self._cache[key] = np.asarray(track_driver(key, self.fps, progress=False), dtype=np.float32)
             return self._cache[key]
+
+    def request(self, path: Path, done: Callable[[np.ndarray | None, BaseException | None], None]) -> None:
+        """Track `path` off the event loop; `done(expressions, error)` runs on the loop afterwards."""
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-clip-tracking")
+        fut = loop.run_in_executor(self._executor, self.expressions, path)
+
+        def finished(f: asyncio.Future) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            done(None if exc else f.result(), exc)
+
+        fut.add_done_callback(finished)
 
 
 @dataclass
@@ -110,26 +135,55 @@ class StreamingDriver:
         self._mouth = AudioMouth(fps, gate)
         self._prosody_upper = _ProsodyUpper(idle, blink_depth)
         self.source = "audio"
+        self.pending: str | None = None  # a clip source being tracked
+        self.error: str | None = None  # why the last requested source could not be used
         self._upper: UpperFace = self._make_upper("audio", None)
         self._previous: UpperFace | None = None
         self._blend_left = 0
 
     # --- sources ----------------------------------------------------------------------------------------
-    def _make_upper(self, kind: str, path: Path | None) -> UpperFace:
+    def _make_upper(self, kind: str, clip: np.ndarray | None, name: str = "") -> UpperFace:
         if kind == "audio":
             return self._prosody_upper if self.prosody is not None else NeutralExpression(self.idle, self.blink_depth)
         if kind == "neutral":
             return NeutralExpression(self.idle, self.blink_depth)
-        assert path is not None
-        return ClipExpression(self.clips.expressions(path), on_short="loop", name=path.name)
+        assert clip is not None
+        return ClipExpression(clip, on_short="loop", name=name)
 
-    def set_source(self, source: str) -> None:
-        """Switch the upper-face source; cross-fades from the current one. Raises InputError on a bad source."""
-        kind, path = parse_expression(source)
-        upper = self._make_upper(kind, path)
-        self._previous, self._upper = self._upper, upper
-        self._blend_left = self.transition_frames
+    def _switch(self, source: str, upper: UpperFace, fade: bool = True) -> None:
+        self._previous, self._upper = (self._upper, upper) if fade else (None, upper)
+        self._blend_left = self.transition_frames if fade else 0
         self.source = source
+        self.pending = None
+
+    def set_source(self, source: str, fade: bool = True, wait: bool = True) -> None:
+        """Switch the upper-face source, cross-fading from the current one. Raises InputError on a bad source.
+
+        A clip not tracked yet is tracked here when `wait`, else on a worker thread: the current source stays
+        until it is ready (`pending` names it meanwhile; `error` says why, if tracking failed)."""
+        kind, path = parse_expression(source)
+        if kind != "clip":
+            self._switch(source, self._make_upper(kind, None), fade)
+            return
+        assert path is not None
+        clip = self.clips.cached(path)
+        if clip is None and wait:
+            clip = self.clips.expressions(path)
+        if clip is not None:
+            self._switch(source, self._make_upper("clip", clip, path.name), fade)
+            return
+        self.pending = source
+
+        def done(expr: np.ndarray | None, exc: BaseException | None) -> None:
+            if self.pending != source:
+                return  # superseded by a later choice
+            if exc is not None:
+                self.pending, self.error = None, f"{source}: {exc}"
+                log.warning("expression source %s failed: %s", source, exc)
+                return
+            self._switch(source, self._make_upper("clip", expr, path.name), True)
+
+        self.clips.request(path, done)
 
     # --- per frame ----------------------------------------------------------------------------------------
     def frame(self, inputs: FrameInputs) -> DriveFrame:

@@ -65,6 +65,7 @@ class RenderQueue:
         self._seq = itertools.count()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-render")
         self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self.busy = False
         self.calls = 0
@@ -74,12 +75,13 @@ class RenderQueue:
     def submit(self, req: RenderRequest) -> asyncio.Future:
         req.seq = next(self._seq)
         req.submitted = self.clock.now()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # an engine made before (or reused across) event loops
+            self._loop, self._wake, self._task = loop, asyncio.Event(), None
         heapq.heappush(self._heap, (req.kind, req.deadline, req.seq, req))
-        if self._wake is None:
-            self._wake = asyncio.Event()
         self._wake.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ideal-render-queue")
+            self._task = loop.create_task(self._run(), name="ideal-render-queue")
         return req.future
 
     def pending(self, kind: int | None = None) -> int:

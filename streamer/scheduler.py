@@ -52,15 +52,21 @@ class FrameTiming:
 
 
 class CostModel:
-    """Typical render cost per tier: an exponential average of observed costs, per frame in a batch."""
+    """Typical render cost per tier (one backend call), pessimistic on purpose: it follows a slowdown almost
+    at once (`alpha_up`) and a speed-up slowly (`alpha_down`), so one lucky fast call never tempts the
+    scheduler into a tier that then misses its deadlines."""
 
-    def __init__(self, alpha: float = 0.2) -> None:
-        self.alpha = alpha
+    def __init__(self, alpha_up: float = 0.7, alpha_down: float = 0.1) -> None:
+        self.alpha_up, self.alpha_down = alpha_up, alpha_down
         self._cost: dict[str, float] = {}
 
     def observe(self, tier: str, seconds: float) -> None:
         old = self._cost.get(tier)
-        self._cost[tier] = seconds if old is None else old + self.alpha * (seconds - old)
+        if old is None:
+            self._cost[tier] = seconds
+        else:
+            a = self.alpha_up if seconds > old else self.alpha_down
+            self._cost[tier] = old + a * (seconds - old)
 
     def estimate(self, tier: str) -> float | None:
         return self._cost.get(tier)

@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, AsyncIterator
 
 import numpy as np
@@ -34,7 +34,8 @@ import numpy as np
 from avatar.clock import FrameClock, SAMPLE_RATE
 from avatar.drive import DriveFrame
 from avatar.errors import InputError
-from streamer.audio_frontend import AudioFrontend, EdgeConverter, validate_pcm
+from avatar.expression import SLICES
+from streamer.audio_frontend import AudioFrontend, EdgeConverter, resampler_holdback_ms, validate_pcm
 from streamer.expression_source import FrameInputs, StreamingDriver
 from streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderRequest
 from streamer.scheduler import FrameTiming, TierPolicy
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MOUTH_OPEN = SLICES["mouth"].start + SLICES["mouth"].fields.index("mouth_open")
 # how far ahead of its cutoff a frame may be prepared when audio is plentiful (bounds queued work)
 MAX_LEAD_S = 0.5
 
@@ -60,6 +62,8 @@ class StreamFrame:
     speech: bool  # VAD (with hysteresis) says this frame's audio is speech
     latency_ms: float | None  # arrival of the frame's first audio sample -> emission (None: no audio)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    expression: np.ndarray | None = None  # (20,) the expression vector the frame was rendered with
+    mouth_open: float | None = None  # its mouth-opening scalar (expression units), for lip-sync checks
 
 
 @dataclass(eq=False)
@@ -84,7 +88,7 @@ class Session:
     call `push_audio` from the event loop's thread."""
 
     def __init__(self, engine: "StreamerEngine", expression: str = "audio", tier: str | None = None,
-                 idle_timeout_s: float | None = None) -> None:
+                 idle_timeout_s: float | None = None, seed: int | None = None) -> None:
         cfg = engine.config
         self.id: str = uuid.uuid4().hex[:12]
         self.failure: str | None = None
@@ -105,12 +109,14 @@ class Session:
                                        cfg.vad_frame_ms, cfg.speech_on_ms, cfg.speech_on_window_ms,
                                        cfg.speech_hangover_ms)
         self._edge = EdgeConverter(cfg.resample_quality)
-        self._driver: StreamingDriver = engine.make_driver(self.id)
+        # every session blinks and moves on its own schedule unless a seed is given
+        self._driver: StreamingDriver = engine.make_driver(int(self.id[:8], 16) if seed is None else seed)
         if expression != "audio":
-            self._driver.set_source(expression)
-            self._driver._previous, self._driver._blend_left = None, 0  # no fade-in at the start
+            self._driver.set_source(expression, fade=False, wait=False)
         self._t0 = self._clock.now()
         self._last_push = self._t0
+        self._jitter_key: tuple[int, int] | None = None
+        self._chunk_sizes: deque[int] = deque(maxlen=9)
         self._underrun = True  # nothing buffered: the first chunk is anchored to when it was captured
         self._audio_event = asyncio.Event()
         self._jobs: dict[int, _FrameJob] = {}
@@ -139,6 +145,8 @@ class Session:
             return
         now = self._clock.now()
         self._last_push = now
+        n_in = pcm.shape[0] if pcm.ndim == 2 else pcm.size // int(channels)
+        self._fit_jitter(int(sample_rate), n_in)
         x = self._edge.convert(pcm, int(sample_rate), int(channels))
         if not len(x):
             return
@@ -153,20 +161,58 @@ class Session:
                 w += pad
             self._underrun = False
         if self._cfg.max_ahead_ms is not None:
-            real_time_pos = (now - self._t0) * SAMPLE_RATE
-            excess = int(w + len(x) - real_time_pos - self._cfg.max_ahead_ms * SAMPLE_RATE / 1000.0)
+            ahead = w + len(x) - (now - self._t0) * SAMPLE_RATE  # samples queued beyond real time
+            excess = int(ahead - self._cfg.max_ahead_ms * SAMPLE_RATE / 1000.0)
+            if excess <= 0 and ahead > self._timing.jitter_s * SAMPLE_RATE and self._quiet(x):
+                # a burst left the timeline ahead of real time: win the latency back in a pause
+                excess = int(ahead - self._timing.jitter_s * SAMPLE_RATE)
             if excess > 0:
                 drop = min(excess, len(x))
                 self._audio_dropped += drop
                 x = x[drop:]
-                log.debug("session %s: dropped %d samples arriving %.0f ms ahead of real time", self.id, drop,
-                          1000.0 * excess / SAMPLE_RATE)
+                log.debug("session %s: dropped %d samples, %.0f ms ahead of real time", self.id, drop,
+                          1000.0 * ahead / SAMPLE_RATE)
+                if not len(x):
+                    return
         self._frontend.push(x, now)
         self._audio_event.set()
 
+    def _quiet(self, x: np.ndarray) -> bool:
+        """Whether a chunk is background: no louder than the VAD's running noise floor + 6 dB."""
+        floor = self._frontend.vad.floor_db
+        level = 10.0 * np.log10(float(np.mean(x * x)) + 1e-12)
+        return floor is not None and level < floor + 6.0
+
+    def _fit_jitter(self, rate: int, n_in: int) -> None:
+        """Grow the jitter allowance to what this sender needs: the oldest sample of a chunk arrives one chunk
+        late, plus whatever the resampler holds back at this rate. Only ever grows (a later frame deadline
+        moves once; pts never change), capped by `max_jitter_ms`."""
+        self._chunk_sizes.append(n_in)
+        if len(self._chunk_sizes) < 3:
+            return  # judge the sender by its typical chunk, so a single burst does not move the deadlines
+        typical = int(np.median(self._chunk_sizes))
+        key = (rate, typical)
+        if key == self._jitter_key:
+            return
+        self._jitter_key = key
+        need = typical / rate + resampler_holdback_ms(rate, typical, self._cfg.resample_quality) / 1000.0 + 0.002
+        need = min(need, self._cfg.max_jitter_ms / 1000.0)
+        if need > self._timing.jitter_s:
+            log.info("session %s: jitter allowance %.0f -> %.0f ms for %d-sample chunks at %d Hz", self.id,
+                     1000.0 * self._timing.jitter_s, 1000.0 * need, n_in, rate)
+            self._timing = replace(self._timing, jitter_s=need)
+
     def set_expression(self, source: str) -> None:
-        """"audio" | "neutral" | "clip:PATH"; cross-fades to the new source. Raises InputError on a bad one."""
-        self._driver.set_source(source)
+        """"audio" | "neutral" | "clip:PATH"; cross-fades to the new source. Raises InputError on a bad one.
+        A clip the engine has not tracked yet is tracked on a worker thread; the current source stays until it
+        is ready (`expression` tells which one is in use; `engine.preload_clip` avoids the wait)."""
+        self._driver.set_source(source, wait=False)
+
+    @property
+    def expression(self) -> dict:
+        """{"source": in use, "pending": being prepared or None, "error": why the last choice failed or None}"""
+        d = self._driver
+        return {"source": d.source, "pending": d.pending, "error": d.error}
 
     # --- output -----------------------------------------------------------------------------------------
     async def frames(self) -> AsyncIterator[StreamFrame]:
@@ -265,7 +311,10 @@ class Session:
                 cutoff = self._timing.cutoff(self._t0, i)
                 await self._clock.sleep_until(cutoff - MAX_LEAD_S)
                 need = self._fclock.frame_start_sample(i + 1) + self._lookahead_samples
-                while self._frontend.samples_written < need and self._clock.now() < cutoff and not self._closed:
+                while self._frontend.samples_written < need and not self._closed:
+                    cutoff = self._timing.cutoff(self._t0, i)  # the jitter allowance may grow while waiting
+                    if self._clock.now() >= cutoff:
+                        break
                     self._audio_event.clear()
                     await self._clock.wait_event(self._audio_event, cutoff)
                 if self._closed:
@@ -363,7 +412,13 @@ class Session:
                     await self._job_event.wait()
                 if self._closed:
                     return
-                job = self._jobs.pop(i)
+                job = self._jobs[i]
+                if job.deadline > self._clock.now():  # the jitter allowance grew after this frame's first wait
+                    await self._clock.sleep_until(job.deadline)
+                    if self._closed:
+                        return
+                del self._jobs[i]
+                deadline = job.deadline
                 now = self._clock.now()
                 ready = [r for r in job.results if r.ready_at <= deadline + 1e-9]
                 self._cancel_requests(job)
@@ -377,7 +432,9 @@ class Session:
                     timings = dict(job.timings_ms)
                 latency = None if job.arrival is None else 1000.0 * (now - job.arrival)
                 frame = StreamFrame(index=i, pts=i / self._engine.fps, image=image, audio=job.audio, tier=tier,
-                                    late=late, speech=job.speech, latency_ms=latency, timings_ms=timings)
+                                    late=late, speech=job.speech, latency_ms=latency, timings_ms=timings,
+                                    expression=job.drive.expression,
+                                    mouth_open=float(job.drive.expression[MOUTH_OPEN]))
                 self._stats.record(FrameRecord(i, tier, late, job.speech, latency, timings, now))
                 self._policy.after_frame(late, self._engine.costs)
                 if len(self._out) >= self._cfg.frame_queue:

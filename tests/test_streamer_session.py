@@ -1,0 +1,350 @@
+"""Live sessions on a real trained avatar and real speech, on a virtual clock (no real sleeping): pacing and
+timestamps, audio/frame alignment and lip motion, chunking invariance, silence, gaps and bursts, tier fallback
+under an artificially slow backend, isolation of failing sessions, idle timeout, bad inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from avatar.audio.io import load_audio, resample, to_mono
+from avatar.errors import IdealError, InputError
+from streamer.clock import VirtualClock
+from streamer.config import StreamerConfig
+from streamer.engine import StreamerEngine
+
+SR = 16000
+SPF = 640  # samples per frame at 25 fps
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+class SlowBackend:
+    """Wraps the real backend; each render costs `delay[tier]` more (virtual) seconds on the engine's clock."""
+
+    def __init__(self, inner, clock: VirtualClock) -> None:
+        self.inner, self.clock = inner, clock
+        self.name = f"slow-{getattr(inner, 'name', 'backend')}"
+        self.delay: dict[str, float] = {}
+        self.calls: list[tuple[str, int]] = []
+
+    @property
+    def tiers(self):
+        return self.inner.tiers
+
+    def render(self, audio, expression, pose, tier):
+        out = self.inner.render(audio, expression, pose, tier)
+        self.calls.append((tier, len(audio)))
+        if not self.clock.charge(self.delay.get(tier, 0.0)):
+            time.sleep(self.delay.get(tier, 0.0))
+        return out
+
+
+class PoisonBackend(SlowBackend):
+    """Raises on any batch holding an expression row marked with POISON (one session's input breaks it)."""
+
+    POISON = 777.0
+
+    def render(self, audio, expression, pose, tier):
+        if np.any(expression == self.POISON):
+            raise RuntimeError("poisoned expression row")
+        return super().render(audio, expression, pose, tier)
+
+
+def _engine(avatar: Path, clock: VirtualClock, backend=None, **cfg) -> StreamerEngine:
+    config = StreamerConfig(**cfg)
+    if backend is None:
+        return StreamerEngine(avatar, backend="torch", clock=clock, config=config)
+    return StreamerEngine(avatar, backend=backend, clock=clock, config=config)
+
+
+async def _feed(session, clock, pushes: list[tuple[float, np.ndarray, int, int]], t0: float) -> None:
+    """pushes: (seconds after t0 at which the chunk arrives, pcm, rate, channels)."""
+    for at, pcm, rate, channels in pushes:
+        await clock.sleep_until(t0 + at)
+        session.push_audio(pcm, rate, channels)
+
+
+def _live_chunks(audio: np.ndarray, sizes, rate: int = SR, channels: int = 1, start_s: float = 0.0):
+    """Split `audio` (samples or (n, ch)) into chunks of `sizes`, each arriving when it has been captured."""
+    out, i = [], 0
+    sizes = iter(sizes)
+    while i < len(audio):
+        n = next(sizes)
+        chunk = audio[i:i + n]
+        i += len(chunk)
+        pcm = chunk.reshape(-1) if channels > 1 else chunk
+        out.append((start_s + i / rate, pcm, rate, channels))
+    return out
+
+
+async def _run(session, clock, pushes, until_s: float):
+    """Feed `pushes` and collect (frame, emission time) until `until_s` after the session opened."""
+    t0 = session.t0
+    got: list = []
+
+    async def consume():
+        async for f in session.frames():
+            got.append((f, clock.now()))
+
+    consumer = asyncio.ensure_future(consume())
+    await _feed(session, clock, pushes, t0)
+    await clock.sleep_until(t0 + until_s)
+    await session.aclose()
+    await consumer
+    return got
+
+
+def _every(n: int):
+    while True:
+        yield n
+
+
+@pytest.fixture(scope="module")
+def speech(shared_data) -> np.ndarray:
+    return load_audio(shared_data / "speech/test_13s.wav")[: SR * 4]
+
+
+# --- pacing, timestamps, alignment ------------------------------------------------------------------------------
+async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, speech):
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock)
+    try:
+        session = engine.open_session(seed=1)
+        got = await _run(session, clock, _live_chunks(speech[: SR * 2], _every(320)), until_s=2.5)
+    finally:
+        await engine.aclose()
+    frames = [f for f, _ in got]
+    assert len(frames) >= 55
+    assert [f.index for f in frames] == list(range(len(frames)))
+    np.testing.assert_allclose([f.pts for f in frames], np.arange(len(frames)) / engine.fps)
+    emitted = np.array([t for _, t in got])
+    np.testing.assert_allclose(np.diff(emitted), 1.0 / engine.fps, atol=1e-9)
+    # each frame leaves exactly at its deadline: the fixed delay after its audio's nominal time
+    delay = engine.info["delay_ms"] / 1000.0
+    np.testing.assert_allclose(emitted - session.t0, np.arange(len(frames)) / engine.fps + delay, atol=1e-9)
+    w, h = engine.info["output_size"]
+    for f in frames:
+        assert f.image.shape == (h, w, 3) and f.image.dtype == np.uint8
+        assert f.audio.shape == (SPF,) and f.audio.dtype == np.float32
+        assert not f.late and f.tier in engine.tiers
+    # with 20 ms chunks the latency is the delay minus where the frame starts in its chunk (0 or 20 ms)
+    lat = [f.latency_ms for f in frames[1:50]]
+    assert all(delay * 1000 - 21 <= x <= delay * 1000 + 1e-6 for x in lat), lat
+    assert engine.info["lookahead_ms"] >= engine.window.lookahead_ms
+    stats = session.stats.to_dict()
+    assert stats["frames"] == len(frames) and stats["late_frames"] == 0
+    assert stats["latency_ms"]["p95"] <= delay * 1000 + 1e-6
+
+
+async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, shared_data):
+    """44.1 kHz stereo speech between stretches of digital silence: each frame carries exactly its slice of the
+    resampled signal, the VAD flags the speech frames, and the mouth opens in speech and closes in silence."""
+    pcm, rate = sf.read(str(shared_data / "speech/speech_1.wav"), dtype="int16", always_2d=True)
+    assert rate == 44100 and pcm.shape[1] == 2
+    speech = pcm[: rate * 3]
+    silence = np.zeros((rate, 2), np.int16)
+    signal = np.concatenate([silence, speech, silence])
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock)
+    try:
+        session = engine.open_session(seed=2)
+        got = await _run(session, clock, _live_chunks(signal, _every(882), rate, 2), until_s=5.4)
+    finally:
+        await engine.aclose()
+    frames = [f for f, _ in got]
+    timeline = np.concatenate([f.audio for f in frames])
+    expected = resample(to_mono(signal), rate)
+    # the streaming resampler equals the offline one; the chunk anchoring may shift by a sample at most
+    n = 16000 * 4
+    best = min(range(-2, 3), key=lambda s: np.abs(timeline[100 + s:n + s] - expected[100:n]).max())
+    np.testing.assert_allclose(timeline[100 + best:n + best], expected[100:n], atol=2e-4)
+    speech_frames = range(25 + 4, 100 - 4)
+    silent_frames = [*range(0, 25 - 3), *range(100 + 10, 125)]
+    assert np.mean([frames[i].speech for i in speech_frames]) > 0.8
+    assert not any(frames[i].speech for i in silent_frames)
+    mouth_speech = np.array([frames[i].mouth_open for i in speech_frames])
+    mouth_silent = np.array([frames[i].mouth_open for i in silent_frames])
+    assert np.abs(mouth_silent).max() < 0.05  # closed
+    assert mouth_speech.max() > 0.5 and mouth_speech.std() > 0.1  # moving with the syllables
+    # the silence was pushed (it is audio that arrived), so every frame has a latency
+    assert all(f.latency_ms is not None for f in frames[1:120])
+
+
+async def test_chunking_does_not_change_the_frames(tiny_avatar, speech):
+    audio = speech[: SR * 2]
+    rng = np.random.default_rng(0)
+    results = []
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock, adaptive_tiers=False)
+    try:
+        for sizes in (_every(320), iter(rng.integers(1, 400, size=10_000).tolist())):
+            session = engine.open_session(seed=3, tier=engine.ordered_tiers[0])
+            results.append([f for f, _ in await _run(session, clock, _live_chunks(audio, sizes), until_s=2.4)])
+    finally:
+        await engine.aclose()
+    a, b = results
+    n = min(len(a), len(b))
+    assert n >= 55
+    for fa, fb in zip(a[:n], b[:n]):
+        np.testing.assert_array_equal(fa.audio, fb.audio)
+        assert fa.speech == fb.speech
+        np.testing.assert_allclose(fa.expression, fb.expression, atol=1e-5)
+        assert np.abs(fa.image.astype(int) - fb.image.astype(int)).max() <= 1
+
+
+# --- silence, gaps, bursts --------------------------------------------------------------------------------------
+async def test_gaps_are_silence_and_bursts_are_bounded(tiny_avatar, speech):
+    """1 s speech, 1 s with no audio at all, 1 s speech, then 600 ms arriving in one burst: the video never
+    waits, the gap is silence with the mouth closed, speech after the gap has the normal latency, and the
+    burst beyond `max_ahead_ms` is dropped instead of delaying everything after it."""
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock, max_ahead_ms=200.0)
+    first, second, burst = speech[:SR], speech[SR:2 * SR], speech[2 * SR:2 * SR + 9600]
+    pushes = _live_chunks(first, _every(320)) + _live_chunks(second, _every(320), start_s=2.0)
+    pushes.append((3.6, burst, SR, 1))  # 600 ms of audio at once, 600 ms after the previous chunk
+    pushes += _live_chunks(speech[3 * SR:3 * SR + SR // 2], _every(320), start_s=3.6)
+    try:
+        session = engine.open_session(seed=4)
+        got = await _run(session, clock, pushes, until_s=4.6)
+        stats = session.stats.to_dict()
+    finally:
+        await engine.aclose()
+    frames = [f for f, _ in got]
+    emitted = np.array([t for _, t in got])
+    assert [f.index for f in frames] == list(range(len(frames)))
+    np.testing.assert_allclose(np.diff(emitted), 1.0 / engine.fps, atol=1e-9)  # no stall, no drift
+    delay_ms = engine.info["delay_ms"]
+    gap = [f for f in frames if 1.0 + 0.3 <= f.pts < 2.0 - 0.1]  # after the VAD's 240 ms hangover
+    assert gap and all(not f.audio.any() and f.latency_ms is None and not f.speech for f in gap)
+    assert max(abs(f.mouth_open) for f in gap[8:]) < 0.05
+    after = [f for f in frames if 2.2 <= f.pts < 2.9]
+    assert all(f.latency_ms is not None and f.latency_ms <= delay_ms + 1e-6 for f in after)
+    # the second speech stretch is on the timeline right after the gap (re-anchored where it was captured)
+    timeline = np.concatenate([f.audio for f in frames])
+    k = int(np.argmax(np.abs(timeline[SR + 100:]) > 1e-4)) + SR + 100
+    assert abs(k / SR - 2.0) < 0.06
+    assert stats["audio"]["filled_ms"] > 800
+    assert stats["audio"]["dropped_ms"] > 100  # the burst's excess
+    burst_frames = [f for f in frames if f.pts >= 3.7 and f.latency_ms is not None]
+    assert burst_frames and max(f.latency_ms for f in burst_frames) <= delay_ms + 200.0 + 1e-6
+
+
+# --- tiers under a slow backend ---------------------------------------------------------------------------------
+async def test_tier_falls_back_when_the_backend_slows_down_and_never_stalls(tiny_avatar, speech):
+    clock = VirtualClock(compute_scale=0.0)
+    probe = StreamerEngine(tiny_avatar, backend="torch", clock=clock)
+    slow = SlowBackend(probe.backend, clock)
+    await probe.aclose()
+    coarse, fine = probe.ordered_tiers[0], probe.ordered_tiers[-1]
+    assert coarse != fine, "the test avatar needs two tiers"
+    slow.delay = {coarse: 0.010, fine: 0.020}  # both fit the 45 ms budget at first
+    engine = _engine(tiny_avatar, clock, backend=slow, step_up_after=10)
+    seen: list = []
+    try:
+        session = engine.open_session(seed=5)
+
+        async def consume():
+            async for f in session.frames():
+                seen.append(f)
+                if f.index == 40:
+                    slow.delay = {coarse: 0.010, fine: 0.120}  # the fine tier becomes far too slow
+                if f.index == 80:
+                    slow.delay = {coarse: 0.300, fine: 0.400}  # now nothing can make its deadline
+
+        consumer = asyncio.ensure_future(consume())
+        await _feed(session, clock, _live_chunks(np.resize(speech, SR * 5), _every(320)), session.t0)
+        await session.aclose()
+        await consumer
+    finally:
+        await engine.aclose()
+    tiers = [f.tier for f in seen]
+    late = [f.late for f in seen]
+    assert [f.index for f in seen] == list(range(len(seen)))
+    assert fine in tiers[:40] and not any(late[:40])  # refined while there was time
+    assert any(late[40:50])  # the slowdown costs a few late frames...
+    assert all(t == coarse for t in tiers[55:80]) and not any(late[55:80])  # ...then coarse, on time
+    assert all(late[85:])  # nothing ready: the last frame is repeated and counted late, the clock goes on
+    assert all(np.array_equal(seen[i].image, seen[84].image) for i in range(85, len(seen)))
+    stats = session.stats.to_dict()
+    assert stats["late_frames"] == sum(late) and set(stats["tiers"]) >= {coarse, fine}
+
+
+# --- faults -----------------------------------------------------------------------------------------------------
+async def test_a_failing_render_fails_only_its_session(tiny_avatar, speech, caplog):
+    clock = VirtualClock(compute_scale=0.0)
+    probe = StreamerEngine(tiny_avatar, backend="torch", clock=clock)
+    poison = PoisonBackend(probe.backend, clock)
+    await probe.aclose()
+    engine = _engine(tiny_avatar, clock, backend=poison)
+    try:
+        bad, good = engine.open_session(seed=6), engine.open_session(seed=7, expression="neutral")
+        frame_fn = bad._driver.frame
+
+        def poisoned(inputs):
+            out = frame_fn(inputs)
+            if inputs.index >= 20:
+                out.expression = out.expression.copy()
+                out.expression[-1] = PoisonBackend.POISON
+            return out
+
+        bad._driver.frame = poisoned
+        chunks = _live_chunks(speech[: SR * 2], _every(320))
+        got_bad, got_good = await asyncio.gather(_run(bad, clock, chunks, 2.5), _run(good, clock, chunks, 2.5))
+        third = engine.open_session(seed=8)
+        got_third = await _run(third, clock, _live_chunks(speech[:SR], _every(320)), 1.2)
+    finally:
+        await engine.aclose()
+    assert bad.failure and "poisoned" in bad.failure and bad.closed
+    assert len(got_bad) <= 21  # its frames ended at the failure
+    assert good.failure is None and len(got_good) >= 55 and not any(f.late for f, _ in got_good)
+    assert [f.index for f, _ in got_good] == list(range(len(got_good)))
+    assert third.failure is None and len(got_third) >= 25
+    assert any("poisoned" in r.getMessage() for r in caplog.records)
+    assert any(b > 1 for _, b in poison.calls)  # the two sessions' renders were batched together
+
+
+async def test_a_session_without_audio_is_closed_after_its_idle_timeout(tiny_avatar, speech):
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock)
+    try:
+        session = engine.open_session(idle_timeout_s=1.0)
+        got = await _run(session, clock, _live_chunks(speech[: SR // 2], _every(320)), until_s=10.0)
+    finally:
+        await engine.aclose()
+    assert session.closed and session.failure is None and "idle" in session.close_reason
+    last = got[-1][1] - session.t0
+    assert 1.4 <= last <= 1.8  # closed about 1 s after the last audio (0.5 s)
+    assert session.id not in engine.sessions
+
+
+async def test_bad_inputs_are_clear_errors(tiny_avatar, tmp_path):
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock)
+    try:
+        session = engine.open_session()
+        with pytest.raises(InputError, match="sample rate"):
+            session.push_audio(np.zeros(320, np.int16), 12)
+        with pytest.raises(InputError, match="channel"):
+            session.push_audio(np.zeros(321, np.int16), 48000, 2)
+        with pytest.raises(InputError, match="unknown expression source"):
+            engine.open_session(expression="happy")
+        with pytest.raises(InputError, match="no such file"):
+            session.set_expression(f"clip:{tmp_path / 'missing.mp4'}")
+        with pytest.raises(InputError, match="unknown tier"):
+            engine.open_session(tier="ultra")
+        await session.aclose()
+    finally:
+        await engine.aclose()
+    engine2 = _engine(tiny_avatar, clock)
+    try:
+        with pytest.raises(InputError, match="event loop"):
+            await asyncio.get_running_loop().run_in_executor(None, engine2.open_session)
+    finally:
+        await engine2.aclose()
+    with pytest.raises(IdealError, match="no such avatar directory|not an avatar directory"):
+        StreamerEngine(tmp_path / "nope", backend="torch", clock=clock)
