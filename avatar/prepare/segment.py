@@ -1,8 +1,9 @@
 """Head / torso / background masks and the clean background plate.
 
 Person vs background comes from MediaPipe Selfie Segmentation (bundled model, offline). The head is the
-part of the person above the chin line, within a band around the face (so hair and the neck beside the jaw
-belong to it, shoulders do not), united with the face-oval polygon (the segmenter sometimes misses skin);
+part of the person inside a head region drawn from the landmarks -- a wide band around the face (hair, ears)
+down to the mouth corners, narrowing to the neck's width at the chin line (so the neck under the jaw is head,
+shoulders and collar are not) -- united with the face-oval polygon (the segmenter sometimes misses skin);
 the torso is the rest of the person. Labels: 0 background, 1 torso, 2 head.
 
 The plate is a per-pixel median over sampled frames, of only the samples where that pixel is background
@@ -28,6 +29,7 @@ class SegmentConfig:
     person_threshold: float = 0.5
     chin_margin: float = 0.02  # in face heights below the chin that still count as head
     band_extra: float = 0.35  # head band half-width = half face width + this many face heights
+    neck_width: float = 0.6  # neck width at the chin line, as a fraction of the jaw width at the mouth
     plate_samples: int = 150  # frames kept for the background median
     plate_dilate_frac: float = 0.03  # person dilation for the plate, as a fraction of the image size
     min_plate_votes: int = 2  # fewer background samples than this at a pixel: inpaint it
@@ -62,15 +64,18 @@ class Segmenter:
         proj = oval @ right
         u_c = 0.5 * (proj.min() + proj.max())  # lateral centre of the face
         wide = 0.5 * float(np.ptp(proj)) + cfg.band_extra * fh
-        narrow = 0.5 * float(np.ptp(proj)) + cfg.chin_margin * fh
         v_chin = float(p[CHIN] @ down) + cfg.chin_margin * fh
         v_mouth = float(0.5 * (p[MOUTH_CORNER_R] + p[MOUTH_CORNER_L]) @ down)
+        jaw = proj[oval @ down >= v_mouth]  # the oval below the mouth corners: the jaw line
+        narrow = 0.5 * float(np.ptp(jaw)) if len(jaw) > 1 else 0.5 * float(np.ptp(proj))
         v_top = v_chin - 10.0 * fh
         # The head region as one polygon in (lateral u, downward v) face coordinates: a wide band (hair, ears)
-        # down to the mouth corners, then only as wide as the face oval down to the chin line, so the neck
-        # under the jaw is head and a raised shoulder is not. Drawing it is far cheaper than per-pixel tests.
-        uv = [(-wide, v_top), (wide, v_top), (wide, v_mouth), (narrow, v_mouth), (narrow, v_chin),
-              (-narrow, v_chin), (-narrow, v_mouth), (-wide, v_mouth)]
+        # down to the mouth corners, then a trapezoid from the jaw's width to the neck's down to the chin line,
+        # so the neck under the jaw is head and a collar or raised shoulder beside the jaw is not. Drawing a
+        # polygon is far cheaper than per-pixel tests.
+        neck = cfg.neck_width * narrow
+        uv = [(-wide, v_top), (wide, v_top), (wide, v_mouth), (narrow, v_mouth), (neck, v_chin),
+              (-neck, v_chin), (-narrow, v_mouth), (-wide, v_mouth)]
         poly = np.array([(u_c + u) * right + v * down for u, v in uv])
         region = np.zeros(person_prob.shape, np.uint8)
         cv2.fillPoly(region, [np.round(poly * 16).astype(np.int32)], 1, shift=4)
