@@ -12,6 +12,7 @@ the same base (its opacity learns where the neck takes over).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,7 @@ class BasePlate:
                 bg = cv2.imdecode(z["background_png"], cv2.IMREAD_COLOR)
                 box = tuple(int(v) for v in z["torso_box"])
                 jpeg, offsets = z["jpeg"], z["offsets"]
-        except (OSError, KeyError, ValueError, EOFError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise AvatarError(f"{path}: unreadable base plate ({exc})", "re-run `ideal train`") from exc
         if bg is None or len(offsets) < 2:
             raise AvatarError(f"{path}: corrupt base plate", "re-run `ideal train`")

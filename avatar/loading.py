@@ -9,6 +9,7 @@ streamer needs (audio window, mel settings, tiers, crop, idle pose track, base p
 from __future__ import annotations
 
 import logging
+import zipfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +167,7 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu") -> LoadedAv
         with np.load(directory / "pose_track.npz", allow_pickle=False) as z:
             pose_track = z["pose"].astype(np.float32)
             expression_track = z["expression"].astype(np.float32)
-    except (OSError, KeyError, ValueError, EOFError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise AvatarError(f"{directory / 'pose_track.npz'}: unreadable ({exc})", "re-run `ideal train`") from exc
     if pose_track.ndim != 3 or pose_track.shape[1:] != (3, 4):
         raise AvatarError(f"{directory / 'pose_track.npz'}: pose shape {pose_track.shape}, expected (N, 3, 4)",
