@@ -91,8 +91,8 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
     windows = windows_for_frames(mel, n, fps, avatar.window, avatar.mel_config)
     notes: list[str] = []
 
-    stats_expr = getattr(avatar, "training_expression", None)
-    depth = blink_depth_from_expressions(stats_expr) if stats_expr is not None else IdleConfig.blink_depth
+    # blinks as deep as this person's lids were seen to close in the training video
+    depth = blink_depth_from_expressions(avatar.expression_track)
     idle = IdleMotion(avatar.pose_track, fps, seed=cfg.seed, cfg=IdleConfig(blink_depth=depth))
 
     if mouth_model is None:
@@ -206,6 +206,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-short", choices=("loop", "hold"), default="loop",
                    help="a driver shorter than the audio loops (ping-pong, no jump) or holds its last frame")
     p.add_argument("--tier", default=None, help="quality tier (default: the avatar's best)")
+    p.add_argument("--mouth-model", default=None, help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the idle motion (blinks, saccades, pose start)")
     p.add_argument("--no-mark", action="store_true", help="leave out the visible 'synthetic' mark")
     p.add_argument("--batch-size", type=int, default=4)
@@ -220,7 +221,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = DubConfig(expression=args.expression, mouth=args.mouth, on_short=args.on_short, seed=args.seed,
                     tier=args.tier, mark=not args.no_mark, batch_size=args.batch_size)
-    plan, facts = dub(args.avatar, args.audio, args.output, cfg)
+    mouth_model = None
+    if args.mouth_model is not None:
+        from avatar.mouth import load_mouth_model
+
+        mouth_model = load_mouth_model(args.mouth_model)
+    plan, facts = dub(args.avatar, args.audio, args.output, cfg, mouth_model=mouth_model)
     if args.save_drive is not None:
         np.savez(args.save_drive, expression=plan.expression, pose=plan.pose,
                  audio_mouth_open=plan.audio_mouth_open, fps=plan.fps)

@@ -143,6 +143,8 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
                              "compare avatars trained with the same audio settings")
     size = first.tiers[tier].output
     held = load_heldout(dataset, size, first.window, first.mel_config, cfg.max_frames)
+    for path, _, av in loaded:
+        _check_trained_on(path, av, held)
     scale = cfg.lmd_reference_px / float(held.frame_size[0])
     timings["load"] = time.perf_counter() - t0
     log.info("held-out: %d frames (%d-%d) of %s; tier %s at %d px; LMD scaled x%.3f to %d px",
@@ -202,6 +204,19 @@ def _track_real(held: HeldOut) -> TrackedFrames:
     return track_frames((held.full_frame(int(n)) for n in held.index), held.neutral)
 
 
+def _check_trained_on(path: Path, avatar, held: HeldOut) -> None:
+    """Warn when an avatar was trained on another dataset or split: its "held-out" frames may have been
+    training frames, and its figures would be flattered."""
+    training = (getattr(avatar, "manifest", {}) or {}).get("training") or {}
+    trained_on = training.get("dataset")
+    if trained_on and Path(trained_on).resolve() != held.dataset.resolve():
+        log.warning("%s was trained on %s, evaluated on %s", path, trained_on, held.dataset)
+    val = (training.get("split") or {}).get("val")
+    if val and not (int(val[0]) <= int(held.index[0]) and int(held.index[-1]) < int(val[1])):
+        log.warning("%s: its training held out frames %s-%s, but frames %d-%d are evaluated", path, val[0],
+                    val[1] - 1, held.index[0], held.index[-1])
+
+
 def _unique_names(paths: list[Path]) -> list[str]:
     names: list[str] = []
     for p in paths:
@@ -218,8 +233,8 @@ def _training_facts(avatar) -> dict:
     m = getattr(avatar, "manifest", {}) or {}
     model = m.get("model", {}) if isinstance(m.get("model"), dict) else {}
     training = m.get("training", {}) if isinstance(m.get("training"), dict) else {}
-    facts = {"fusion": model.get("fusion", m.get("fusion"))}
-    for k in ("seed", "steps", "minutes", "wall_s", "time_s", "device"):
+    facts = {"fusion": getattr(avatar, "fusion", None) or model.get("fusion", m.get("fusion"))}
+    for k in ("seed", "steps", "seconds", "device", "threads", "data_hash", "dataset", "split", "held_out_psnr"):
         if k in training:
             facts[k] = training[k]
     return facts
