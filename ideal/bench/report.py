@@ -138,8 +138,10 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("frames" if mode == "realtime" else "trials")
         ax.set_title(f"ideal bench {mode}: {report.get('latency_definition', 'latency')}"[:90])
-        if series:
+        if any(series.values()):
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no latency measured (every frame late?)", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
