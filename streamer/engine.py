@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,7 +62,7 @@ def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str) -> t
 
 def _blink_depth(avatar: Any) -> float | None:
     """How far this person's lids were seen to close in training (as `ideal dub` does), else the default."""
-    expr = getattr(avatar, "training_expression", None)
+    expr = getattr(avatar, "expression_track", getattr(avatar, "training_expression", None))
     if expr is None:
         return None
     from avatar.idle import blink_depth_from_expressions
@@ -110,6 +111,8 @@ class StreamerEngine:
         self.blink_depth = _blink_depth(self.avatar)
         self.costs = CostModel()
         self.render_queue = RenderQueue(self.backend, self.clock, self.costs, self.config.max_batch)
+        # per-frame expression work (audio-to-mouth, prosody) of every session, off the event loop
+        self.expression_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-expression")
         self.sessions: dict[str, Session] = {}
         self._closed = False
         self.warmup = self._warm_up()
@@ -145,9 +148,9 @@ class StreamerEngine:
 
     def compose(self, rgb: np.ndarray, alpha: np.ndarray, plate: int) -> np.ndarray:
         """Crop rgb (S,S,3), alpha (S,S,1) -> the full (H, W, 3) uint8 frame, marked unless disabled."""
-        from avatar.compose import add_synthetic_mark, composite
+        from avatar.compose import add_synthetic_mark
 
-        frame = composite(self.avatar, rgb, alpha, plate)
+        frame = self.avatar.composite(rgb, alpha, plate)
         return add_synthetic_mark(frame) if self.config.synthetic_mark else frame
 
     def composer(self, index: int, pose: np.ndarray, driver: StreamingDriver) -> Callable[[np.ndarray, np.ndarray],
@@ -217,3 +220,4 @@ class StreamerEngine:
         for session in list(self.sessions.values()):
             await session.aclose()
         await self.render_queue.aclose()
+        self.expression_executor.shutdown(wait=False, cancel_futures=True)

@@ -128,6 +128,8 @@ class Session:
         self._stats = StatsRecorder(cfg.stats_window)
         self._last_image: np.ndarray = engine.idle_image
         self._last_tier = self._policy.base
+        self._emitted_upto = -1
+        self._last_drive = DriveFrame(np.zeros(20, np.float32), engine.pose_track[0].copy())
         self._features_busy_mark = 0.0
         self._audio_received = 0
         self._audio_dropped = 0
@@ -326,7 +328,13 @@ class Session:
                 if missing > 0:
                     self._frontend.push(np.zeros(missing, np.float32), self._clock.now(), filled=True)
                     self._underrun = True
-                job = self._make_job(i, cutoff)
+                if i <= self._emitted_upto or self._clock.now() >= self._timing.deadline(self._t0, i):
+                    i += 1  # overloaded: the emitter already repeated this frame (or will); do not render it
+                    continue
+                job = await self._make_job(i, cutoff)
+                if i <= self._emitted_upto or self._closed:
+                    i += 1  # its deadline passed while the expression was being computed
+                    continue
                 self._jobs[i] = job
                 self._job_event.set()
                 self._submit(job, BASE, self._policy.base)
@@ -337,7 +345,7 @@ class Session:
             log.exception("session %s: producer failed", self.id)
             self._fail(f"{exc.__class__.__name__}: {exc}")
 
-    def _make_job(self, i: int, cutoff: float) -> _FrameJob:
+    async def _make_job(self, i: int, cutoff: float) -> _FrameJob:
         eng, fe = self._engine, self._frontend
         start = self._fclock.frame_start_sample(i)
         stop = self._fclock.frame_start_sample(i + 1)
@@ -357,14 +365,27 @@ class Session:
         inputs = FrameInputs(index=i, gate_samples=fe.audio(start, gate_stop),
                              mouth_window=fe.features(eng.mouth_stream, mouth_end - eng.mouth_window.length, mouth_end),
                              prosody_window=prosody_window, speech=speech)
-        drive = self._driver.frame(inputs)
+        # the audio-to-mouth and prosody networks run off the event loop (the engine's expression thread), so
+        # a loaded CPU slows expressions down but never the pacing of frames
+        drive = await self._clock.run_compute(self._driver.frame, inputs, executor=eng.expression_executor)
         timings["expression"] = 1000.0 * (time.perf_counter() - t0)
+        self._last_drive = drive
         rend_end = eng.window.end_frame(i, eng.fps, eng.mel_config)
         arrival = fe.arrival(start)
         return _FrameJob(index=i, cutoff=cutoff, deadline=self._timing.deadline(self._t0, i),
                          audio=fe.audio(start, stop), speech=speech,
                          arrival=None if arrival is None or arrival[1] else arrival[0], timings_ms=timings,
                          drive=drive, render_audio=fe.features("mel", rend_end - eng.window.length, rend_end))
+
+    def _missed_job(self, i: int, deadline: float) -> _FrameJob:
+        """A frame the producer did not prepare in time: its audio as far as it has arrived, nothing rendered."""
+        start, stop = self._fclock.frame_start_sample(i), self._fclock.frame_start_sample(i + 1)
+        fe = self._frontend
+        audio = fe.audio(start, stop) if fe.samples_written >= stop and start >= fe._samples.start else \
+            np.zeros(stop - start, np.float32)
+        last = self._last_drive
+        return _FrameJob(index=i, cutoff=deadline, deadline=deadline, audio=audio, speech=False, arrival=None,
+                         timings_ms={}, drive=last, render_audio=np.zeros(0, np.float32))
 
     def _submit(self, job: _FrameJob, kind: int, tier: str) -> None:
         loop = asyncio.get_running_loop()
@@ -377,10 +398,10 @@ class Session:
         req.future.add_done_callback(lambda fut, job=job, req=req: self._on_rendered(job, req, fut))
 
     def _on_rendered(self, job: _FrameJob, req: RenderRequest, fut: asyncio.Future) -> None:
-        if fut.cancelled() or job.done or self._closed:
+        if fut.cancelled():
             return
-        exc = fut.exception()
-        if isinstance(exc, Expired):
+        exc = fut.exception()  # always retrieved, so asyncio never logs an expired request as an error
+        if job.done or self._closed or isinstance(exc, Expired):
             return
         if exc is not None:
             self._fail(f"rendering frame {job.index} ({req.tier}) raised {exc.__class__.__name__}: {exc}")
@@ -406,19 +427,18 @@ class Session:
             while not self._closed:
                 deadline = self._timing.deadline(self._t0, i)
                 await self._clock.sleep_until(deadline)
-                while i not in self._jobs and not self._closed:
-                    # the producer always makes frame i by its cutoff, before the deadline; wait if it is behind
-                    self._job_event.clear()
-                    await self._job_event.wait()
                 if self._closed:
                     return
-                job = self._jobs[i]
-                if job.deadline > self._clock.now():  # the jitter allowance grew after this frame's first wait
-                    await self._clock.sleep_until(job.deadline)
+                deadline = self._timing.deadline(self._t0, i)
+                if deadline > self._clock.now():  # the jitter allowance grew while this frame was waiting
+                    await self._clock.sleep_until(deadline)
                     if self._closed:
                         return
-                del self._jobs[i]
-                deadline = job.deadline
+                job = self._jobs.pop(i, None)
+                if job is None:
+                    # the producer is behind (overloaded CPU): repeat the last frame now rather than wait
+                    job = self._missed_job(i, deadline)
+                self._emitted_upto = i
                 now = self._clock.now()
                 ready = [r for r in job.results if r.ready_at <= deadline + 1e-9]
                 self._cancel_requests(job)
