@@ -23,8 +23,13 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
     from streamer.config import StreamerConfig
     from streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
 
+    mouth = None
+    if config.mouth_model:
+        from avatar.mouth import load_mouth_model
+
+        mouth = load_mouth_model(config.mouth_model)
     return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device,
-                          config=StreamerConfig(synthetic_mark=config.synthetic_mark))
+                          config=StreamerConfig(synthetic_mark=config.synthetic_mark), mouth_model=mouth)
 
 
 @dataclass

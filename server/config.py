@@ -43,6 +43,7 @@ class ServerConfig:
     avatars: list[str] = field(default_factory=lambda: ["default"])
     backend: str = "auto"
     device: str = "cpu"
+    mouth_model: str | None = None  # audio-to-mouth model dir; None: the shipped one
     # Driver clips a client may pick as expression source, by name (clips are server-side paths, never uploads).
     drivers: dict[str, str] = field(default_factory=dict)
     ice_servers: list[IceServer] = field(default_factory=list)
@@ -82,6 +83,9 @@ class ServerConfig:
         for server in self.ice_servers:
             if not re.match(r"^(stun|stuns|turn|turns):", server.urls):
                 raise InputError(f"--ice-server {server.urls}: not a STUN/TURN URL", "e.g. stun:stun.example.org:3478")
+        if self.mouth_model is not None and not Path(self.mouth_model).is_dir():
+            raise InputError(f"--mouth-model {self.mouth_model}: no such directory",
+                             "give a dir written by `ideal mouth train`, or leave it out for the shipped model")
         if self.token is not None and not self.token:
             raise InputError("--token is empty", "give a non-empty token or leave it out")
         return self
