@@ -15,19 +15,27 @@ TORSO_TINT = np.array([60, 200, 255], np.float32)
 
 
 def annotate(rgb: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, pose: np.ndarray,
-             box: np.ndarray, crop: dict, interpolated: bool, caption: str) -> np.ndarray:
-    """One frame with mask tint, landmarks (irises highlighted), pose axes, head box and crop drawn."""
+             box: np.ndarray, crop: dict, interpolated: bool, caption: str, zoom: float = 1.0) -> np.ndarray:
+    """One frame with mask tint, landmarks (irises highlighted), pose axes, head box and crop drawn, at
+    `zoom` times the frame size (drawing after resizing keeps the dots visible on small tiles)."""
     import cv2
 
+    if zoom != 1.0:
+        size = (int(round(rgb.shape[1] * zoom)), int(round(rgb.shape[0] * zoom)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+        landmarks, pose, box = landmarks * zoom, pose * zoom, np.asarray(box) * zoom
+        crop = {k: int(round(crop[k] * zoom)) for k in ("x0", "y0", "x1", "y1")}
     img = rgb.astype(np.float32)
     for lab, tint in ((2, HEAD_TINT), (1, TORSO_TINT)):
         m = labels == lab
         img[m] = 0.7 * img[m] + 0.3 * tint
     img = img.astype(np.uint8).copy()
-    scale = max(1, rgb.shape[0] // 400)
+    scale = max(1, rgb.shape[0] // 500)
     col = (255, 160, 0) if interpolated else (0, 255, 0)
+    dot = 1 if img.shape[0] >= 400 else 0  # single pixels vanish in the H.264 preview at full size
     for x, y in np.round(landmarks[:468, :2]).astype(int):
-        cv2.circle(img, (int(x), int(y)), 0, col, -1)
+        cv2.circle(img, (int(x), int(y)), dot, col, -1)
     for x, y in np.round(landmarks[468:, :2]).astype(int):
         cv2.circle(img, (int(x), int(y)), 1, (255, 255, 0), -1)
     # Pose axes from the canonical origin, 0.3 face heights long: x red, y green, z blue.
@@ -65,18 +73,19 @@ def write_preview(dataset: Path, out_dir: Path, manifest: dict, n_tiles: int = 1
     gaps = np.flatnonzero(interp)
     if len(gaps):
         picks[1:1 + min(3, len(gaps))] = gaps[np.linspace(0, len(gaps) - 1, min(3, len(gaps))).astype(int)]
+    h, w = int(manifest["height"]), int(manifest["width"])
+    tw = 320
+    th = int(round(h * tw / w))
     tiles = []
     for i in sorted(set(int(p) for p in picks)):
         rgb, labels = _frame(dataset, i)
         cap = f"#{i} {i / fps:.2f}s" + (" interp" if interp[i] else "")
-        tiles.append(annotate(rgb, labels, lm[i], pose[i], boxes[i], crop, bool(interp[i]), cap))
-    plate = cv2.imread(str(dataset / "background.png"))[:, :, ::-1].copy()
+        tile = annotate(rgb, labels, lm[i], pose[i], boxes[i], crop, bool(interp[i]), cap, zoom=tw / w)
+        tiles.append(cv2.resize(tile, (tw, th)))
+    plate = cv2.imread(str(dataset / "background.png"))[:, :, ::-1]
+    plate = np.ascontiguousarray(cv2.resize(plate, (tw, th), interpolation=cv2.INTER_AREA))
     cv2.putText(plate, "background plate", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     tiles.append(plate)
-    h, w = tiles[0].shape[:2]
-    tw = 320
-    th = int(round(h * tw / w))
-    tiles = [cv2.resize(t, (tw, th), interpolation=cv2.INTER_AREA) for t in tiles]
     cols = 4
     rows = int(np.ceil(len(tiles) / cols))
     sheet = np.zeros((rows * th, cols * tw, 3), np.uint8)
