@@ -64,6 +64,13 @@ def test_pose_maps_canonical_to_pixels_in_the_documented_frame(obama_dataset: Pa
     assert rigid_spread < 0.01 and lip_gap.std() > 2 * rigid_spread
 
 
+def test_pose_is_stable_on_the_stillest_stretch(obama_dataset: Path):
+    jit = json.loads((obama_dataset / "dataset.json").read_text())["stats"]["pose"]
+    raw, smooth = jit["jitter_raw"], jit["jitter_smoothed"]
+    assert smooth["rotation_deg_noise"] < 0.2 and smooth["translation_mm_noise"] < 0.2
+    assert smooth["rotation_deg_noise"] < raw["rotation_deg_noise"]
+
+
 def test_pose_does_not_absorb_mouth_opening(obama_dataset: Path):
     expr = np.load(obama_dataset / "expression.npy")
     euler = np.load(obama_dataset / "pose.npz")["euler_deg"]

@@ -1,7 +1,9 @@
 """How stable the head pose is: jitter on the stillest stretch of the clip.
 
-Jitter is the RMS of the pose's high-frequency part (pose minus a 1 s Savitzky-Golay trend) over the 2 s
-window where the smoothed head moves least. Rotation is reported in degrees (norm over pitch, yaw, roll),
+Two figures over the 2 s window where the smoothed head moves least: `*_rms` is the RMS of the pose's
+high-frequency part (pose minus a 1 s Savitzky-Golay trend), an upper bound that still holds small real
+head motion; `*_noise` is the frame-to-frame noise estimated from second differences (for white noise of
+std sigma, x[t+1] - 2 x[t] + x[t-1] has std sqrt(6) sigma; smooth real motion barely contributes at 25 fps). Rotation is reported in degrees (norm over pitch, yaw, roll),
 translation in pixels and in millimetres under the stated assumption that the neutral face height
 (forehead landmark 10 to chin 152) is 120 mm.
 """
@@ -46,7 +48,12 @@ def pose_jitter(P: np.ndarray, fps: float, window: tuple[int, int]) -> dict:
     rot_deg = float(np.sqrt((np.linalg.norm(hf_e[a:b], axis=1) ** 2).mean()))
     tr_px = float(np.sqrt((np.linalg.norm(hf_t[a:b, :2], axis=1) ** 2).mean()))
     mm_per_px = FACE_HEIGHT_MM / float(np.median(s[a:b]))
-    return {"rotation_deg_rms": rot_deg, "translation_px_rms": tr_px, "translation_mm_rms": tr_px * mm_per_px,
+    d2e = np.diff(eul[a:b], 2, axis=0)
+    d2t = np.diff(t[a:b, :2], 2, axis=0)
+    rot_noise = float(np.sqrt((np.linalg.norm(d2e, axis=1) ** 2).mean() / 6.0)) if len(d2e) else 0.0
+    tr_noise = float(np.sqrt((np.linalg.norm(d2t, axis=1) ** 2).mean() / 6.0)) if len(d2t) else 0.0
+    return {"rotation_deg_noise": rot_noise, "translation_mm_noise": tr_noise * mm_per_px,
+            "rotation_deg_rms": rot_deg, "translation_px_rms": tr_px, "translation_mm_rms": tr_px * mm_per_px,
             "scale_rel_rms": float(np.sqrt(((s[a:b] / savgol(s, 1.0, 2, fps)[a:b] - 1) ** 2).mean()))}
 
 
