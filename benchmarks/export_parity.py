@@ -3,8 +3,8 @@
     python benchmarks/export_parity.py --avatar AVATAR [--audio speech.wav] [--frames 8] [--fp16] [--json OUT]
 
 Exports the avatar first when its graphs are missing or stale (`ideal export AVATAR --target onnx`, plus
-TensorRT engines when TensorRT and a GPU are present). Frames come from `avatar.dub.plan_dub` on the speech
-(neutral upper face, audio-driven mouth, the avatar's pose track). Reports per backend and tier the largest
+TensorRT engines when TensorRT and a GPU are present). Frames: audio windows of the speech, with the
+expressions and poses of the avatar's own tracked video (so the head is really rendered). Reports per backend and tier the largest
 absolute difference of RGB and opacity over all pixels, and the mean opacity over the central face region of
 the crop, which must be near 1 for the comparison to mean anything (the head rendered, not the plate showing).
 """
@@ -41,8 +41,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from avatar.audio.features import compute_features, windows_for_frames
     from avatar.audio.io import load_audio
-    from avatar.dub import DubConfig, plan_dub
     from avatar.errors import BackendError
     from avatar.loading import load_avatar
     from avatar.manifest import resolve_avatar
@@ -62,9 +62,12 @@ def main() -> int:
     except BackendError as exc:
         logging.info("no TensorRT engines: %s", exc)
     loaded = load_avatar(avatar_dir, device="cpu")
-    plan = plan_dub(loaded, load_audio(args.audio)[:16000 * 6], DubConfig(expression="neutral"))
-    idx = np.linspace(10, plan.n_frames - 1, args.frames).astype(int)
-    inputs = (plan.windows[idx], plan.expression[idx], plan.pose[idx])
+    mel = compute_features(load_audio(args.audio)[:16000 * 8], loaded.mel_config)
+    n = min(len(loaded.pose_track), int(7 * loaded.fps))
+    idx = np.linspace(10, n - 1, args.frames).astype(int)
+    windows = windows_for_frames(mel, n, loaded.fps, loaded.window, loaded.mel_config)
+    # the avatar's own tracked expressions and poses: frames where the head must render
+    inputs = (windows[idx], loaded.expression_track[idx], loaded.pose_track[idx])
     backends, why = available_backends(avatar_dir, "auto", fp16=args.fp16, threads=args.threads)
     rows = []
     for tier in loaded.tiers:

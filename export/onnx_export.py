@@ -96,6 +96,10 @@ def export_graph(spec: StageSpec, path: Path, cfg: ExportConfig) -> GraphInfo:
         else:
             raise InputError(f"unknown exporter {cfg.exporter!r}", "use legacy or dynamo")
     torch.backends.mha.set_fastpath_enabled(fastpath)
+    with torch.no_grad():
+        outs = spec.module(*args)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    _fix_output_shapes(tmp, {n: tuple(o.shape) for n, o in zip(spec.outputs, outs)})
     try:
         onnx.checker.check_model(str(tmp), full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -103,12 +107,29 @@ def export_graph(spec: StageSpec, path: Path, cfg: ExportConfig) -> GraphInfo:
         raise BackendError(f"{spec.key}: the exported graph fails the ONNX checker ({str(exc)[:200]})",
                            "this is a bug in the model's export path; report it") from exc
     os.replace(tmp, path)
-    with torch.no_grad():
-        outs = spec.module(*args)
-    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
     return GraphInfo(file=path.name, sha256=sha256_file(path), stage=spec.stage, tier=spec.tier,
                      inputs={n: _shape(spec.inputs[n]) for n in names},
                      outputs={n: _shape(o) for n, o in zip(spec.outputs, outs)})
+
+
+def _fix_output_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Write the outputs' true static sizes into the graph (only the batch stays symbolic, "B"): the tracer
+    leaves sizes computed by reshapes symbolic, which would hide the fixed frame size from ONNX Runtime and
+    TensorRT."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in model.graph.output:
+        shape = shapes[value.name]
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for i, size in enumerate(shape):
+            d = dims.add()
+            if i == 0:
+                d.dim_param = "B"
+            else:
+                d.dim_value = int(size)
+    onnx.save(model, str(path))
 
 
 def stage_specs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, mouth_module: Any | None = None,

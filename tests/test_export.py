@@ -33,16 +33,17 @@ def avatar_copy(default_avatar: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def frames(avatar_copy: Path, shared_data: Path):
-    """Real inputs of 3 frames: windows of real speech, the audio-driven mouth, poses of the pose track."""
+    """Real inputs of 3 frames: windows of real speech, and the expressions and poses the avatar was trained on
+    (frames of its own tracked video, where the head must render)."""
+    from avatar.audio.features import compute_features, windows_for_frames
     from avatar.audio.io import load_audio
-    from avatar.dub import DubConfig, plan_dub
     from avatar.loading import load_avatar
 
     loaded = load_avatar(avatar_copy, device="cpu")
-    audio = load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3]
-    plan = plan_dub(loaded, audio, DubConfig(expression="neutral"))
+    mel = compute_features(load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3], loaded.mel_config)
     idx = np.array([20, 40, 60])
-    return loaded, plan.windows[idx], plan.expression[idx], plan.pose[idx]
+    windows = windows_for_frames(mel, 61, loaded.fps, loaded.window, loaded.mel_config)[idx]
+    return loaded, windows, loaded.expression_track[idx], loaded.pose_track[idx]
 
 
 def face_alpha(alpha: np.ndarray) -> float:

@@ -37,8 +37,8 @@ def gpu_avatar(default_avatar: Path, shared_data: Path, tmp_path_factory):
     reason = _cuda()
     if reason:
         pytest.skip(f"no NVIDIA GPU / tensorrt not installed ({reason})")
+    from avatar.audio.features import compute_features, windows_for_frames
     from avatar.audio.io import load_audio
-    from avatar.dub import DubConfig, plan_dub
     from avatar.loading import load_avatar
     from export.onnx_export import export_avatar
 
@@ -46,10 +46,10 @@ def gpu_avatar(default_avatar: Path, shared_data: Path, tmp_path_factory):
     shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
     export_avatar(dst)
     loaded = load_avatar(dst, device="cuda")
-    audio = load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3]
-    plan = plan_dub(loaded, audio, DubConfig(expression="neutral"))
+    mel = compute_features(load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3], loaded.mel_config)
     idx = np.array([20, 40, 60])
-    return dst, loaded, (plan.windows[idx], plan.expression[idx], plan.pose[idx])
+    windows = windows_for_frames(mel, 61, loaded.fps, loaded.window, loaded.mel_config)[idx]
+    return dst, loaded, (windows, loaded.expression_track[idx], loaded.pose_track[idx])
 
 
 @pytest.mark.skipif(_trt() is not None, reason=f"no NVIDIA GPU / tensorrt not installed ({_trt()})")
