@@ -19,6 +19,7 @@ import asyncio
 import collections
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -71,6 +72,7 @@ async def main() -> None:
     p.add_argument("--avatar", default="default")
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--mouth-model", default=None, help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--max-sessions", type=int, default=4, help="try 1..N avatar sessions")
     p.add_argument("--max-viewers", type=int, default=6, help="try 1..M viewers of one session")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per load")
@@ -79,10 +81,12 @@ async def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[args.avatar], backend=args.backend, device=args.device,
-                          max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
+                          mouth_model=args.mouth_model, max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
     server = await start_server(config)
     info = server.state.catalog.default.info
-    print(f"avatar {info.get('avatar')} backend {info.get('backend')} output {info.get('output_size')}", flush=True)
+    load = os.getloadavg()
+    print(f"avatar {info.get('avatar')} backend {info.get('backend')} output {info.get('output_size')} "
+          f"tier cost ms {[t.get('cost_ms') for t in info.get('tiers', {}).values()]} load {load}", flush=True)
     results = []
     try:
         for n in range(1, args.max_sessions + 1):
@@ -102,7 +106,7 @@ async def main() -> None:
     max_sessions = max([r["sessions"] for r in results if r["viewers"] == 0 and r["holds_25fps"]], default=0)
     max_viewers = max([r["viewers"] for r in results if r["viewers"] > 0 and r["holds_25fps"]], default=0)
     summary = {"avatar": info.get("avatar"), "backend": info.get("backend"), "tiers": list(info.get("tiers", {})),
-               "cpu_count": __import__("os").cpu_count(), "max_sessions_at_25fps": max_sessions,
+               "cpu_count": os.cpu_count(), "load_avg_at_start": load, "load_avg_at_end": os.getloadavg(), "max_sessions_at_25fps": max_sessions,
                "max_viewers_of_one_session_at_25fps": max_viewers, "runs": results}
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}), flush=True)
     if args.out:

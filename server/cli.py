@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         except asyncio.CancelledError:
             pass
 
+    print(f"ideal serve: loading {', '.join(config.avatars)} (every quality tier is timed once) ...", flush=True)
     asyncio.run(main())
     print("ideal serve: stopped", flush=True)
     return 0
