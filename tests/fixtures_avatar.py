@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_AVATAR_MINUTES = 0.7
+TINY_AVATAR_MINUTES = 1.0
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def tiny_avatar(obama_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     out = tmp_path_factory.mktemp("avatars") / "tiny"
     code = main(["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--minutes", str(TINY_AVATAR_MINUTES),
-                 "--output-size", "256", "--eval-every", "40", "--checkpoint-every", "1000000", "--seed", "0"])
+                 "--output-size", "256", "--eval-every", "30", "--checkpoint-every", "1000000", "--seed", "0"])
     assert code == 0, f"ideal train failed with exit code {code}"
     return out
 
