@@ -21,6 +21,19 @@ import numpy as np
 from avatar.errors import AvatarError
 
 FEATHER_FRACTION = 0.03  # of the crop side
+NECK_BAND_FRACTION = 0.015  # of the frame's short side: head pixels this close to the torso stay in the base
+
+
+def base_region(labels: np.ndarray) -> np.ndarray:
+    """Which pixels of a frame belong to its base (H, W) bool: the torso (label 1) plus a thin band of the head
+    label just above it (the neck where the head mask was cut), so the rendered head's lower edge blends into
+    real neck pixels instead of background: no seam at the neck."""
+    import cv2
+
+    torso = (labels == 1).astype(np.uint8)
+    k = max(3, int(round(NECK_BAND_FRACTION * min(labels.shape[:2]))) | 1)
+    near = cv2.dilate(torso, np.ones((k, k), np.uint8)) > 0
+    return (labels == 1) | ((labels == 2) & near)
 
 
 @dataclass
@@ -84,12 +97,12 @@ class BasePlate:
     @classmethod
     def build(cls, background: np.ndarray, frames, n_frames: int, quality: int = 85) -> "BasePlate":
         """background (H, W, 3) uint8; frames: iterable of (rgb (H, W, 3) uint8, labels (H, W) uint8) ->
-        the torso (label 1) of each frame over the background, JPEG-coded inside the union torso box."""
+        the base region (torso + neck band, `base_region`) of each frame over the background, JPEG-coded inside the union torso box."""
         import cv2
 
         pasted, union = [], None
         for rgb, labels in frames:
-            torso = labels == 1
+            torso = base_region(labels)
             pasted.append(np.where(torso[..., None], rgb, background))
             union = torso if union is None else union | torso
         if union is None or len(pasted) != n_frames:

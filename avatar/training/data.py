@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from avatar.compose import base_region
 from avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
+from avatar.compose import base_region
 from avatar.errors import InputError
 from avatar.expression import EXPRESSION_DIM, LIPS
 from avatar.manifest import load_dataset_manifest, sha256_file
@@ -162,7 +164,6 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
         n = min(n, max_frames)
     fps = float(manifest["fps"])
     background = _read_image(directory / "background.png", cv2.IMREAD_COLOR)[:, :, ::-1]
-    bg_crop = cut_crop(background, crop, size)
     frames = np.empty((n, size, size, 3), np.uint8)
     head = np.empty((n, size, size), np.uint8)
     base = np.empty((n, size, size, 3), np.uint8)
@@ -175,7 +176,9 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
         frames[i] = cut_crop(np.ascontiguousarray(rgb), crop, size)
         lab = cut_crop(labels, crop, size, cv2.INTER_NEAREST)
         head[i] = lab == HEAD
-        base[i] = np.where((lab == TORSO)[..., None], frames[i], bg_crop)
+        # the same base the compositor uses at run time (torso + neck band over the background plate)
+        full_base = np.where(base_region(labels)[..., None], rgb, background)
+        base[i] = cut_crop(np.ascontiguousarray(full_base), crop, size)
     x0, y0, side = crop
     lips = landmarks[:n, list(LIPS), :2]
     centre = (lips.mean(axis=1) - np.array([x0, y0])) * size / side

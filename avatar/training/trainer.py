@@ -265,7 +265,7 @@ class Trainer:
                 self.rays_seen += n_rays
                 loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
                 psnr_ema = p if psnr_ema is None else 0.95 * psnr_ema + 0.05 * p
-                if self.step % 10 == 0:
+                if self.step % 5 == 0:
                     self.history.steps.append(self.step)
                     self.history.seconds.append(round(self.elapsed, 2))
                     self.history.loss.append(round(loss_ema, 6))

@@ -1,0 +1,78 @@
+"""Compositing the head crop over the base plate, the base plate's storage, and the synthetic mark."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avatar.compose import BasePlate, add_synthetic_mark, base_region, composite, composite_over, feather_mask
+
+
+def _frames(n: int, h: int = 64, w: int = 80):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        rgb = np.full((h, w, 3), 40 + 10 * i, np.uint8)
+        labels = np.zeros((h, w), np.uint8)
+        labels[40:, 10:70] = 1  # torso
+        labels[10:40, 25:55] = 2  # head, touching the torso at row 40
+        rgb[labels == 2] = rng.integers(0, 255, 3)
+        yield rgb, labels
+
+
+def test_base_region_is_torso_plus_a_thin_neck_band():
+    _, labels = next(_frames(1))
+    region = base_region(labels)
+    assert region[labels == 1].all()
+    assert region[39, 30] and not region[20, 30] and not region[5, 5]
+
+
+def test_base_plate_round_trip(tmp_path):
+    bg = np.full((64, 80, 3), 200, np.uint8)
+    plate = BasePlate.build(bg, _frames(3), 3, quality=95)
+    plate.save(tmp_path / "base_plate.npz")
+    back = BasePlate.load(tmp_path / "base_plate.npz")
+    assert back.n_frames == 3 and back.size == (64, 80)
+    for i, (rgb, labels) in enumerate(_frames(3)):
+        f = back.frame(i)
+        assert f.shape == (64, 80, 3) and f.dtype == np.uint8
+        assert np.abs(f[50, 40].astype(int) - rgb[50, 40]).max() <= 3  # torso from the frame
+        assert (f[20, 40] == 200).all() and (f[5, 5] == 200).all()  # head region and background from the plate
+    assert (back.frame(4) == back.frame(1)).all()  # the track loops
+
+
+def test_composite_blends_inside_the_crop_and_feathers_its_border():
+    base = np.full((100, 120, 3), 50, np.uint8)
+    s = 32
+    rgb = np.ones((s, s, 3), np.float32)
+    alpha = np.ones((s, s, 1), np.float32)
+    out = composite_over(rgb, alpha, base, (20.0, 10.0, 64.0))
+    assert out.shape == base.shape and out.dtype == np.uint8
+    assert (out[42, 52] == 255).all()  # centre of the crop: the head
+    assert (out[5, 5] == 50).all() and (out[90, 110] == 50).all()  # outside the crop: untouched
+    assert out[10, 52, 0] < 100  # crop border row: feathered to the base, no hard edge
+    row = out[42, 20:40, 0].astype(int)
+    assert (np.diff(row) >= 0).all()  # a monotone ramp into the crop
+    empty = composite_over(rgb, np.zeros((s, s, 1), np.float32), base, (20.0, 10.0, 64.0))
+    assert (empty == base).all()
+    m = feather_mask(64)
+    assert m.shape == (64, 64, 1) and m[32, 32, 0] == 1 and m[0, 32, 0] < 0.2 and m[0, 0, 0] < m[0, 32, 0]
+
+
+def test_composite_with_a_base_plate_and_partial_crop():
+    bg = np.full((64, 80, 3), 200, np.uint8)
+    plate = BasePlate.build(bg, _frames(2), 2)
+    rgb = np.zeros((16, 16, 3), np.float32)
+    alpha = np.ones((16, 16, 1), np.float32)
+    out = composite(rgb, alpha, plate, (60.0, 30.0, 40.0), frame_index=1)  # crop runs off the frame
+    assert out.shape == (64, 80, 3)
+    assert out[50, 75].max() < 60  # inside the visible part of the crop: the (black) head
+
+
+def test_synthetic_mark_is_visible_and_local():
+    frame = np.full((256, 256, 3), 128, np.uint8)
+    marked = add_synthetic_mark(frame)
+    diff = np.abs(marked.astype(int) - frame).sum(-1) > 0
+    ys, xs = np.nonzero(diff)
+    assert diff.sum() > 200  # visible
+    assert ys.min() > 256 * 0.75 and xs.min() > 256 * 0.5  # bottom-right corner only
+    assert (frame == 128).all()  # the input is not modified
+    assert (marked[diff] > 200).any() and (marked[diff] < 100).any()  # white text on a dark box
