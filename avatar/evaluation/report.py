@@ -91,12 +91,27 @@ def metrics_json(run: EvalRun, command: str) -> dict:
         "n_heldout": int(len(held.index)),
         "lmd_units": "pixels of a frame scaled to 512 px wide",
         "real_face_found": float(run.real.found.mean()),
+        "audio_drive": audio_drive_stats(run),
         "au_proxies": {a.name: {"facs": a.facs, "terms": dict(a.terms)} for a in AU_PROXIES},
         "avatars": run.avatars,
         "summary": summary,
         "verdicts": verdicts(summary),
         "timings_s": {k: round(v, 2) for k, v in run.timings_s.items()},
     }
+
+
+def audio_drive_stats(run: EvalRun) -> dict:
+    """How the audio mode's mouth (audio-to-mouth model, gated) compares with the tracked mouth it replaces,
+    before any rendering: the mouth model's own lip-sync on these frames."""
+    from avatar.evaluation.face_metrics import pearson
+    from avatar.expression import mouth_opening
+
+    tracked = mouth_opening(run.held.expression)
+    audio = mouth_opening(run.audio_mouth)
+    return {"tracked_mouth_open_mean": float(tracked.mean()), "tracked_mouth_open_std": float(tracked.std()),
+            "audio_mouth_open_mean": float(audio.mean()), "audio_mouth_open_std": float(audio.std()),
+            "r_audio_vs_tracked": _finite(pearson(tracked, audio)),
+            "mean_abs_diff": float(np.abs(tracked - audio).mean())}
 
 
 def _fmt(metric: str, cell: dict | None) -> str:
