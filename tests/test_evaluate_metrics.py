@@ -156,3 +156,17 @@ def test_cohens_d_of_known_samples():
     assert cohens_d(a, b) == pytest.approx(1.0, rel=1e-6)
     assert cohens_d(b, a) == pytest.approx(-1.0, rel=1e-6)
     assert np.isnan(cohens_d(np.ones(4), np.ones(4)))
+
+
+def test_head_box_maps_into_the_render_crop():
+    from avatar.evaluation.image_metrics import head_box_in_render, head_crop_metrics
+
+    # obama: the crop is the whole 450 px frame, rendered at 512
+    assert head_box_in_render(np.array([105, 26, 367, 381]), (0, 0, 450), 512) == (119, 29, 418, 434)
+    # a crop offset into the frame, box partly outside the crop: clipped
+    assert head_box_in_render(np.array([40, 60, 300, 400]), (50, 50, 300), 300) == (0, 10, 250, 300)
+    real = _image(3, 64)
+    fake = real.copy()
+    fake[:, :16] = 0.0  # damage outside the head box only
+    m = head_crop_metrics(real, fake, (20, 10, 60, 60))
+    assert m["psnr"] == PSNR_CAP_DB and m["l1"] == 0.0

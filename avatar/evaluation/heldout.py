@@ -39,6 +39,7 @@ class HeldOut:
     baseline_crops: np.ndarray  # (V, S, S, 3) uint8 those training frames' crops
     audio_16k: np.ndarray  # the dataset's whole audio track (the mouth model reads it)
     n_frames: int
+    head_box: np.ndarray  # (V, 4) int: each real frame's head box (x0, y0, x1, y1) in render-crop pixels
 
     def full_frame(self, i: int) -> np.ndarray:
         """Full RGB uint8 frame number `i` of the dataset."""
@@ -69,6 +70,13 @@ def load_heldout(dataset: str | Path, size: int, window: AudioWindow, mel_config
     train = np.asarray(data.train_idx)
     picks = train[nearest_by_audio(data.audio[train], data.audio[val])]
     audio_16k = load_audio(dataset / "audio.wav")
+    from avatar.evaluation.image_metrics import head_box_in_render
+
+    boxes = np.load(dataset / "head_boxes.npy")
+    if boxes.shape != (data.n_frames, 4):
+        raise InputError(f"{dataset / 'head_boxes.npy'}: shape {boxes.shape}, expected ({data.n_frames}, 4)",
+                         "re-run `ideal prepare`")
+    head_box = np.array([head_box_in_render(boxes[i], data.crop, size) for i in val], dtype=np.int64)
     import cv2
 
     first = cv2.imread(str(dataset / "frames" / f"{int(val[0]):06d}.jpg"))
@@ -79,7 +87,7 @@ def load_heldout(dataset: str | Path, size: int, window: AudioWindow, mel_config
         frame_size=(first.shape[1], first.shape[0]), index=val, train_index=train,
         real=data.frames[val], base=data.base[val], audio=data.audio[val], expression=data.expression[val],
         pose=data.pose[val], neutral=data.neutral, baseline_source=picks, baseline_crops=data.frames[picks],
-        audio_16k=audio_16k, n_frames=data.n_frames,
+        audio_16k=audio_16k, n_frames=data.n_frames, head_box=head_box,
     )
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from avatar.errors import InputError
 from avatar.evaluation.face_metrics import TrackedFrames, face_metrics
 from avatar.evaluation.heldout import HeldOut, load_heldout, paste_crop
-from avatar.evaluation.image_metrics import image_metrics
+from avatar.evaluation.image_metrics import head_crop_metrics, image_metrics
 from avatar.expression import replace
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MODES = ("reconstruction", "audio")
 LOWER_IS_BETTER = ("l1", "lmd", "lmd_mouth", "lmdv", "lmdv_mouth", "au_error", "pose_d")
 HIGHER_IS_BETTER = ("psnr", "ssim", "mouth_open_r", "face_found")
-HEADLINE = ("l1", "psnr", "ssim", "lmd", "lmd_mouth", "lmdv", "au_error", "pose_d", "mouth_open_r")
+HEADLINE = ("l1", "psnr", "ssim", "lmd", "lmd_mouth", "lmdv", "au_error", "pose_d", "mouth_open_r", "face_found")
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,11 @@ def audio_mouth_for(held: HeldOut, mouth_model) -> np.ndarray:
 
 
 def _measure(run: MethodRun, held: HeldOut, real: TrackedFrames, scale: float) -> None:
-    per_frame = [image_metrics(r, f) for r, f in zip(held.real, run.crops)]
-    m = {k: float(np.mean([p[k] for p in per_frame])) for k in per_frame[0]}
+    # head-crop figures on each real frame's head box; the whole render crop too, labelled "_crop"
+    head = [head_crop_metrics(r, f, tuple(b)) for r, f, b in zip(held.real, run.crops, held.head_box)]
+    whole = [image_metrics(r, f) for r, f in zip(held.real, run.crops)]
+    m = {k: float(np.mean([p[k] for p in head])) for k in head[0]}
+    m.update({f"{k}_crop": float(np.mean([p[k] for p in whole])) for k in whole[0]})
     m.update(face_metrics(real, run.tracked, held.index, scale))
     run.metrics = m
 
