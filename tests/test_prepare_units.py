@@ -88,3 +88,46 @@ def test_time_split_and_crop():
     crop = fixed_crop(boxes, 512, 512)
     assert crop["contains_all_boxes"] and crop["x1"] - crop["x0"] == crop["y1"] - crop["y0"] == crop["size"]
     assert crop["x0"] <= 100 and crop["y0"] <= 50 and crop["x1"] >= 230 and crop["y1"] >= 210
+
+
+@pytest.mark.parametrize("rate", ["24", "30000/1001", "60"])
+def test_any_source_rate_maps_to_the_nearest_source_frame(tmp_path, rate):
+    """Source frame k is painted with grey level 4k; output frame i must show the source frame nearest to
+    i / 25 s (no blending, no drift)."""
+    from fractions import Fraction
+
+    import av
+
+    from avatar.prepare.video import iter_frames
+
+    fr = Fraction(rate)
+    n_src = int(2 * fr)  # 2 s
+    path = tmp_path / "ramp.mp4"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=fr)
+        st.width = st.height = 64
+        st.pix_fmt = "yuv420p"
+        st.options = {"crf": "0"}
+        for k in range(n_src):
+            img = np.full((64, 64, 3), 4 * k % 256, np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    got = [(i, t, int(round(f.mean() / 4))) for i, t, f in iter_frames(path, 25.0)]
+    assert len(got) == round(n_src / fr * 25)  # the frames that cover the stream's duration
+    for i, t, k in got:
+        want = int(np.floor(t * float(fr) + 0.5 - 1e-9))
+        assert abs(k - want % 64) <= (1 if rate == "30000/1001" else 0), (i, t, k, want)
+
+
+def test_separate_audio_of_any_rate_and_channels_is_fitted(shared_data):
+    """--audio with 44.1 kHz stereo speech: 16 kHz mono, starting at the first frame, one spare second."""
+    from avatar.prepare.audio import fit_audio, load_clip_audio
+
+    pcm = load_clip_audio(shared_data / "drivers" / "reagan_clip1.mp4", shared_data / "speech" / "speech_1.wav",
+                          0.0, None, start=1.0, duration_s=5.0)
+    assert pcm.ndim == 1 and pcm.dtype == np.float32 and len(pcm) == 6 * 16000
+    assert 0.01 < np.abs(pcm).max() <= 1.0
+    audio, fit = fit_audio(pcm, 125, 25.0)
+    assert len(audio) == 80_000 and fit.end_trimmed == 16_000
