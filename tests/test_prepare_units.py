@@ -131,3 +131,18 @@ def test_separate_audio_of_any_rate_and_channels_is_fitted(shared_data):
     assert 0.01 < np.abs(pcm).max() <= 1.0
     audio, fit = fit_audio(pcm, 125, 25.0)
     assert len(audio) == 80_000 and fit.end_trimmed == 16_000
+
+
+def test_offset_decision_policy():
+    from avatar.prepare.offset import decide_offset
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(scale=0.1, size=16000 * 4).astype(np.float32)
+    mouth = rng.random(100)
+    assert decide_offset(audio, mouth, 25.0, forced_ms=120.0).offset_ms == 120.0
+    assert decide_offset(audio, mouth, 25.0, skip=True).method == "skipped"
+    # Noise against noise: whatever the estimator (if present) says, it must not be applied confidently.
+    d = decide_offset(audio, mouth, 25.0)
+    assert d.offset_ms == 0.0 or (d.confidence is not None and d.confidence >= 0.3)
+    silent = decide_offset(np.zeros_like(audio), mouth, 25.0)
+    assert silent.offset_ms == 0.0 and silent.method in ("failed", "unavailable")

@@ -166,7 +166,8 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
         cv2.imwrite(str(tmp / "background.png"), plate[:, :, ::-1])
 
         decision = decide_offset(clip.audio_16k, mouth_opening(clip.expression), clip.fps, cfg.av_offset_ms,
-                                 cfg.no_av_offset, str(cfg.video), cfg.av_offset_min_confidence)
+                                 cfg.no_av_offset, str(cfg.video), cfg.av_offset_min_confidence,
+                                 valid=~clip.interpolated)
         # Re-fit from the source excerpt (which runs up to 1 s past the last frame): drop (or pad) the offset at
         # the start, then pad/trim the end to the frame count.
         audio, fit = fit_audio(clip.audio_source_16k, clip.frame_count, clip.fps, decision.offset_ms,

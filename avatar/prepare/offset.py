@@ -24,7 +24,8 @@ class OffsetDecision:
 
 
 def decide_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, forced_ms: float | None = None,
-                  skip: bool = False, source: str = "", min_confidence: float = MIN_CONFIDENCE) -> OffsetDecision:
+                  skip: bool = False, source: str = "", min_confidence: float = MIN_CONFIDENCE,
+                  valid: np.ndarray | None = None) -> OffsetDecision:
     """The offset to correct. `forced_ms` wins, `skip` records 0 ("skipped"); otherwise the estimator of
     issue 8 when it imports ("unavailable" and 0 when it does not). An estimate with confidence below
     `min_confidence` is recorded in `estimated_ms` but not applied (method "<method>_low_confidence")."""
@@ -38,7 +39,18 @@ def decide_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, for
         except ImportError:
             log.info("avatar.mouth.offset is not available: A/V offset recorded as 0 (unavailable)")
             return OffsetDecision(0.0, "unavailable")
-        est = estimate_offset(audio_16k, mouth_open, fps)
+        import inspect
+
+        from avatar.errors import IdealError
+
+        kwargs = {}
+        if valid is not None and "valid" in inspect.signature(estimate_offset).parameters:
+            kwargs["valid"] = valid  # interpolated frames carry no evidence of sync
+        try:
+            est = estimate_offset(audio_16k, mouth_open, fps, **kwargs)
+        except IdealError as exc:  # silent audio, a mouth that never moves: nothing to correct against
+            log.warning("%s: no A/V offset estimate (%s); recorded as 0", source, exc)
+            return OffsetDecision(0.0, "failed")
         conf = getattr(est, "confidence", None)
         method = str(getattr(est, "method", "estimated"))
         conf = None if conf is None else float(conf)
