@@ -125,6 +125,17 @@ class BasePlate:
         return cls(background=background, torso_box=box, jpeg=np.concatenate(chunks), offsets=offsets)
 
 
+def box_in_render_crop(box, crop: tuple[float, float, float], size: int) -> tuple[int, int, int, int]:
+    """A full-frame box (x0, y0, x1, y1) mapped into the S x S render of the crop (x0, y0, side), clipped:
+    the per-frame head box on which head-crop image metrics are computed (training log and evaluation)."""
+    cx, cy, side = crop
+    f = size / side
+    x0, y0, x1, y1 = (float(v) for v in box)
+    out = [int(np.floor((x0 - cx) * f)), int(np.floor((y0 - cy) * f)), int(np.ceil((x1 - cx) * f)),
+           int(np.ceil((y1 - cy) * f))]
+    return tuple(int(np.clip(v, 0, size)) for v in out)  # type: ignore[return-value]
+
+
 def feather_mask(size: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
     """(size, size, 1) float32 ramp from 0 at the crop border to 1 inside (smoothstep)."""
     width = max(1.0, fraction * size)

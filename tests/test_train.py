@@ -35,7 +35,7 @@ def test_tiny_avatar_trains_and_loss_falls(tiny_avatar: Path):
     assert stats["rays_per_second"] > 0
     m = json.loads((tiny_avatar / "avatar.json").read_text())
     assert m["fusion"] == "eaa" and m["consent"]["confirmed"] is True
-    assert set(m["tiers"]) == {"coarse", "refined"} and m["audio_window"]["length"] == 16
+    assert set(m["tiers"]) == {"fast", "coarse", "refined"} and m["audio_window"]["length"] == 16
     assert m["training"]["data_hash"] and m["training"]["steps"] > 10
 
 

@@ -33,4 +33,4 @@ class TrainConfig:
         return asdict(self)
 
     def patch_sides(self) -> dict[str, int]:
-        return self.patch_rays or {"coarse": 12, "refined": 16}
+        return self.patch_rays or {"fast": 8, "coarse": 12, "refined": 16}

@@ -40,6 +40,7 @@ class TrainingData:
     audio: np.ndarray  # (N, W, n_mels) float32 audio windows
     expression: np.ndarray  # (N, 20) float32
     pose: np.ndarray  # (N, 3, 4) float32
+    head_boxes: np.ndarray  # (N, 4) x0, y0, x1, y1 full-frame pixels (prepare's per-frame head box)
     mouth: np.ndarray  # (N, 3) float32 mouth centre x, y in crop pixels (S units) and radius
     train_idx: np.ndarray
     val_idx: np.ndarray
@@ -149,9 +150,10 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     mel = _load_npy(directory / "mel.npy").astype(np.float32)
     landmarks = _load_npy(directory / "landmarks.npy").astype(np.float32)
     neutral = _load_npy(directory / "neutral.npy").astype(np.float32)
+    head_boxes = _load_npy(directory / "head_boxes.npy").astype(np.float32)
     n = int(manifest.get("n_frames", len(pose)))
     for name, arr, shape in (("pose.npz", pose, (n, 3, 4)), ("expression.npy", expression, (n, EXPRESSION_DIM)),
-                             ("landmarks.npy", landmarks[..., :2], (n, 478, 2)), ("neutral.npy", neutral, (478, 3))):
+                             ("landmarks.npy", landmarks[..., :2], (n, 478, 2)), ("neutral.npy", neutral, (478, 3)), ("head_boxes.npy", head_boxes, (n, 4))):
         if arr.shape != shape:
             raise InputError(f"{directory / name}: shape {arr.shape}, expected {shape} for {n} frames",
                              "the dataset is inconsistent; re-run `ideal prepare`")
@@ -193,7 +195,7 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     if len(val) == 0:
         val = train[-max(1, len(train) // 10):]
     return TrainingData(manifest=manifest, directory=directory, crop=crop, size=size, frames=frames, head=head,
-                        base=base, audio=audio, expression=expression[:n], pose=pose[:n], mouth=mouth,
+                        base=base, head_boxes=head_boxes[:n], audio=audio, expression=expression[:n], pose=pose[:n], mouth=mouth,
                         train_idx=train, val_idx=val, neutral=neutral, mel=mel, window=window, mel_config=mel_config)
 
 

@@ -105,6 +105,8 @@ def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: Proso
             "split": {"train": [int(data.train_idx[0]), int(data.train_idx[-1]) + 1],
                       "val": [int(data.val_idx[0]), int(data.val_idx[-1]) + 1]},
             "held_out_psnr": {k[5:]: v for k, v in last.items() if k.startswith("psnr_")},
+            "held_out_psnr_whole_crop": {k[10:]: v for k, v in last.items() if k.startswith("crop_psnr_")},
+            "psnr_definition": "head box (head_boxes.npy mapped into the render crop), mean over held-out frames",
             "config": trainer.cfg.to_dict(),
         },
         "av_offset_ms": float((m.get("audio") or {}).get("av_offset_ms", m.get("av_offset_ms", 0.0)) or 0.0),
