@@ -39,9 +39,17 @@ class Clock(Protocol):
 
     async def run_compute(self, fn: Callable[..., T], *args: Any, executor: Executor | None = None) -> T: ...
 
+    def measure(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]: ...
+
 
 class MonotonicClock:
     """Wall time (`time.monotonic`); compute runs in `executor` (a thread) so the event loop stays free."""
+
+    def measure(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """Run `fn` here and now (blocking, e.g. at start-up): its result and its cost in clock seconds."""
+        t0 = time.perf_counter()
+        result = fn(*args)
+        return result, time.perf_counter() - t0
 
     def now(self) -> float:
         return time.monotonic()
@@ -145,6 +153,17 @@ class VirtualClock:
         if error is not None:
             raise error
         return result
+
+    def measure(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """Run `fn` here and now (blocking): its result and what it would cost on this clock."""
+        charged = [0.0]
+        self._local.charged = charged
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args)
+        finally:
+            self._local.charged = None
+        return result, (time.perf_counter() - t0) * self.compute_scale + charged[0]
 
     def charge(self, seconds: float) -> bool:
         """Called from inside `run_compute` work: make it cost `seconds` more of virtual time (a simulated slow

@@ -166,7 +166,7 @@ class StreamerEngine:
         expr = np.zeros(EXPRESSION_DIM, np.float32)
         pose = self.pose_track[0]
         plate = self.plate_index(pose)
-        return warm_up(self.backend, self.ordered_tiers, mel, expr, pose, self.costs,
+        return warm_up(self.backend, self.ordered_tiers, mel, expr, pose, self.costs, self.clock,
                        lambda rgb, alpha: self.compose(rgb, alpha, plate))
 
     # --- API ------------------------------------------------------------------------------------------------

@@ -190,17 +190,19 @@ class RenderQueue:
 
 
 def warm_up(backend: Backend, tiers: list[str], audio: np.ndarray, expression: np.ndarray, pose: np.ndarray,
-            costs: CostModel, compose: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+            costs: CostModel, clock: Clock, compose: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
             repeats: int = 2) -> dict[str, Any]:
     """Render every tier `repeats` times (the first call pays lazy initialisation) and seed the cost model with
-    the last call's time, so the scheduler never has to gamble a deadline on an unmeasured tier."""
+    the last call's cost on `clock`, so the scheduler never has to gamble a deadline on an unmeasured tier."""
     out: dict[str, Any] = {}
+
+    def once(tier: str) -> tuple[Any, Any]:
+        res = backend.render(audio[None], expression[None], pose[None], tier)
+        return res, (compose(res.rgb[0], res.alpha[0]) if compose is not None else None)
+
     for tier in tiers:
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = backend.render(audio[None], expression[None], pose[None], tier)
-            image = compose(res.rgb[0], res.alpha[0]) if compose is not None else None
-            cost = time.perf_counter() - t0
+            (res, image), cost = clock.measure(once, tier)
         costs.observe(tier, cost)
         out[tier] = {"cost_ms": 1000.0 * cost, "crop": tuple(res.rgb.shape[1:3]), "image": image}
     return out

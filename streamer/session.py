@@ -129,6 +129,7 @@ class Session:
         self._last_image: np.ndarray = engine.idle_image
         self._last_tier = self._policy.base
         self._emitted_upto = -1
+        self._last_index = -1  # frame index of the picture in _last_image
         self._last_drive = DriveFrame(np.zeros(20, np.float32), engine.pose_track[0].copy())
         self._features_busy_mark = 0.0
         self._audio_received = 0
@@ -401,7 +402,14 @@ class Session:
         if fut.cancelled():
             return
         exc = fut.exception()  # always retrieved, so asyncio never logs an expired request as an error
-        if job.done or self._closed or isinstance(exc, Expired):
+        if self._closed or isinstance(exc, Expired):
+            return
+        if job.done:
+            # finished after its deadline (the frame went out late): still the newest picture there is, so the
+            # late frames that follow repeat it -- an overloaded CPU gives a slow avatar, not a frozen one
+            if exc is None and job.index > self._last_index:
+                res = fut.result()
+                self._last_image, self._last_tier, self._last_index = res.image, res.tier, job.index
             return
         if exc is not None:
             self._fail(f"rendering frame {job.index} ({req.tier}) raised {exc.__class__.__name__}: {exc}")
@@ -446,7 +454,7 @@ class Session:
                     best = max(ready, key=lambda r: order[r.tier])
                     image, tier, late = best.image, best.tier, False
                     timings = {**job.timings_ms, **best.timings_ms}
-                    self._last_image, self._last_tier = image, tier
+                    self._last_image, self._last_tier, self._last_index = image, tier, i
                 else:
                     image, tier, late = self._last_image, self._last_tier, True
                     timings = dict(job.timings_ms)

@@ -268,8 +268,9 @@ async def test_tier_falls_back_when_the_backend_slows_down_and_never_stalls(tiny
     assert fine in tiers[:40] and not any(late[:40])  # refined while there was time
     assert any(late[40:50])  # the slowdown costs a few late frames...
     assert all(t == coarse for t in tiers[55:80]) and not any(late[55:80])  # ...then coarse, on time
-    assert all(late[85:])  # nothing ready: the last frame is repeated and counted late, the clock goes on
-    assert all(np.array_equal(seen[i].image, seen[84].image) for i in range(85, len(seen)))
+    assert all(late[85:])  # nothing ready in time: the last picture is repeated and counted late...
+    changes = sum(not np.array_equal(seen[i].image, seen[i - 1].image) for i in range(86, len(seen)))
+    assert 1 <= changes <= (len(seen) - 86) // 5  # ...renders finishing late still update it (slow, not frozen)
     stats = session.stats.to_dict()
     assert stats["late_frames"] == sum(late) and set(stats["tiers"]) >= {coarse, fine}
 
