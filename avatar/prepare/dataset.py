@@ -56,7 +56,7 @@ def _tool_versions() -> dict:
     import avatar
 
     out = {"ideal-nerf": avatar.__version__}
-    for dist in ("mediapipe", "opencv-python", "opencv-contrib-python", "av", "numpy", "scipy", "soxr", "librosa"):
+    for dist in ("mediapipe", "opencv-python", "opencv-python-headless", "opencv-contrib-python", "av", "numpy", "scipy", "soxr", "librosa"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
