@@ -61,6 +61,30 @@ async ({selector, box, refBox, durationMs, intervalMs}) => {
 """
 
 
+# Runs in the page: the <video> now, as a 32x32 grayscale thumbnail (row-major, 0-255).
+THUMB_JS = """
+(selector) => {
+  const v = document.querySelector(selector);
+  const c = document.createElement('canvas'); c.width = 32; c.height = 32;
+  const ctx = c.getContext('2d', {willReadFrequently: true});
+  ctx.drawImage(v, 0, 0, 32, 32);
+  const d = ctx.getImageData(0, 0, 32, 32).data, out = [];
+  for (let i = 0; i < d.length; i += 4) out.push(0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2]);
+  return out;
+}
+"""
+
+
+def _looks_like_the_avatar(thumb: list[float], server) -> float:
+    """Correlation between what the page shows and the avatar's own idle frame (both 32x32 grayscale)."""
+    import cv2
+
+    idle = np.asarray(server.state.catalog.default.engine.idle_image)
+    idle = idle[: idle.shape[0] & ~1, : idle.shape[1] & ~1]
+    ref = cv2.resize(cv2.cvtColor(idle, cv2.COLOR_RGB2GRAY).astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+    return float(np.corrcoef(np.asarray(thumb, np.float32), ref.reshape(-1))[0, 1])
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = require_binary("chromium")
@@ -148,6 +172,7 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
         await page.screenshot(path=str(shot))
         print(f"screenshot: {shot}")
         width, height = await page.evaluate("[preview.videoWidth, preview.videoHeight]")
+        likeness = _looks_like_the_avatar(await page.evaluate(THUMB_JS, "#preview"), real_server)
         overlay = await page.inner_text("#stats")
         peer = _server_peer(real_server)
         stream = peer.broadcast.stats()
@@ -164,6 +189,7 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
     # the page's video plays the avatar at its size
     out_w, out_h = avatars[0]["output_size"]
     assert (width, height) == (out_w & ~1, out_h & ~1)
+    assert likeness > 0.8, f"the preview does not look like the avatar (r = {likeness:.2f})"
     assert "fps" in overlay and "tier" in overlay
     # lips: more change in the mouth box while speech plays than in the silence before it
     samples = [s for s in samples if s["mouth"] is not None]
@@ -212,6 +238,7 @@ async def test_two_browsers_in_a_room_the_viewer_sees_the_avatar(real_server, ch
             return {time: v.currentTime, width: v.videoWidth, muted: v.muted, audioEnergy, videoFrames,
                     tracks: v.srcObject.getTracks().map((t) => t.kind).sort()};
         }""")
+        likeness = _looks_like_the_avatar(await vw.evaluate(THUMB_JS, ".remote video"), real_server)
         shot = tmp_path / "serve_room_viewer.png"
         await vw.screenshot(path=str(shot))
         print(f"screenshot: {shot}")
@@ -223,6 +250,7 @@ async def test_two_browsers_in_a_room_the_viewer_sees_the_avatar(real_server, ch
         await viewer.close()
 
     assert caption.startswith("speaker")
+    assert likeness > 0.8, f"the viewer's tile does not look like the avatar (r = {likeness:.2f})"
     assert viewers_on_server == 1
     assert state["width"] > 0 and state["time"] > t0 + SILENCE_S  # still playing seconds later
     assert state["videoFrames"] > 100
