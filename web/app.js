@@ -388,11 +388,15 @@ async function collectStats(pc, peerId) {
 function statsText({ client: s, server }) {
   const stream = (server && server.stream) || {};
   const fmt = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+  // mic -> server (half the round trip) -> streamer (render latency) -> back (half) -> jitter buffer
+  const total = stream.latency_ms == null || s.rttMs == null || s.jitterBufferMs == null ? null
+    : stream.latency_ms + s.rttMs + s.jitterBufferMs;
   const lines = [
     `fps      ${fmt(s.fps)} (render ${fmt(stream.fps, 1)})`,
     `tier     ${stream.tier || "–"}${stream.late ? " (late)" : ""}`,
     `latency  ${fmt(stream.latency_ms)} ms render`,
     `         ${fmt(s.rttMs)} ms rtt, ${fmt(s.jitterBufferMs)} ms buffer`,
+    `         ≈ ${fmt(total)} ms voice to screen`,
     `video    ${s.size || "–"} ${s.codec ? s.codec.replace("video/", "") : ""}`,
   ];
   if (server && server.stream) lines.push(`voice    ${stream.speech ? "speech" : "silence"}`);
