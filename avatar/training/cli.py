@@ -56,7 +56,7 @@ def confirm_consent(flag: bool, dataset: Path, stdin=None) -> dict:
     return {"confirmed": True, "method": "prompt", "at": now}
 
 
-def check_output(output: Path, overwrite: bool, resume: bool) -> None:
+def check_output(output: Path, overwrite: bool) -> None:
     """Fail before training, not after an hour of it."""
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: exists and is not a directory", "choose another -o")
@@ -68,7 +68,6 @@ def check_output(output: Path, overwrite: bool, resume: bool) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{output}: cannot write here ({probe} is not writable)", "choose a writable -o")
-    del resume
 
 
 def output_size_for(crop_side: float, requested: int | None) -> int:
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from avatar.training.writer import write_avatar
 
     consent = confirm_consent(args.consent, args.dataset)
-    check_output(args.output, args.overwrite, args.resume)
+    check_output(args.output, args.overwrite)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: no CUDA device here", "use --device cpu")
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
