@@ -157,7 +157,11 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu") -> LoadedAv
     try:
         weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
         model = IdealNeRF(cfg, crop)
-        model.load_state_dict({k: v.float() for k, v in weights["model"].items()})
+        state = {k: v.float() for k, v in weights["model"].items()}
+        for k, v in model.state_dict().items():  # avatars from before input standardisation: identity stats
+            if k.endswith(("input_mean", "input_std")) and k not in state:
+                state[k] = v
+        model.load_state_dict(state)
         prosody = ProsodyExpressionPredictor()
         prosody.load_state_dict(weights["prosody"])
     except Exception as exc:  # noqa: BLE001 - any failure to read the weights is a corrupt avatar

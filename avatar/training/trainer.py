@@ -16,6 +16,7 @@ from tqdm import tqdm
 from avatar.compose import box_in_render_crop
 from avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
 from avatar.model.components.rays import crop_pixel_grid
+from avatar.model.components.encoders import set_input_stats
 from avatar.model.config import ModelConfig
 from avatar.model.models import IdealNeRF
 from avatar.training.config import TrainConfig
@@ -48,6 +49,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.model = IdealNeRF(model_cfg, data.crop).to(self.device)
+        tr = torch.from_numpy(data.train_idx)
+        set_input_stats(self.model.encoder.audio, torch.from_numpy(data.audio)[tr].to(self.device), (0, 1))
+        set_input_stats(self.model.encoder.expression, torch.from_numpy(data.expression)[tr].to(self.device), (0,))
         planes = [self.model.ray_renderer.field.planes]
         others = [p for n, p in self.model.named_parameters() if not n.endswith("field.planes")]
         self.opt = torch.optim.Adam([{"params": planes, "lr": cfg.lr_planes}, {"params": others, "lr": cfg.lr}])
@@ -209,7 +213,28 @@ class Trainer:
             res[f"psnr_{name}"] = round(float(np.mean([_psnr(p[y0:y1, x0:x1], t[y0:y1, x0:x1])
                                                        for p, t, (x0, y0, x1, y1) in zip(pred, target, boxes)])), 3)
             res[f"crop_psnr_{name}"] = round(float(np.mean([_psnr(p, t) for p, t in zip(pred, target)])), 3)
+        res["mouth_sensitivity"] = round(self.mouth_sensitivity(int(idx[0])), 4)
         return res
+
+    @torch.no_grad()
+    def mouth_sensitivity(self, frame: int, tier: str = "coarse") -> float:
+        """Does the render follow the expression? Mean |rgb difference| in the mouth region between the clip's
+        most-closed and most-open mouth expressions at one held-out frame's pose and audio (0 = ignored)."""
+        from avatar.expression import MOUTH_OPEN_INDEX
+
+        self.model.eval()
+        train = self.data.train_idx
+        opening = self.data.expression[train, MOUTH_OPEN_INDEX]
+        exprs = torch.from_numpy(self.data.expression[[train[opening.argmin()], train[opening.argmax()]]])
+        j = torch.tensor([frame, frame])
+        rgb, alpha = self.model.render(self.audio[j].to(self.device), exprs.to(self.device),
+                                       self.pose[j].to(self.device), tier)
+        img = (rgb * alpha).cpu().numpy()
+        x, y, r = (float(v) for v in self.data.mouth[frame])
+        s = self.data.size
+        y0, y1 = int(max(0, y - 2 * r)), int(min(s, y + 2 * r))
+        x0, x1 = int(max(0, x - 2 * r)), int(min(s, x + 2 * r))
+        return float(np.abs(img[0, :, y0:y1, x0:x1] - img[1, :, y0:y1, x0:x1]).mean())
 
     # --- schedule, checkpoints, loop -----------------------------------------------------------------------
     def progress(self) -> float:
