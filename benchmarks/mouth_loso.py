@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=24, help="window length in feature frames (10 ms)")
     ap.add_argument("--lookahead", type=float, default=80.0, help="lookahead of the feature comparison (ms)")
     ap.add_argument("--skip-lookahead", action="store_true")
-    ap.add_argument("--offsets", type=Path, default=None, help="reuse a bootstrap result (json)")
+    ap.add_argument("--offsets", type=Path, default=None, help="reuse offsets: offsets.json of an earlier run or a mouth.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -171,10 +171,14 @@ def main() -> None:
 
     results["offset_energy"] = {c.name: estimate_offset(c.audio, c.mouth_open, c.fps, model=None).to_dict()
                                 for c in clips}
-    if args.offsets and args.offsets.exists():
-        saved = json.loads(args.offsets.read_text())
-        offsets = {i: saved["offsets_ms"][c.name] for i, c in enumerate(clips)}
-        results["offset_bootstrap"] = saved
+    if args.offsets:
+        from avatar.mouth.pipeline import read_offsets
+
+        known = read_offsets(args.offsets)
+        offsets = {i: known[c.name] for i, c in enumerate(clips)}
+        results["offset_bootstrap"] = {"offsets_ms": {c.name: offsets[i] for i, c in enumerate(clips)},
+                                       "source": str(args.offsets)}
+        (args.out / "offsets.json").write_text(json.dumps(results["offset_bootstrap"], indent=2))
     else:
         logmel = bank("logmel")
         offsets, history = bootstrap_offsets(logmel, clips, FeatureSpec("logmel"), window, cfg)
@@ -212,6 +216,7 @@ def main() -> None:
             results["lookahead"][str(int(la))] = {"mean": res["mean"], "per_speaker": res["per_speaker"]}
     results["chosen"] = {"feature": best}
     preds = results.pop("_preds", {})
+    np.savez(args.out / "preds.npz", **preds)  # LOSO predictions (mouth_open) for mouth_bilabial.py
     name = "obama_20s" if "obama_20s" in preds else next(iter(preds), None)
     if name:
         c = next(c for c in clips if c.name == name)

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--steps", type=int, default=None, help="optimiser steps")
     tr.add_argument("--variants", type=int, default=None, help="augmented copies of each clip")
     tr.add_argument("--bootstrap-rounds", type=int, default=2, help="rounds of per-clip A/V offset search")
+    tr.add_argument("--offsets", type=Path, default=None,
+                    help="known A/V offsets instead of the bootstrap: a json {clip name: ms} or a mouth.json")
     tr.add_argument("--loso", action="store_true", help="also measure leave-one-speaker-out r (slower)")
     tr.add_argument("--cache", type=Path, default=None, help="tracking/feature cache directory")
     ev = sub.add_parser("evaluate", help="r of predicted vs tracked mouth opening on videos",
@@ -54,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     from avatar.audio.features import AudioWindow
     from avatar.errors import InputError
     from avatar.mouth.features import FeatureSpec
-    from avatar.mouth.pipeline import DEFAULT_WINDOW, PipelineConfig, load_clips, train_from_clips
+    from avatar.mouth.pipeline import DEFAULT_WINDOW, PipelineConfig, load_clips, read_offsets, train_from_clips
 
     if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
         raise InputError(f"{args.output}: already exists and is not empty", "pass --overwrite or choose another -o")
@@ -70,7 +72,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.variants is not None:
         cfg.augment = replace(cfg.augment, n_variants=args.variants)
     clips = load_clips(args.data, cache_dir=args.cache)
-    info = train_from_clips(clips, args.output, cfg, overwrite=args.overwrite, cache_dir=args.cache)
+    known = read_offsets(args.offsets) if args.offsets else None
+    info = train_from_clips(clips, args.output, cfg, overwrite=args.overwrite, cache_dir=args.cache,
+                            known_offsets=known)
     print(f"wrote {args.output} ({len(clips)} clips, {len({c.speaker for c in clips})} speakers)")
     for d in info["training_data"]:
         print(f"  {d['name']:24s} speaker={d['speaker']:10s} frames={d['frames']:5d} "

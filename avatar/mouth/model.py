@@ -59,9 +59,9 @@ class MouthNet(nn.Module):
             self.register_buffer("frontend", torch.eye(d_in))
         c = net.channels
         self.conv = nn.Sequential(
-            nn.Conv1d(d_in, c, kernel_size=5, padding=2), nn.GELU(),
-            nn.Conv1d(c, c, kernel_size=5, stride=2, padding=2), nn.GELU(),
+            nn.Conv1d(d_in, c, kernel_size=5, stride=2, padding=2), nn.GELU(),
             nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1), nn.GELU(),
+            nn.Conv1d(c, c, kernel_size=3, padding=1), nn.GELU(),
         )
         t_out = (window_length + 3) // 4  # two stride-2 convolutions
         # Flattening (not pooling) keeps *where* in the window a sound is: the current frame sits at a

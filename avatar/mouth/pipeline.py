@@ -53,9 +53,32 @@ def load_clips(inputs: list[str | Path], cache_dir: Path | None = None) -> list[
     return clips
 
 
-def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig) -> tuple[dict[int, float], str, list]:
-    """A/V offset of every training clip: the bootstrap when there are >= 2 speakers, else the shipped
-    model's (or the energy envelope's) estimate."""
+def read_offsets(path: Path) -> dict[str, float]:
+    """Clip name -> A/V offset (ms) from a json map, a benchmark offsets.json or a mouth model's mouth.json."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable offsets file ({exc})", "pass a json {clip name: ms} or a mouth.json")
+    if "training_data" in data:
+        return {d["name"]: float(d["av_offset_ms"]) for d in data["training_data"]}
+    data = data.get("offsets_ms", data)
+    try:
+        return {str(k): float(v) for k, v in data.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: not a map of clip names to milliseconds", "e.g. {\"obama_20s\": 160}") from exc
+
+
+def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig,
+                 known: dict[str, float] | None = None) -> tuple[dict[int, float], str, list]:
+    """A/V offset of every training clip: given ones first; else the bootstrap when there are >= 2
+    speakers, else the shipped model's (or the energy envelope's) estimate."""
+    if known is not None:
+        missing = [c.name for c in clips if c.name not in known]
+        if not missing:
+            return {i: known[c.name] for i, c in enumerate(clips)}, "given", []
+        log.warning("no known offset for %s: estimating all clips", ", ".join(missing))
     if len({c.speaker for c in clips}) >= 2 and cfg.bootstrap_rounds > 0:
         offsets, history = bootstrap_offsets(seqs, clips, cfg.spec, cfg.window, cfg.train, cfg.net,
                                              cfg.bootstrap_rounds)
@@ -71,13 +94,14 @@ def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig) -> tuple[dic
 
 
 def train_from_clips(clips: list[MouthClip], out_dir: Path, cfg: PipelineConfig = PipelineConfig(),
-                     overwrite: bool = False, cache_dir: Path | None = None) -> dict:
+                     overwrite: bool = False, cache_dir: Path | None = None,
+                     known_offsets: dict[str, float] | None = None) -> dict:
     """Bootstrap offsets, optionally measure LOSO, train on everything and write the model dir."""
     if sum(len(c.mouth) for c in clips) < cfg.train.batch_size:
         raise InputError(f"only {sum(len(c.mouth) for c in clips)} frames of training video",
                          "pass at least a few seconds of talking-head video")
     seqs = build_bank(clips, cfg.spec, cfg.augment, cache_dir=cache_dir)
-    offsets, offset_method, history = clip_offsets(clips, seqs, cfg)
+    offsets, offset_method, history = clip_offsets(clips, seqs, cfg, known_offsets)
     for i, c in enumerate(clips):
         level = logging.WARNING if abs(offsets[i]) > 80 else logging.INFO
         log.log(level, "%s: A/V offset %+.0f ms (%s)", c.name, offsets[i], offset_method)
