@@ -167,7 +167,7 @@ class StreamerEngine:
         pose = self.pose_track[0]
         plate = self.plate_index(pose)
         return warm_up(self.backend, self.ordered_tiers, mel, expr, pose, self.costs, self.clock,
-                       lambda rgb, alpha: self.compose(rgb, alpha, plate))
+                       lambda rgb, alpha: self.compose(rgb, alpha, plate), repeats=self.config.warmup_repeats)
 
     # --- API ------------------------------------------------------------------------------------------------
     @property

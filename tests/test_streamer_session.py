@@ -56,6 +56,10 @@ class PoisonBackend(SlowBackend):
 
 
 def _engine(avatar: Path, clock: VirtualClock, backend=None, **cfg) -> StreamerEngine:
+    """An engine for one test; unless the test is about tiers, every frame is rendered once, at the coarsest
+    tier (pin it with `tier=engine.ordered_tiers[0]`), to keep the suite fast on a busy CPU."""
+    cfg.setdefault("warmup_repeats", 1)
+    cfg.setdefault("adaptive_tiers", False)
     config = StreamerConfig(**cfg)
     if backend is None:
         return StreamerEngine(avatar, backend="torch", clock=clock, config=config)
@@ -114,12 +118,12 @@ async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, sp
     clock = VirtualClock(compute_scale=0.0)
     engine = _engine(tiny_avatar, clock)
     try:
-        session = engine.open_session(seed=1)
-        got = await _run(session, clock, _live_chunks(speech[: SR * 2], _every(320)), until_s=2.5)
+        session = engine.open_session(seed=1, tier=engine.ordered_tiers[0])
+        got = await _run(session, clock, _live_chunks(speech[: SR * 3 // 2], _every(320)), until_s=1.8)
     finally:
         await engine.aclose()
     frames = [f for f, _ in got]
-    assert len(frames) >= 55
+    assert len(frames) >= 40
     assert [f.index for f in frames] == list(range(len(frames)))
     np.testing.assert_allclose([f.pts for f in frames], np.arange(len(frames)) / engine.fps)
     emitted = np.array([t for _, t in got])
@@ -133,7 +137,7 @@ async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, sp
         assert f.audio.shape == (SPF,) and f.audio.dtype == np.float32
         assert not f.late and f.tier in engine.tiers
     # with 20 ms chunks the latency is the delay minus where the frame starts in its chunk (0 or 20 ms)
-    lat = [f.latency_ms for f in frames[1:50]]
+    lat = [f.latency_ms for f in frames[1:36]]
     assert all(delay * 1000 - 21 <= x <= delay * 1000 + 1e-6 for x in lat), lat
     assert engine.info["lookahead_ms"] >= engine.window.lookahead_ms
     stats = session.stats.to_dict()
@@ -146,50 +150,49 @@ async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny
     resampled signal, the VAD flags the speech frames, and the mouth opens in speech and closes in silence."""
     pcm, rate = sf.read(str(shared_data / "speech/speech_1.wav"), dtype="int16", always_2d=True)
     assert rate == 44100 and pcm.shape[1] == 2
-    speech = pcm[: rate * 3]
-    silence = np.zeros((rate, 2), np.int16)
+    speech = pcm[: rate * 2]
+    silence = np.zeros((rate * 3 // 5, 2), np.int16)
     signal = np.concatenate([silence, speech, silence])
     clock = VirtualClock(compute_scale=0.0)
     engine = _engine(tiny_avatar, clock)
     try:
-        session = engine.open_session(seed=2)
-        got = await _run(session, clock, _live_chunks(signal, _every(882), rate, 2), until_s=5.4)
+        session = engine.open_session(seed=2, tier=engine.ordered_tiers[0])
+        got = await _run(session, clock, _live_chunks(signal, _every(882), rate, 2), until_s=3.5)
     finally:
         await engine.aclose()
     frames = [f for f, _ in got]
     timeline = np.concatenate([f.audio for f in frames])
     expected = resample(to_mono(signal), rate)
-    # the streaming resampler equals the offline one; the chunk anchoring may shift by a sample at most
-    n = 16000 * 4
-    best = min(range(-2, 3), key=lambda s: np.abs(timeline[100 + s:n + s] - expected[100:n]).max())
-    np.testing.assert_allclose(timeline[100 + best:n + best], expected[100:n], atol=2e-4)
-    speech_frames = range(25 + 4, 100 - 4)
-    silent_frames = [*range(0, 25 - 3), *range(100 + 10, 125)]
-    assert np.mean([frames[i].speech for i in speech_frames]) > 0.8
+    # the streaming resampler equals the offline one and the first chunk is anchored where it was captured
+    n = 16000 * 3
+    np.testing.assert_allclose(timeline[100:n], expected[100:n], atol=2e-4)
+    speech_frames = range(15 + 4, 65 - 4)
+    silent_frames = [*range(0, 15 - 3), *range(65 + 10, 80)]
+    assert np.mean([frames[i].speech for i in speech_frames]) > 0.6  # (the excerpt has short pauses)
     assert not any(frames[i].speech for i in silent_frames)
     mouth_speech = np.array([frames[i].mouth_open for i in speech_frames])
     mouth_silent = np.array([frames[i].mouth_open for i in silent_frames])
     assert np.abs(mouth_silent).max() < 0.05  # closed
-    assert mouth_speech.max() > 0.5 and mouth_speech.std() > 0.1  # moving with the syllables
+    assert mouth_speech.max() > 0.3 and mouth_speech.std() > 0.05  # moving with the syllables
     # the silence was pushed (it is audio that arrived), so every frame has a latency
-    assert all(f.latency_ms is not None for f in frames[1:120])
+    assert all(f.latency_ms is not None for f in frames[1:78])
 
 
 async def test_chunking_does_not_change_the_frames(tiny_avatar, speech):
-    audio = speech[: SR * 2]
+    audio = speech[: SR * 6 // 5]
     rng = np.random.default_rng(0)
     results = []
     clock = VirtualClock(compute_scale=0.0)
-    engine = _engine(tiny_avatar, clock, adaptive_tiers=False)
+    engine = _engine(tiny_avatar, clock)
     try:
         for sizes in (_every(320), iter(rng.integers(1, 400, size=10_000).tolist())):
             session = engine.open_session(seed=3, tier=engine.ordered_tiers[0])
-            results.append([f for f, _ in await _run(session, clock, _live_chunks(audio, sizes), until_s=2.4)])
+            results.append([f for f, _ in await _run(session, clock, _live_chunks(audio, sizes), until_s=1.4)])
     finally:
         await engine.aclose()
     a, b = results
     n = min(len(a), len(b))
-    assert n >= 55
+    assert n >= 32
     for fa, fb in zip(a[:n], b[:n]):
         np.testing.assert_array_equal(fa.audio, fb.audio)
         assert fa.speech == fb.speech
@@ -204,13 +207,14 @@ async def test_gaps_are_silence_and_bursts_are_bounded(tiny_avatar, speech):
     burst beyond `max_ahead_ms` is dropped instead of delaying everything after it."""
     clock = VirtualClock(compute_scale=0.0)
     engine = _engine(tiny_avatar, clock, max_ahead_ms=200.0)
-    first, second, burst = speech[:SR], speech[SR:2 * SR], speech[2 * SR:2 * SR + 9600]
-    pushes = _live_chunks(first, _every(320)) + _live_chunks(second, _every(320), start_s=2.0)
-    pushes.append((3.6, burst, SR, 1))  # 600 ms of audio at once, 600 ms after the previous chunk
-    pushes += _live_chunks(speech[3 * SR:3 * SR + SR // 2], _every(320), start_s=3.6)
+    k = SR * 4 // 5
+    first, second, burst = speech[:k], speech[k:2 * k], speech[2 * k:2 * k + 9600]
+    pushes = _live_chunks(first, _every(320)) + _live_chunks(second, _every(320), start_s=1.6)
+    pushes.append((3.0, burst, SR, 1))  # 600 ms of audio at once, 600 ms after the previous chunk
+    pushes += _live_chunks(speech[3 * k:3 * k + SR // 5], _every(320), start_s=3.0)
     try:
-        session = engine.open_session(seed=4)
-        got = await _run(session, clock, pushes, until_s=4.6)
+        session = engine.open_session(seed=4, tier=engine.ordered_tiers[0])
+        got = await _run(session, clock, pushes, until_s=3.5)
         stats = session.stats.to_dict()
     finally:
         await engine.aclose()
@@ -219,18 +223,18 @@ async def test_gaps_are_silence_and_bursts_are_bounded(tiny_avatar, speech):
     assert [f.index for f in frames] == list(range(len(frames)))
     np.testing.assert_allclose(np.diff(emitted), 1.0 / engine.fps, atol=1e-9)  # no stall, no drift
     delay_ms = engine.info["delay_ms"]
-    gap = [f for f in frames if 1.0 + 0.3 <= f.pts < 2.0 - 0.1]  # after the VAD's 240 ms hangover
+    gap = [f for f in frames if 0.8 + 0.3 <= f.pts < 1.6 - 0.1]  # after the VAD's 240 ms hangover
     assert gap and all(not f.audio.any() and f.latency_ms is None and not f.speech for f in gap)
-    assert max(abs(f.mouth_open) for f in gap[8:]) < 0.05
-    after = [f for f in frames if 2.2 <= f.pts < 2.9]
+    assert max(abs(f.mouth_open) for f in gap[6:]) < 0.05
+    after = [f for f in frames if 1.7 <= f.pts < 2.3]
     assert all(f.latency_ms is not None and f.latency_ms <= delay_ms + 1e-6 for f in after)
     # the second speech stretch is on the timeline right after the gap (re-anchored where it was captured)
     timeline = np.concatenate([f.audio for f in frames])
-    k = int(np.argmax(np.abs(timeline[SR + 100:]) > 1e-4)) + SR + 100
-    assert abs(k / SR - 2.0) < 0.06
-    assert stats["audio"]["filled_ms"] > 800
+    onset = int(np.argmax(np.abs(timeline[k + 100:]) > 1e-4)) + k + 100
+    assert abs(onset / SR - 1.6) < 0.06
+    assert stats["audio"]["filled_ms"] > 600
     assert stats["audio"]["dropped_ms"] > 100  # the burst's excess
-    burst_frames = [f for f in frames if f.pts >= 3.7 and f.latency_ms is not None]
+    burst_frames = [f for f in frames if f.pts >= 3.1 and f.latency_ms is not None]
     assert burst_frames and max(f.latency_ms for f in burst_frames) <= delay_ms + 200.0 + 1e-6
 
 
@@ -243,7 +247,7 @@ async def test_tier_falls_back_when_the_backend_slows_down_and_never_stalls(tiny
     coarse, fine = probe.ordered_tiers[0], probe.ordered_tiers[-1]
     assert coarse != fine, "the test avatar needs two tiers"
     slow.delay = {coarse: 0.010, fine: 0.020}  # both fit the 45 ms budget at first
-    engine = _engine(tiny_avatar, clock, backend=slow, step_up_after=10)
+    engine = _engine(tiny_avatar, clock, backend=slow, step_up_after=10, adaptive_tiers=True)
     seen: list = []
     try:
         session = engine.open_session(seed=5)
@@ -251,13 +255,13 @@ async def test_tier_falls_back_when_the_backend_slows_down_and_never_stalls(tiny
         async def consume():
             async for f in session.frames():
                 seen.append(f)
-                if f.index == 40:
+                if f.index == 30:
                     slow.delay = {coarse: 0.010, fine: 0.120}  # the fine tier becomes far too slow
-                if f.index == 80:
+                if f.index == 60:
                     slow.delay = {coarse: 0.300, fine: 0.400}  # now nothing can make its deadline
 
         consumer = asyncio.ensure_future(consume())
-        await _feed(session, clock, _live_chunks(np.resize(speech, SR * 5), _every(320)), session.t0)
+        await _feed(session, clock, _live_chunks(np.resize(speech, SR * 7 // 2), _every(320)), session.t0)
         await session.aclose()
         await consumer
     finally:
@@ -265,12 +269,12 @@ async def test_tier_falls_back_when_the_backend_slows_down_and_never_stalls(tiny
     tiers = [f.tier for f in seen]
     late = [f.late for f in seen]
     assert [f.index for f in seen] == list(range(len(seen)))
-    assert fine in tiers[:40] and not any(late[:40])  # refined while there was time
-    assert any(late[40:50])  # the slowdown costs a few late frames...
-    assert all(t == coarse for t in tiers[55:80]) and not any(late[55:80])  # ...then coarse, on time
-    assert all(late[85:])  # nothing ready in time: the last picture is repeated and counted late...
-    changes = sum(not np.array_equal(seen[i].image, seen[i - 1].image) for i in range(86, len(seen)))
-    assert 1 <= changes <= (len(seen) - 86) // 5  # ...renders finishing late still update it (slow, not frozen)
+    assert fine in tiers[:30] and not any(late[:30])  # refined while there was time
+    assert any(late[30:40])  # the slowdown costs a few late frames...
+    assert all(t == coarse for t in tiers[45:60]) and not any(late[45:60])  # ...then coarse, on time
+    assert all(late[65:])  # nothing ready in time: the last picture is repeated and counted late...
+    changes = sum(not np.array_equal(seen[i].image, seen[i - 1].image) for i in range(66, len(seen)))
+    assert 1 <= changes <= (len(seen) - 66) // 5  # ...renders finishing late still update it (slow, not frozen)
     stats = session.stats.to_dict()
     assert stats["late_frames"] == sum(late) and set(stats["tiers"]) >= {coarse, fine}
 
@@ -283,28 +287,30 @@ async def test_a_failing_render_fails_only_its_session(tiny_avatar, speech, capl
     await probe.aclose()
     engine = _engine(tiny_avatar, clock, backend=poison)
     try:
-        bad, good = engine.open_session(seed=6), engine.open_session(seed=7, expression="neutral")
+        coarse = engine.ordered_tiers[0]
+        bad = engine.open_session(seed=6, tier=coarse)
+        good = engine.open_session(seed=7, expression="neutral", tier=coarse)
         frame_fn = bad._driver.frame
 
         def poisoned(inputs):
             out = frame_fn(inputs)
-            if inputs.index >= 20:
+            if inputs.index >= 12:
                 out.expression = out.expression.copy()
                 out.expression[-1] = PoisonBackend.POISON
             return out
 
         bad._driver.frame = poisoned
-        chunks = _live_chunks(speech[: SR * 2], _every(320))
-        got_bad, got_good = await asyncio.gather(_run(bad, clock, chunks, 2.5), _run(good, clock, chunks, 2.5))
-        third = engine.open_session(seed=8)
-        got_third = await _run(third, clock, _live_chunks(speech[:SR], _every(320)), 1.2)
+        chunks = _live_chunks(speech[: SR * 6 // 5], _every(320))
+        got_bad, got_good = await asyncio.gather(_run(bad, clock, chunks, 1.4), _run(good, clock, chunks, 1.4))
+        third = engine.open_session(seed=8, tier=coarse)
+        got_third = await _run(third, clock, _live_chunks(speech[: SR // 2], _every(320)), 0.7)
     finally:
         await engine.aclose()
     assert bad.failure and "poisoned" in bad.failure and bad.closed
-    assert len(got_bad) <= 21  # its frames ended at the failure
-    assert good.failure is None and len(got_good) >= 55 and not any(f.late for f, _ in got_good)
+    assert len(got_bad) <= 13  # its frames ended at the failure
+    assert good.failure is None and len(got_good) >= 30 and not any(f.late for f, _ in got_good)
     assert [f.index for f, _ in got_good] == list(range(len(got_good)))
-    assert third.failure is None and len(got_third) >= 25
+    assert third.failure is None and len(got_third) >= 12
     assert any("poisoned" in r.getMessage() for r in caplog.records)
     assert any(b > 1 for _, b in poison.calls)  # the two sessions' renders were batched together
 
@@ -313,13 +319,13 @@ async def test_a_session_without_audio_is_closed_after_its_idle_timeout(tiny_ava
     clock = VirtualClock(compute_scale=0.0)
     engine = _engine(tiny_avatar, clock)
     try:
-        session = engine.open_session(idle_timeout_s=1.0)
-        got = await _run(session, clock, _live_chunks(speech[: SR // 2], _every(320)), until_s=10.0)
+        session = engine.open_session(idle_timeout_s=0.5, tier=engine.ordered_tiers[0])
+        got = await _run(session, clock, _live_chunks(speech[: SR // 4], _every(320)), until_s=10.0)
     finally:
         await engine.aclose()
     assert session.closed and session.failure is None and "idle" in session.close_reason
     last = got[-1][1] - session.t0
-    assert 1.4 <= last <= 1.8  # closed about 1 s after the last audio (0.5 s)
+    assert 0.65 <= last <= 1.0  # closed about 0.5 s after the last audio (0.25 s)
     assert session.id not in engine.sessions
 
 
