@@ -129,7 +129,7 @@ def _run_one(name: str, backend: Backend, tier: str, scene: Any, settings: Offli
         if settings.encode else []
     streams = [scene.new_stream(session=i) for i in range(b)]
     cuda = _cuda_device(backend)
-    for k in range(settings.warmup_frames):  # first calls allocate, pick kernels, fill caches
+    for k in range(min(settings.warmup_frames, n_calls)):  # first calls allocate, pick kernels, fill caches
         inputs = [s.next_inputs() for s in streams]
         backend.render(*_stack(inputs), tier)
     streams = [scene.new_stream(session=i) for i in range(b)]
