@@ -48,7 +48,7 @@ def loso_nn(clips, seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow,
     preds = {}
     for spk in speakers_of(clips):
         held = {i for i, c in enumerate(clips) if c.speaker == spk}
-        module = train_mouth_net([s for s in seqs if s.clip not in held], spec, window, cfg, offsets=offsets,
+        module = train_mouth_net([s for s in seqs if s.clip not in held], spec, window, cfg, offsets_ms=offsets,
                                  progress=False)
         model = MouthModel(window=window, spec=spec, module=module)
         rs = []
