@@ -96,7 +96,9 @@ def fit_audio(pcm: np.ndarray, n_frames: int, fps: float, offset_ms: float = 0.0
     elif len(x) < target:
         fit.end_padded = target - len(x)
         x = np.concatenate([x, np.zeros(target - len(x), np.float32)])
-    if fit.end_padded > 0.1 * SAMPLE_RATE:
+    # Padding that the offset correction itself causes (audio shifted earlier) is expected; warn about the rest.
+    short = fit.end_padded - max(shift, 0)
+    if short > 0.1 * SAMPLE_RATE:
         log.warning("%s: audio is %.2f s shorter than the video; padded with silence",
-                    source, fit.end_padded / SAMPLE_RATE)
+                    source, short / SAMPLE_RATE)
     return x, fit
