@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -34,6 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-video", action="store_true", help="skip the side-by-side video")
 
 
+def command_line(args: argparse.Namespace, out: Path) -> str:
+    """The `ideal evaluate` command that reproduces this run (from the parsed arguments, not sys.argv, so it
+    is right however the CLI was invoked)."""
+    parts = ["ideal", "evaluate", *map(str, args.avatar), "--dataset", str(args.dataset)]
+    if args.ablation:
+        parts += ["--ablation", *map(str, args.ablation)]
+    for flag, value, default in (("--tier", args.tier, None), ("--max-frames", args.max_frames, None),
+                                 ("--mouth-model", args.mouth_model, None), ("--device", args.device, "cpu"),
+                                 ("--lmd-reference-px", args.lmd_reference_px, 512)):
+        if value != default:
+            parts += [flag, str(value)]
+    parts += ["-o", str(out)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -46,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                      mouth_model=args.mouth_model, lmd_reference_px=args.lmd_reference_px)
     out = args.output or Path("runs") / "evaluate" / f"{args.avatar[0].name}-{args.dataset.name}"
     result = run_evaluation(args.avatar, args.dataset, args.ablation, cfg)
-    command = "ideal " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line(args, out)
     doc = write_report(result, out, command)
     if not args.no_video:
         write_side_by_side(result, out / "side_by_side.mp4")
