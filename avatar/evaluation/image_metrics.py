@@ -85,15 +85,11 @@ def image_metrics(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
 
 def head_box_in_render(head_box: np.ndarray, crop: tuple[float, float, float], size: int) -> tuple[int, int, int, int]:
     """A frame's head box (x0, y0, x1, y1 in full-frame pixels, dataset `head_boxes.npy`) in the coordinates of
-    the render crop (x0, y0, side) resized to `size` x `size`; rounded outwards, clipped to the render."""
-    cx0, cy0, side = (float(v) for v in crop)
-    k = size / side
-    x0, y0, x1, y1 = (float(v) for v in head_box)
-    bx0 = int(np.floor((x0 - cx0) * k))
-    by0 = int(np.floor((y0 - cy0) * k))
-    bx1 = int(np.ceil((x1 - cx0) * k))
-    by1 = int(np.ceil((y1 - cy0) * k))
-    return max(0, bx0), max(0, by0), min(size, bx1), min(size, by1)
+    the render crop (x0, y0, side) resized to `size` x `size`; rounded outwards, clipped to the render.
+    The one mapping is `avatar.compose.box_in_render_crop` (the trainer's log uses it too)."""
+    from avatar.compose import box_in_render_crop
+
+    return box_in_render_crop(head_box, crop, size)
 
 
 def head_crop_metrics(real: np.ndarray, fake: np.ndarray, box: tuple[int, int, int, int]) -> dict[str, float]:
