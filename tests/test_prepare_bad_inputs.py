@@ -4,7 +4,6 @@ dataset (nor a half-written temp dir) behind. The inputs are real footage, edite
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -8,7 +8,7 @@ previous one (nearest centre), and counts frames where a second, comparably larg
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
