@@ -90,6 +90,9 @@ class OnnxRuntimeBackend(StagedBackend):
         if config.threads:
             opts.intra_op_num_threads = config.threads
             opts.inter_op_num_threads = 1
+        # idle worker threads sleep instead of spinning: a streamer waits for the frame clock between renders,
+        # and spinning threads steal the CPU the audio front end and the encoder need
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = provider_chain(ort, config, directory / ENGINES_DIR)
         if any(isinstance(p, tuple) and p[0] == TENSORRT_EP for p in providers):
             os.makedirs(directory / ENGINES_DIR / "ort-trt", exist_ok=True)

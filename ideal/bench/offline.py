@@ -8,7 +8,7 @@ Each frame goes through every per-frame stage a live stream runs, timed separate
     field      field + GA-Module + volume rendering      (backend stage)
     upsampling refinement / upsampler to the output crop (backend stage "refine")
     compose    the crop composited onto the base plate
-    encode     VP8 encoding of the composed frame (libvpx through PyAV, as aiortc sends it)
+    encode     VP8 encoding of the composed frame (aiortc's encoder, as `ideal serve` sends it)
 
 `--sessions N` renders N frames per backend call (N sessions sharing the renderer); fps is frames per second
 over all sessions. Peak memory is the process's peak resident set during the run (Linux VmHWM, reset before
@@ -82,28 +82,27 @@ def peak_rss_mb() -> float | None:
 
 
 class Vp8Encoder:
-    """One libvpx encoder per session, as aiortc's VP8 sender uses (realtime deadline)."""
+    """One VP8 encoder per session: aiortc's own (`aiortc.codecs.vpx.Vp8Encoder`), as `ideal serve` sends video."""
 
     def __init__(self, width: int, height: int, fps: float) -> None:
-        import av
         from fractions import Fraction
 
-        self._av = av
-        self.codec = av.CodecContext.create("libvpx", "w")
-        self.codec.width, self.codec.height = width - width % 2, height - height % 2
-        self.codec.pix_fmt = "yuv420p"
-        self.codec.time_base = Fraction(1, int(round(fps)))
-        self.codec.bit_rate = 1_500_000
-        self.codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        from aiortc.codecs.vpx import Vp8Encoder as AiortcVp8
+
+        self._encoder = AiortcVp8()
+        self._time_base = Fraction(1, 90_000)
+        self._step = int(round(90_000 / fps))
         self.pts = 0
 
     def encode(self, image: np.ndarray) -> int:
-        """(H, W, 3) uint8 -> encoded bytes (count)."""
-        image = image[:self.codec.height, :self.codec.width]
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
-        frame.pts = self.pts
-        self.pts += 1
-        return sum(p.size for p in self.codec.encode(frame))
+        """(H, W, 3) uint8 RGB -> size of the encoded RTP payloads in bytes."""
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = self.pts, self._time_base
+        self.pts += self._step
+        payloads, _ = self._encoder.encode(frame)
+        return sum(len(p) for p in payloads)
 
 
 def run_offline(backends: dict[str, Backend], scene: Any, settings: OfflineSettings,
