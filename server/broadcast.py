@@ -78,6 +78,8 @@ class AvatarBroadcast:
         # strays from the 48 kHz span by up to 1.5 samples either way; the priming keeps the FIFO from running dry.
         self._audio_fifo = np.zeros(6, np.float32)
         self.frame_rate = FrameRate()
+        self._last_rgb: np.ndarray | None = None
+        self._last_yuv: np.ndarray | None = None
         self.frames = 0
         self.speech_frames = 0
         self.late_frames = 0
@@ -151,7 +153,9 @@ class AvatarBroadcast:
         audio = self._frame_audio_48k(frame.index, frame.audio)
         if not self._subs:
             return
-        yuv = rgb_to_yuv420p(frame.image)
+        if frame.image is not self._last_rgb:  # a late frame repeats the same picture: convert it once
+            self._last_rgb, self._last_yuv = frame.image, rgb_to_yuv420p(frame.image)
+        yuv = self._last_yuv
         for sub in self._subs:
             sub.video.feed(frame.index, yuv)
             if sub.audio is not None:
