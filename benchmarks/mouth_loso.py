@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=24, help="window length in feature frames (10 ms)")
     ap.add_argument("--lookahead", type=float, default=80.0, help="lookahead of the feature comparison (ms)")
     ap.add_argument("--skip-lookahead", action="store_true")
+    ap.add_argument("--skip-ablation", action="store_true", help="skip the no-augmentation run")
     ap.add_argument("--offsets", type=Path, default=None, help="reuse offsets: offsets.json of an earlier run or a mouth.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -197,7 +198,7 @@ def main() -> None:
         log.info("%s: mean r=%.3f", kind, res["mean"])
         if kind == args.features[0]:
             results["_preds"] = preds
-    if "logmel" in args.features:
+    if "logmel" in args.features and not args.skip_ablation:
         log.info("LOSO logmel without augmentation")
         clean = [s for s in bank("logmel") if s.variant == 0]
         results["methods"]["logmel, no augmentation"] = loso_nn(clips, clean, FeatureSpec("logmel"), window, cfg,

@@ -2,8 +2,8 @@
 
 Runs the real server (real StreamerEngine on an avatar) in this process and WebRTC clients in a second one
 (`python -m server.client`: speakers send looped speech like a browser microphone, viewers watch the first
-speaker). For each load it reports, per session, the *fresh* frame rate (frames rendered in time, i.e. not a
-repeat of the last one), the tiers used and the frames the encoders dropped, and what the clients received.
+speaker). For each load it reports, per session, the *fresh* frame rate (new pictures per second: a frame the
+renderer could not make in time repeats the last picture), the tiers used and the frames the encoders dropped, and what the clients received.
 A load "holds 25 fps" when every session's fresh frame rate is >= 24 and every client receives >= 24 fps.
 
     python benchmarks/serve_capacity.py --avatar /work/avatars/obama_quick --max-sessions 4 --max-viewers 6
@@ -49,7 +49,7 @@ async def measure(url: str, state, sessions: int, viewers: int, wav: str, durati
         for peer in list(state.peers.peers.values()):
             if peer.broadcast is not None and now - t_start > 4.0:  # past connection set-up
                 b = peer.broadcast
-                samples[peer.id].append((now, b.frames, b.late_frames, b.last.get("tier")))
+                samples[peer.id].append((now, b.frames, b.pictures, b.last.get("tier")))
                 tiers[peer.id][b.last.get("tier")] += 1
         await asyncio.sleep(0.25)
     out = json.loads((await reader).decode().strip().splitlines()[-1])
@@ -58,8 +58,8 @@ async def measure(url: str, state, sessions: int, viewers: int, wav: str, durati
     for pid, s in samples.items():
         if len(s) < 8:
             continue
-        (t0, f0, l0, _), (t1, f1, l1, _) = s[0], s[-1]
-        fresh.append(((f1 - f0) - (l1 - l0)) / (t1 - t0))
+        (t0, _, p0, _), (t1, _, p1, _) = s[0], s[-1]
+        fresh.append((p1 - p0) / (t1 - t0))
     received = out["speaker_fps"] + out["viewer_fps"]
     holds = bool(fresh) and min(fresh) >= HOLD_FPS and min(received) >= HOLD_FPS
     return {"sessions": sessions, "viewers": viewers, "fresh_fps": [round(x, 1) for x in fresh],

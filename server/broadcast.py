@@ -77,9 +77,12 @@ class AvatarBroadcast:
         # Primed with a few zeros: when 16000/fps is not whole (30 fps: 533 or 534 samples a frame), 3x the input
         # strays from the 48 kHz span by up to 1.5 samples either way; the priming keeps the FIFO from running dry.
         self._audio_fifo = np.zeros(6, np.float32)
-        self.frame_rate = FrameRate()
+        self.frame_rate = FrameRate()  # frames out, repeats included (the frame clock)
+        self.picture_rate = FrameRate()  # new pictures out: what the eye sees move
+        self.pictures = 0
         self._last_rgb: np.ndarray | None = None
         self._last_yuv: np.ndarray | None = None
+        self._last_picture: np.ndarray | None = None
         self.frames = 0
         self.speech_frames = 0
         self.late_frames = 0
@@ -141,6 +144,10 @@ class AvatarBroadcast:
     def _publish(self, frame: Any) -> None:
         self.frames += 1
         self.frame_rate.tick()
+        if frame.image is not self._last_picture:
+            self._last_picture = frame.image
+            self.pictures += 1
+            self.picture_rate.tick()
         self.speech_frames += bool(frame.speech)
         self.late_frames += bool(frame.late)
         self.last = {"index": frame.index, "tier": str(getattr(frame.tier, "name", frame.tier)),
@@ -153,14 +160,16 @@ class AvatarBroadcast:
         audio = self._frame_audio_48k(frame.index, frame.audio)
         if not self._subs:
             return
-        if frame.image is not self._last_rgb:  # a late frame repeats the same picture: convert it once
-            self._last_rgb, self._last_yuv = frame.image, rgb_to_yuv420p(frame.image)
         yuv = self._last_yuv
+        if frame.image is not self._last_rgb:  # a late frame repeats the same picture: convert it once
+            self._last_rgb, yuv = frame.image, rgb_to_yuv420p(frame.image)
+            self._last_yuv = yuv
         for sub in self._subs:
             sub.video.feed(frame.index, yuv)
             if sub.audio is not None:
                 sub.audio.feed(*audio)
 
     def stats(self) -> dict[str, Any]:
-        return {"fps": round(self.frame_rate.value(), 2), "frames": self.frames, "speech_frames": self.speech_frames,
+        return {"fps": round(self.frame_rate.value(), 2), "picture_fps": round(self.picture_rate.value(), 2),
+                "frames": self.frames, "pictures": self.pictures, "speech_frames": self.speech_frames,
                 "late_frames": self.late_frames, "subscribers": self.subscribers, **self.last}

@@ -298,11 +298,12 @@ class PeerManager:
 
     def live(self) -> dict[str, Any]:
         avatar_peers = [p for p in self.peers.values() if p.kind == "avatar" and p.broadcast is not None]
-        fps = [p.broadcast.frame_rate.value() for p in avatar_peers]
+        fps = [p.broadcast.picture_rate.value() for p in avatar_peers]
         return {"sessions": len(avatar_peers), "max_sessions": self.config.max_sessions,
                 "viewers": self.viewers, "max_viewers": self.config.max_viewers, "rooms": len(self.rooms),
                 "fps": {"min": round(min(fps), 2) if fps else None,
                         "mean": round(sum(fps) / len(fps), 2) if fps else None},
                 "sessions_detail": [{"id": p.id[:8], "fps": round(p.broadcast.frame_rate.value(), 2),
+                                     "picture_fps": round(p.broadcast.picture_rate.value(), 2),
                                      "tier": p.broadcast.last.get("tier"), "subscribers": p.broadcast.subscribers}
                                     for p in avatar_peers]}

@@ -203,6 +203,7 @@ async def test_media_flows_both_ways_and_stats_report_it(server):
     assert peer.audio_frames == 0  # the speaker never gets their own voice back
     status, stats = await _get(server.url + f"peers/{peer.peer_id}")
     assert status == 200 and stats["stream"]["fps"] > 15 and stats["stream"]["speech_frames"] > 0
+    assert stats["stream"]["picture_fps"] > 15  # every fake frame is a new picture
     status, metrics = await _get(server.url + "metrics")
     assert metrics["sessions"] == 1 and metrics["latency_ms"]["p50"] == 50.0
     status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "neutral"}))

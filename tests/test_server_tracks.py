@@ -97,3 +97,22 @@ def test_rgb_to_yuv420p_keeps_the_picture():
     yuv = rgb_to_yuv420p(rgb)
     assert yuv.shape == (96, 64)
     assert yuv[:64, :30].mean() < 20 and yuv[:64, 34:].mean() > 230  # luma: black left, white right
+
+
+async def test_repeated_pictures_are_counted_once():
+    """A late frame repeats the last picture (the same array): the broadcast's picture count says how often the
+    avatar really moved, not how many frames the clock ticked."""
+
+    class Repeating(ScriptedSession):
+        async def frames(self):
+            image = np.zeros((8, 8, 3), np.uint8)
+            async for f in super().frames():
+                if f.index % 5 == 0:
+                    image = np.full((8, 8, 3), f.index, np.uint8)  # a new picture every 5th frame
+                f.image = image
+                yield f
+
+    broadcast = AvatarBroadcast(Repeating(20, 25.0), 25.0)
+    broadcast.subscribe(with_audio=False)
+    await broadcast.run()
+    assert broadcast.frames == 20 and broadcast.pictures == 4

@@ -392,7 +392,7 @@ function statsText({ client: s, server }) {
   const total = stream.latency_ms == null || s.rttMs == null || s.jitterBufferMs == null ? null
     : stream.latency_ms + s.rttMs + s.jitterBufferMs;
   const lines = [
-    `fps      ${fmt(s.fps)} (render ${fmt(stream.fps, 1)})`,
+    `fps      ${fmt(s.fps)} received, ${fmt(stream.picture_fps, 1)} rendered`,
     `tier     ${stream.tier || "–"}${stream.late ? " (late)" : ""}`,
     `latency  ${fmt(stream.latency_ms)} ms render`,
     `         ${fmt(s.rttMs)} ms rtt, ${fmt(s.jitterBufferMs)} ms buffer`,
