@@ -30,6 +30,7 @@ class ModelConfig:
     # tri-plane field
     plane_res: int = 128
     plane_channels: int = 16
+    n_basis: int = 3  # expression basis planes blended by coefficients from the aligned representation
     # GA-Module
     ga_dim: int = 32
     ga_heads: int = 2
@@ -52,6 +53,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
+        d.setdefault("n_basis", 0)  # avatars written before the basis planes existed
         d["tiers"] = {k: Tier.from_dict(t) for k, t in d.get("tiers", {}).items()} or default_tiers()
         d["box_min"], d["box_max"] = tuple(d["box_min"]), tuple(d["box_max"])
         known = set(cls.__dataclass_fields__)

@@ -14,8 +14,11 @@ class TrainConfig:
     threads: int | None = None  # None = auto (1 when the machine is already busy, else up to 2)
     fusion: str = "eaa"
     output_size: int | None = None  # tier output S; None = from the crop size (multiple of 128, 256..512)
-    batch_frames: int = 4
-    rays_per_frame: int = 512  # random rays (importance-sampled inside the head and at the mouth)
+    # Many frames with few rays each: every step sees many expressions, which is what teaches the field to
+    # follow them (4 frames x 512 rays learnt the mean face and almost ignored the mouth input).
+    batch_frames: int = 12
+    rays_per_frame: int = 192  # random rays (importance-sampled inside the head and at the mouth)
+    patch_frames: int = 4  # frames per step that also get a refiner patch per tier
     patch_rays: dict | None = None  # tier -> patch side in rays for the refiner loss; None = defaults
     lr: float = 2e-3
     lr_planes: float = 2e-2
@@ -23,7 +26,7 @@ class TrainConfig:
     w_opacity: float = 0.3
     w_tv: float = 1e-3
     head_weight: float = 6.0  # ray sampling weight inside the (dilated) head mask, over 1 elsewhere
-    mouth_weight: float = 6.0  # extra sampling weight around the mouth
+    mouth_weight: float = 20.0  # extra sampling weight around the mouth
     checkpoint_every: int = 500
     eval_every: int = 500
     eval_frames: int = 8

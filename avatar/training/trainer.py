@@ -52,8 +52,8 @@ class Trainer:
         tr = torch.from_numpy(data.train_idx)
         set_input_stats(self.model.encoder.audio, torch.from_numpy(data.audio)[tr].to(self.device), (0, 1))
         set_input_stats(self.model.encoder.expression, torch.from_numpy(data.expression)[tr].to(self.device), (0,))
-        planes = [self.model.ray_renderer.field.planes]
-        others = [p for n, p in self.model.named_parameters() if not n.endswith("field.planes")]
+        planes = [p for n, p in self.model.named_parameters() if n.endswith(("field.planes", "field.basis"))]
+        others = [p for n, p in self.model.named_parameters() if not n.endswith(("field.planes", "field.basis"))]
         self.opt = torch.optim.Adam([{"params": planes, "lr": cfg.lr_planes}, {"params": others, "lr": cfg.lr}])
         self.base_lrs = [cfg.lr_planes, cfg.lr]
         self.step = 0
@@ -135,12 +135,13 @@ class Trainer:
         n_rays = flat.numel()
         train_psnr = psnr(pred.detach(), target)
         # one patch per refined tier: field -> refiner -> composite, compared at output resolution
+        pf = min(cfg.patch_frames, len(idx))  # patches on the first frames only: the refiners need few
         for name, side in cfg.patch_sides().items():
             tier = self.model_cfg.tiers.get(name)
             if tier is None or not tier.refine:
                 continue
-            loss = loss + self._patch_loss(name, idx, cond, pose, side)
-            n_rays += len(idx) * side * side
+            loss = loss + self._patch_loss(name, idx[:pf], cond[:pf], pose[:pf], side)
+            n_rays += pf * side * side
         loss = loss + cfg.w_tv * self.model.ray_renderer.field.total_variation()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,7 +49,9 @@ class RayRenderer(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.field = TriPlaneField(cfg.box_min, cfg.box_max, cfg.plane_res, cfg.plane_channels)
+        self.field = TriPlaneField(cfg.box_min, cfg.box_max, cfg.plane_res, cfg.plane_channels, cfg.n_basis)
+        n_tokens = cfg.audio_window // 4 + 4
+        self.blend = nn.Linear(n_tokens * cfg.token_dim, cfg.n_basis) if cfg.n_basis else None
         self.ga = GAModule(self.field.out_dim, cfg.token_dim, cfg.ga_dim, cfg.ga_heads, cfg.hidden,
                            cfg.feat_channels, cfg.density_scale)
 
@@ -62,7 +64,8 @@ class RayRenderer(nn.Module):
         depths, deltas = sample_along_rays(near, far, n_samples, jitter)  # (B, R, S)
         b, r, s = depths.shape
         points = origins.unsqueeze(2) + depths.unsqueeze(-1) * direction.unsqueeze(2)  # (B, R, S, 3)
-        spatial, inside = self.field(points.reshape(b, r * s, 3))
+        coeffs = self.blend(cond.flatten(1)) if self.blend is not None else None  # (B, K) basis weights
+        spatial, inside = self.field(points.reshape(b, r * s, 3), coeffs)
         density, rgb, feat = self.ga(spatial, cond)
         density = (density * inside).view(b, r, s) * hit
         step = deltas * direction.norm(dim=-1, keepdim=True)  # pixel depth -> canonical length
