@@ -46,8 +46,9 @@ def _open(path: Path):
                          "pass an mp4/mov/mkv/webm video, re-encode it with ffmpeg if it is damaged") from exc
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Stream facts of `path`; raises InputError when it is not a video."""
+def probe_video(path: str | Path, check_packets: bool = True) -> VideoInfo:
+    """Stream facts of `path`; raises InputError when it is not a video (and, with `check_packets`, when its
+    packets end early or are damaged)."""
     path = Path(path)
     container = _open(path)
     with container:
@@ -74,8 +75,32 @@ def probe_video(path: str | Path) -> VideoInfo:
             a = container.streams.audio[0]
             atb = float(a.time_base) if a.time_base else 0.0
             audio_start = float(a.start_time * atb) if a.start_time is not None and atb else start
-        return VideoInfo(path, int(ctx.width), int(ctx.height), fps, duration, start, audio_start,
+        info = VideoInfo(path, int(ctx.width), int(ctx.height), fps, duration, start, audio_start,
                          ctx.name or "?", int(vs.frames or 0))
+        if check_packets:
+            _check_packets(container, vs, info)
+        return info
+
+
+def _check_packets(container, vs, info: VideoInfo) -> None:
+    """Demux (no decoding: milliseconds) the video packets, so a truncated or damaged file fails before any
+    tracking work rather than after it."""
+    import av
+
+    n = 0
+    try:
+        for pkt in container.demux(vs):
+            if pkt.size:
+                n += 1
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{info.path}: video is corrupt or truncated after {n} frames "
+                         f"({n / max(info.source_fps, 1):.1f} s)",
+                         "re-encode or re-download it, or pass --duration to use the intact part") from exc
+    if n == 0:
+        raise InputError(f"{info.path}: the video stream holds no frames", "re-encode or re-download the file")
+    if info.n_source_frames and n < 0.9 * info.n_source_frames:
+        raise InputError(f"{info.path}: video is truncated ({n} of {info.n_source_frames} frames present)",
+                         "re-encode or re-download the file, or pass --duration to use the intact part")
 
 
 def iter_frames(path: str | Path, fps: float, start: float | None = None,
@@ -87,7 +112,7 @@ def iter_frames(path: str | Path, fps: float, start: float | None = None,
     import av
 
     path = Path(path)
-    info = probe_video(path)
+    info = probe_video(path, check_packets=False)
     t0 = info.start_time_s + (start or 0.0)
     t_end = t0 + duration if duration else None
     step = 1.0 / fps
