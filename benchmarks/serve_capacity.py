@@ -96,6 +96,71 @@ def encoder_cost_ms(video: str, n: int = 100) -> dict[str, float]:
     return out
 
 
+def render_cpu_ms(engine, repeats: int = 6) -> dict[str, float]:
+    """CPU time (all threads of this process) to render + composite one frame per tier. Unlike wall time it hardly
+    depends on what else the machine runs, so it gives a load-independent capacity estimate."""
+    import numpy as np
+
+    from avatar.audio.features import silence_value
+    from avatar.expression import EXPRESSION_DIM
+
+    mel = np.full((engine.window.length, engine.mel_config.n_mels), silence_value(engine.mel_config), np.float32)
+    expr = np.zeros(EXPRESSION_DIM, np.float32)
+    pose = engine.pose_track[0]
+    plate = engine.plate_index(pose)
+    out = {}
+    for tier in engine.ordered_tiers:
+        times = []
+        for _ in range(repeats):
+            t = time.process_time()
+            res = engine.backend.render(mel[None], expr[None], pose[None], tier)
+            engine.compose(res.rgb[0], res.alpha[0], plate)
+            times.append(time.process_time() - t)
+        out[tier] = round(1000.0 * float(np.median(times[1:])), 1)
+    return out
+
+
+def encoder_cpu_ms(video: str, n: int = 60) -> dict[str, float]:
+    """CPU ms per frame of aiortc's VP8 / H.264 encoders on real frames (plus the RGB -> yuv420p conversion)."""
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.codecs import get_encoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    rgb = []
+    with av.open(video) as container:
+        for i, f in enumerate(container.decode(video=0)):
+            if i >= n:
+                break
+            rgb.append(f.to_ndarray(format="rgb24"))
+    from server.broadcast import rgb_to_yuv420p
+
+    t = time.process_time()
+    yuv = [rgb_to_yuv420p(x) for x in rgb]
+    out = {"convert": round(1000.0 * (time.process_time() - t) / len(rgb), 2)}
+    frames = [av.VideoFrame.from_ndarray(x, format="yuv420p") for x in yuv]
+    for name, mime in (("vp8", "video/VP8"), ("h264", "video/H264")):
+        enc = get_encoder(RTCRtpCodecParameters(mimeType=mime, clockRate=90_000))
+        t = time.process_time()
+        for i, frame in enumerate(frames):
+            frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
+            enc.encode(frame, i == 0)
+        out[name] = round(1000.0 * (time.process_time() - t) / len(frames), 2)
+    return out
+
+
+def cpu_estimate(render_ms: float, enc: dict[str, float], cores: int, fps: float = 25.0) -> dict[str, int]:
+    """Sessions (render + convert + the owner's preview encoder) and, beside one session, viewers (an encoder
+    each) that `cores` CPUs sustain at `fps`, from CPU time per frame. Leaves 20% for audio, network, Python."""
+    budget = 0.8 * cores * 1000.0 / fps  # CPU ms per frame period
+    per_session = render_ms + enc["convert"] + enc["vp8"]
+    sessions = int(budget // per_session)
+    viewers = int(max(0.0, budget - per_session) // enc["vp8"])
+    return {"sessions": sessions, "viewers_beside_one_session": viewers}
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--avatar", default="default")
@@ -118,6 +183,13 @@ async def main() -> None:
                           mouth_model=args.mouth_model, max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
     server = await start_server(config)
     info = server.state.catalog.default.info
+    engine = server.state.catalog.default.engine
+    render_cpu = render_cpu_ms(engine)
+    enc_cpu = encoder_cpu_ms(args.video)
+    base = engine.ordered_tiers[0]
+    estimate = cpu_estimate(render_cpu[base], enc_cpu, os.cpu_count() or 1, float(info.get("fps", 25.0)))
+    print(f"CPU ms per frame: render {render_cpu}, encode {enc_cpu} -> estimate at 25 fps on {os.cpu_count()} "
+          f"cores (base tier {base}): {estimate}", flush=True)
     load = os.getloadavg()
     print(f"avatar {info.get('avatar')} backend {info.get('backend')} output {info.get('output_size')} "
           f"tier cost ms {[t.get('cost_ms') for t in info.get('tiers', {}).values()]} load {load}", flush=True)
@@ -142,6 +214,7 @@ async def main() -> None:
     summary = {"avatar": info.get("avatar"), "backend": info.get("backend"), "tiers": list(info.get("tiers", {})),
                "cpu_count": os.cpu_count(), "load_avg_at_start": load, "load_avg_at_end": os.getloadavg(), "max_sessions_at_25fps": max_sessions,
                "max_viewers_of_one_session_at_25fps": max_viewers, "encoder_ms_per_frame": encoders,
+               "cpu_ms_per_frame": {"render": render_cpu, "encode": enc_cpu}, "cpu_time_estimate": estimate,
                "runs": results}
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}), flush=True)
     if args.out:
