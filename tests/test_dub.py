@@ -32,6 +32,11 @@ def _avatar_dir(fixture) -> Path:
     return Path(getattr(fixture, "path", fixture))
 
 
+def _dub(avatar, mouth_model_dir: Path) -> list[str]:
+    """`ideal dub` of the tiny avatar at its cheapest tier with the shipped mouth model."""
+    return ["dub", "--mouth-model", str(mouth_model_dir), "--tier", "coarse", "--avatar", str(_avatar_dir(avatar))]
+
+
 @pytest.fixture(scope="module")
 def speech_44k_stereo(tmp_path_factory, shared_data: Path) -> Path:
     """2 s of real speech re-encoded as a 44.1 kHz stereo m4a (not the model's 16 kHz mono wav)."""
@@ -71,10 +76,11 @@ def short_driver(tmp_path_factory, shared_data: Path) -> Path:
     return path
 
 
-def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path, capsys):
+def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path,
+                                                     capsys):
     out = tmp_path / "dub.mp4"
     drive = tmp_path / "dub.drive.npz"
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--tier", "coarse", "--avatar", str(_avatar_dir(tiny_avatar)), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
                  "--save-drive", str(drive), "-o", str(out)]) == 0
     frames = read_frames(out)
     assert len(frames) == 50  # 2 s at 25 fps
@@ -88,7 +94,7 @@ def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_di
     assert np.allclose(expression[:, 0], mouth)
     # without the mark the same frames differ only where the mark is drawn
     out2 = tmp_path / "nomark.mp4"
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--tier", "coarse", "--avatar", str(_avatar_dir(tiny_avatar)), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
                  "--no-mark", "-o", str(out2)]) == 0
     plain = read_frames(out2)
     assert read_metadata(out2)["comment"] == SYNTHETIC_TAG  # the tag stays even without the visible mark
@@ -97,11 +103,11 @@ def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_di
     assert 0.001 < marked.mean() < 0.25  # a visible mark, not a different video
 
 
-def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_model_dir, speech_44k_stereo, short_driver,
-                                                           tmp_path, capsys):
+def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_model_dir, speech_44k_stereo,
+                                                           short_driver, tmp_path, capsys):
     out = tmp_path / "cross.mp4"
     drive = tmp_path / "cross.npz"
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--tier", "coarse", "--avatar", str(_avatar_dir(tiny_avatar)), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
                  "--expression", str(short_driver), "--save-drive", str(drive), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "shorter than the 2.0 s of audio" in printed and "loops" in printed
@@ -112,7 +118,7 @@ def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_mo
     assert np.allclose(e[n_driver + 3, 10:], e[n_driver - 5, 10:])
     # --mouth driver with --on-short hold: the mouth comes from the clip and freezes past its end
     drive2 = tmp_path / "hold.npz"
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--tier", "coarse", "--avatar", str(_avatar_dir(tiny_avatar)), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
                  "--expression", str(short_driver), "--mouth", "driver", "--on-short", "hold",
                  "--save-drive", str(drive2), "-o", str(tmp_path / "hold.mp4")]) == 0
     assert "holds its last frame" in capsys.readouterr().out
@@ -123,7 +129,7 @@ def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_mo
 
 def test_dub_neutral(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path):
     drive = tmp_path / "n.npz"
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--tier", "coarse", "--avatar", str(_avatar_dir(tiny_avatar)), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
                  "--expression", "neutral", "--save-drive", str(drive), "-o", str(tmp_path / "n.mp4")]) == 0
     with np.load(drive) as z:
         e = z["expression"]
@@ -138,11 +144,12 @@ def _broken_copy(src: Path, dst: Path) -> Path:
 def test_dub_missing_avatar_files(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path, capsys):
     bad = _broken_copy(_avatar_dir(tiny_avatar), tmp_path / "broken")
     (bad / "weights.pt").unlink()
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(bad), "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(bad),
+                  "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
     err = capsys.readouterr().err
     assert "weights.pt" in err and "broken" in err
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(tmp_path / "nowhere"), "--audio", str(speech_44k_stereo),
-                 "-o", str(tmp_path / "o.mp4")]) == 2
+    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(tmp_path / "nowhere"),
+                 "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "nowhere" in capsys.readouterr().err
 
 
@@ -151,6 +158,7 @@ def test_dub_incompatible_avatar_version(tiny_avatar, mouth_model_dir, speech_44
     m = json.loads((bad / "avatar.json").read_text())
     m["format_version"] = 999
     (bad / "avatar.json").write_text(json.dumps(m))
-    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(bad), "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(bad),
+                  "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "format version 999" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
