@@ -428,6 +428,15 @@ function startStats() {
 $("join").addEventListener("click", join);
 $("leave").addEventListener("click", leave);
 $("mode").addEventListener("change", () => { $("mic").disabled = $("mode").value !== "avatar"; });
+// Another avatar or microphone means another session: rejoin with it (the room sees the new avatar).
+for (const id of ["avatar", "mic"]) {
+  $(id).addEventListener("change", () => {
+    if (!state.joined || $("mode").value !== "avatar") return;
+    if (id === "mic" && state.mic) { for (const t of state.mic.getTracks()) t.stop(); state.mic = null; }
+    teardown(false);
+    join();
+  });
+}
 $("expression").addEventListener("change", async () => {
   if (!state.peerId) return;
   try {
