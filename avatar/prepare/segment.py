@@ -32,7 +32,7 @@ class SegmentConfig:
     chin_margin: float = 0.02  # in face heights below the chin that still count as head
     band_extra: float = 0.35  # head band half-width = half face width + this many face heights
     neck_width: float = 0.6  # neck width at the chin line, as a fraction of the jaw width at the mouth
-    plate_samples: int = 150  # frames kept for the background median
+    plate_samples: int = 80  # frames kept for the background median (more changed nothing visible)
     plate_dilate_frac: float = 0.03  # person dilation for the plate, as a fraction of the image size
     min_plate_votes: int = 2  # fewer background samples than this at a pixel: fill it from its surroundings
     moving_camera_diff: float = 10.0  # median abs difference (grey levels) of background pixels to the plate
