@@ -4,7 +4,9 @@ The end-to-end latency of `ideal bench --mode webrtc` must come from what the vi
 server's stats: each decoded frame is tracked (MediaPipe Face Mesh, as `ideal prepare` does) and its mouth
 opening is the inner-lip gap over the face height (landmarks 13-14 over 10-152, the quantity
 `avatar.expression.mouth_opening` is built on). The mouth "has opened" at the first frame after the speech
-onset whose opening exceeds the silent frames' level by a margin.
+onset whose opening departs from the silent frames' level by a margin. Departures in both directions count
+(`direction` says which came first): an avatar whose resting mouth renders slightly parted may first *close*
+its lips on a bilabial, and that is just as much the lips' first response to the speech.
 """
 
 from __future__ import annotations
@@ -38,26 +40,28 @@ def mouth_openings(images: list[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class MouthOnset:
-    index: int | None  # first frame (in the given order) whose mouth has opened after `after`
-    threshold: float
+    index: int | None  # first frame (in the given order) whose mouth moved away from rest after `after`
+    threshold: float  # the departure from the baseline that counts
     baseline: float  # median opening of the silent frames
     tracked: int  # frames where a face was found
+    direction: str | None = None  # "opened" | "closed"
 
 
 def mouth_onset(times: np.ndarray, openings: np.ndarray, silent_until: float, after: float,
-                margin: float = 0.02, k: float = 4.0) -> MouthOnset:
-    """First frame with time >= `after` whose opening exceeds the silent frames' (time < `silent_until`)
-    median by max(margin, k * MAD-sigma). Openings are in face heights (a wide-open mouth is ~0.1-0.2)."""
+                margin: float = 0.015, k: float = 4.0, silent_span: float = 1.0) -> MouthOnset:
+    """First frame with time >= `after` whose opening differs from the median of the silent frames (the
+    `silent_span` seconds before `silent_until`) by more than max(margin, k * MAD-sigma). Openings are in face
+    heights (speech spans ~0-0.1)."""
     times = np.asarray(times, dtype=np.float64)
     openings = np.asarray(openings, dtype=np.float64)
     ok = ~np.isnan(openings)
-    silent = openings[ok & (times < silent_until)]
+    silent = openings[ok & (times < silent_until) & (times >= silent_until - silent_span)]
     if silent.size < 3:
         return MouthOnset(None, float("nan"), float("nan"), int(ok.sum()))
     base = float(np.median(silent))
     sigma = 1.4826 * float(np.median(np.abs(silent - base)))
-    threshold = base + max(margin, k * sigma)
+    threshold = max(margin, k * sigma)
     for i in np.nonzero(ok & (times >= after))[0]:
-        if openings[i] > threshold:
-            return MouthOnset(int(i), threshold, base, int(ok.sum()))
+        if abs(openings[i] - base) > threshold:
+            return MouthOnset(int(i), threshold, base, int(ok.sum()), "opened" if openings[i] > base else "closed")
     return MouthOnset(None, threshold, base, int(ok.sum()))

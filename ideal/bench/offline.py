@@ -175,7 +175,7 @@ def _run_one(name: str, backend: Backend, tier: str, scene: Any, settings: Offli
         stage_ms={s: round(float(np.mean(v)), 3) for s, v in per_stage.items() if v},
         stage_p95_ms={s: percentiles(v)["p95"] for s, v in per_stage.items() if v},
         peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
-        extra={"render_fps": round(1e3 / max(sum(per_stage[s][-1] for s in ("eaa", "field", "upsampling")
+        extra={"render_fps": round(1e3 / max(sum(float(np.mean(per_stage[s])) for s in ("eaa", "field", "upsampling")
                                                   if per_stage[s]), 1e-6), 2)})
 
 

@@ -200,6 +200,7 @@ def analyse_trial(trial: dict[str, Any], margin: float) -> dict[str, Any]:
         res[f"{who}_max_opening"] = None if not np.isfinite(openings).any() else round(float(np.nanmax(openings)), 4)
         res[f"{who}_baseline_opening"] = round(found.baseline, 4) if np.isfinite(found.baseline) else None
         res[f"{who}_latency_ms"] = None if found.index is None else round(1000.0 * (times[found.index] - onset), 1)
+        res[f"{who}_mouth_response"] = found.direction
         if who == "watcher":
             res["watcher_mouth_open_at"] = None if found.index is None else float(times[found.index])
     # returned audio's speech onset (watcher): first frame after the onset was sent that is 20 dB over silence
