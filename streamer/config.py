@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 @dataclass
 class StreamerConfig:
     # --- timing (latency = frame duration + model lookahead + jitter_ms + render_budget_ms - chunk phase) ---
-    jitter_ms: float = 25.0  # how late the audio a frame needs may arrive (>= the sender's chunk duration)
+    jitter_ms: float = 22.0  # how late the audio a frame needs may arrive (>= the sender's chunk duration)
     max_jitter_ms: float = 250.0  # the jitter allowance grows to chunk duration + resampler holdback, up to this
     render_budget_ms: float = 45.0  # from a frame's audio cutoff to its emission: the render must fit in it
     max_ahead_ms: float | None = 200.0  # audio buffered beyond real time (bursts) above this is dropped
