@@ -48,10 +48,12 @@ class MouthOnset:
 
 
 def mouth_onset(times: np.ndarray, openings: np.ndarray, silent_until: float, after: float,
-                margin: float = 0.015, k: float = 4.0, silent_span: float = 1.0) -> MouthOnset:
-    """First frame with time >= `after` whose opening differs from the median of the silent frames (the
-    `silent_span` seconds before `silent_until`) by more than max(margin, k * MAD-sigma). Openings are in face
-    heights (speech spans ~0-0.1)."""
+                margin: float = 0.015, k: float = 4.0, silent_span: float = 2.0, persist: int = 2) -> MouthOnset:
+    """First frame with time >= `after` from which the opening stays away from the silent frames' median (the
+    `silent_span` seconds before `silent_until`) for `persist` frames, by more than the threshold
+    max(margin, k * MAD-sigma, 1.5 x the largest excursion seen in that silence): idle motion, blinks and
+    tracker jitter move the lips a little while nobody speaks, and must not count. Openings are in face heights
+    (speech spans ~0-0.1)."""
     times = np.asarray(times, dtype=np.float64)
     openings = np.asarray(openings, dtype=np.float64)
     ok = ~np.isnan(openings)
@@ -60,8 +62,11 @@ def mouth_onset(times: np.ndarray, openings: np.ndarray, silent_until: float, af
         return MouthOnset(None, float("nan"), float("nan"), int(ok.sum()))
     base = float(np.median(silent))
     sigma = 1.4826 * float(np.median(np.abs(silent - base)))
-    threshold = max(margin, k * sigma)
-    for i in np.nonzero(ok & (times >= after))[0]:
-        if abs(openings[i] - base) > threshold:
-            return MouthOnset(int(i), threshold, base, int(ok.sum()), "opened" if openings[i] > base else "closed")
+    threshold = max(margin, k * sigma, 1.5 * float(np.abs(silent - base).max()))
+    idx = np.nonzero(ok & (times >= after))[0]
+    away = np.abs(openings[idx] - base) > threshold
+    for j in range(len(idx) - persist + 1):
+        if away[j:j + persist].all():
+            i = int(idx[j])
+            return MouthOnset(i, threshold, base, int(ok.sum()), "opened" if openings[i] > base else "closed")
     return MouthOnset(None, threshold, base, int(ok.sum()))
