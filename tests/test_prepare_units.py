@@ -57,6 +57,8 @@ def test_audio_fit_corrects_offset_and_matches_the_frame_count():
     assert fit.end_padded == 200
     out, fit = fit_audio(pcm, n_frames=30, fps=29.97)
     assert len(out) == round(30 * 16000 / 29.97)
+    out, fit = fit_audio(pcm[:17_000], n_frames=25, fps=25.0, beyond_span=1000)  # an excerpt's look-ahead
+    assert len(out) == 16_000 and fit.trimmed_samples == 0
 
 
 def test_masked_median_ignores_foreground_samples():

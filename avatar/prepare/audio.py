@@ -76,9 +76,14 @@ def load_clip_audio(video: Path, audio: Path | None, video_start_s: float, audio
 
 
 def fit_audio(pcm: np.ndarray, n_frames: int, fps: float, offset_ms: float = 0.0, offset_method: str = "none",
-              offset_confidence: float | None = None, source: str = "") -> tuple[np.ndarray, AudioFit]:
+              offset_confidence: float | None = None, source: str = "",
+              beyond_span: int = 0) -> tuple[np.ndarray, AudioFit]:
     """Shift by the A/V offset (positive offset: audio late, so drop that much from the start; negative: pad)
-    and pad/trim the end so that len == round(n_frames * 16000 / fps). Returns (audio, what was done)."""
+    and pad/trim the end so that len == round(n_frames * 16000 / fps). Returns (audio, what was done).
+
+    `beyond_span`: how many samples at the end of `pcm` lie past the excerpt (look-ahead for the offset
+    shift); dropping them is not counted as trimming. For a whole clip it is 0, so audio that runs longer
+    than the video is reported as trimmed."""
     target = int(round(n_frames * SAMPLE_RATE / fps))
     fit = AudioFit(n_samples=target, offset_ms=float(offset_ms), offset_method=offset_method,
                    offset_confidence=offset_confidence)
@@ -91,7 +96,7 @@ def fit_audio(pcm: np.ndarray, n_frames: int, fps: float, offset_ms: float = 0.0
         fit.start_padded = -shift
         x = np.concatenate([np.zeros(-shift, np.float32), x])
     if len(x) > target:
-        fit.end_trimmed = len(x) - target
+        fit.end_trimmed = max(0, len(x) - target - beyond_span)
         x = x[:target]
     elif len(x) < target:
         fit.end_padded = target - len(x)

@@ -171,7 +171,8 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
         # Re-fit from the source excerpt (which runs up to 1 s past the last frame): drop (or pad) the offset at
         # the start, then pad/trim the end to the frame count.
         audio, fit = fit_audio(clip.audio_source_16k, clip.frame_count, clip.fps, decision.offset_ms,
-                               decision.method, decision.confidence, str(cfg.audio or cfg.video))
+                               decision.method, decision.confidence, str(cfg.audio or cfg.video),
+                               beyond_span=clip.audio_beyond_span)
         fit.offset_estimated_ms = decision.estimated_ms
         write_wav(tmp / "audio.wav", audio)
         mel_cfg = MelConfig()

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.clock import DEFAULT_FPS
+from avatar.clock import DEFAULT_FPS, SAMPLE_RATE
 from avatar.errors import InputError
 from avatar.expression import RIGID_POINTS, expression_from_landmarks, face_height
 from avatar.prepare.audio import AudioFit, fit_audio, load_clip_audio
@@ -56,6 +56,7 @@ class TrackedClip:
     audio_16k: np.ndarray  # (round(N * 16000 / fps),) float32 mono, length-fitted, NOT offset-corrected
     audio_fit: AudioFit | None = None
     audio_source_16k: np.ndarray | None = None  # the excerpt's audio from frame 0, up to 1 s longer (for re-fits)
+    audio_beyond_span: int = 0  # samples at the end of audio_source_16k past an excerpt's end
     raw_landmarks: np.ndarray | None = None  # (N, 478, 3) tracker output (NaN where interpolated)
     raw_pose: np.ndarray | None = None  # (N, 3, 4) unsmoothed per-frame fits
     second_face: np.ndarray | None = None  # (N,) bool
@@ -148,12 +149,15 @@ def track_clip(video_path: str | Path, audio_path: str | Path | None = None, fps
 
     solved = solve_pose_and_expression(obs.landmarks, obs.detected, fps, cfg.smoothing)
     pcm = load_clip_audio(video_path, audio_path, info.start_time_s, info.audio_start_time_s, start, n / fps)
-    audio, fit = fit_audio(pcm, n, fps, source=str(audio_path or video_path))
+    # An excerpt that ends before the video does reads look-ahead audio past its end: not "trimmed".
+    excerpt_ends_early = duration is not None and (start or 0.0) + duration < info.duration_s - 1.0 / fps
+    beyond = max(0, len(pcm) - int(round(n * SAMPLE_RATE / fps))) if excerpt_ends_early else 0
+    audio, fit = fit_audio(pcm, n, fps, source=str(audio_path or video_path), beyond_span=beyond)
     return TrackedClip(
         fps=float(fps), frame_count=n, width=info.width, height=info.height,
         landmarks=solved["landmarks"], pose=solved["pose"], canonical=solved["canonical"],
         neutral=solved["neutral"], expression=solved["expression"], interpolated=~obs.detected,
-        audio_16k=audio, audio_fit=fit, audio_source_16k=pcm, raw_landmarks=obs.landmarks, raw_pose=solved["raw_pose"],
+        audio_16k=audio, audio_fit=fit, audio_source_16k=pcm, audio_beyond_span=beyond, raw_landmarks=obs.landmarks, raw_pose=solved["raw_pose"],
         second_face=obs.second_face, info=info, start_s=float(start or 0.0),
         stats={"rigid_residual_face_heights": solved["rigid_residual"]},
     )
