@@ -166,6 +166,7 @@ async def main() -> None:
     p.add_argument("--avatar", default="default")
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for rendering")
     p.add_argument("--mouth-model", default=None, help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--max-sessions", type=int, default=4, help="try 1..N avatar sessions")
     p.add_argument("--max-viewers", type=int, default=6, help="try 1..M viewers of one session")
@@ -180,7 +181,8 @@ async def main() -> None:
     print(f"encoder ms/frame: {encoders} (one encoder per viewer at 25 fps: {encoders['vp8'] * 25 / 10:.1f}% of a "
           f"core for VP8)", flush=True)
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[args.avatar], backend=args.backend, device=args.device,
-                          mouth_model=args.mouth_model, max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
+                          mouth_model=args.mouth_model, threads=args.threads,
+                          max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
     server = await start_server(config)
     info = server.state.catalog.default.info
     engine = server.state.catalog.default.engine

@@ -23,6 +23,9 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
     from streamer.config import StreamerConfig
     from streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
 
+    import torch
+
+    torch.set_num_threads(config.threads)
     mouth = None
     if config.mouth_model:
         from avatar.mouth import load_mouth_model

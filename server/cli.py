@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="avatar dir to serve (repeat for several; the first is the default). Default: built-in")
     p.add_argument("--backend", default="auto", help="renderer backend: auto, torch, onnx, tensorrt")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for rendering (default 1)")
     p.add_argument("--mouth-model", metavar="DIR", help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--driver", action="append", default=[], metavar="NAME=CLIP",
                    help="a driver clip clients may pick as expression source (repeatable)")
@@ -54,7 +55,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     ice = [IceServer(url, args.ice_username if url.startswith("turn") else None,
                      args.ice_credential if url.startswith("turn") else None) for url in args.ice_server]
     return ServerConfig(host=args.host, port=args.port, avatars=args.avatar or ["default"], backend=args.backend,
-                        device=args.device, mouth_model=args.mouth_model, drivers=drivers, ice_servers=ice, cert=args.cert, key=args.key,
+                        device=args.device, mouth_model=args.mouth_model, threads=args.threads, drivers=drivers,
+                        ice_servers=ice, cert=args.cert, key=args.key,
                         max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=args.token,
                         codec=args.codec, synthetic_mark=args.synthetic_mark).validate()
 

@@ -44,6 +44,9 @@ class ServerConfig:
     backend: str = "auto"
     device: str = "cpu"
     mouth_model: str | None = None  # audio-to-mouth model dir; None: the shipped one
+    # CPU threads for rendering (torch intra-op). 1 leaves the other core to encoders, audio and the network;
+    # on a loaded 2-core box 2 threads were measured pathological (spinning), see docs/serve.md.
+    threads: int = 1
     # Driver clips a client may pick as expression source, by name (clips are server-side paths, never uploads).
     drivers: dict[str, str] = field(default_factory=dict)
     ice_servers: list[IceServer] = field(default_factory=list)
@@ -68,6 +71,8 @@ class ServerConfig:
             raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
         if self.max_sessions < 1:
             raise InputError(f"--max-sessions {self.max_sessions}: must be at least 1", "use a positive number")
+        if self.threads < 1:
+            raise InputError(f"--threads {self.threads}: must be at least 1", "use a positive number")
         if self.max_viewers < 0:
             raise InputError(f"--max-viewers {self.max_viewers}: must be 0 or more", "use a non-negative number")
         if bool(self.cert) != bool(self.key):
