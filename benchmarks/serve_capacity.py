@@ -3,7 +3,7 @@
 Runs the real server (real StreamerEngine on an avatar) in this process and WebRTC clients in a second one
 (`python -m server.client`: speakers send looped speech like a browser microphone, viewers watch the first
 speaker). For each load it reports, per session, the *fresh* frame rate (new pictures per second: a frame the
-renderer could not make in time repeats the last picture), the tiers used and the frames the encoders dropped, and what the clients received.
+renderer could not make in time repeats the last picture), the tiers used, and what the clients received.
 A load "holds 25 fps" when every session's fresh frame rate is >= 24 and every client receives >= 24 fps.
 
     python benchmarks/serve_capacity.py --avatar /work/avatars/obama_quick --max-sessions 4 --max-viewers 6
@@ -214,7 +214,8 @@ async def main() -> None:
     max_sessions = max([r["sessions"] for r in results if r["viewers"] == 0 and r["holds_25fps"]], default=0)
     max_viewers = max([r["viewers"] for r in results if r["viewers"] > 0 and r["holds_25fps"]], default=0)
     summary = {"avatar": info.get("avatar"), "backend": info.get("backend"), "tiers": list(info.get("tiers", {})),
-               "cpu_count": os.cpu_count(), "load_avg_at_start": load, "load_avg_at_end": os.getloadavg(), "max_sessions_at_25fps": max_sessions,
+               "cpu_count": os.cpu_count(), "load_avg_at_start": load, "load_avg_at_end": os.getloadavg(),
+               "max_sessions_at_25fps": max_sessions,
                "max_viewers_of_one_session_at_25fps": max_viewers, "encoder_ms_per_frame": encoders,
                "cpu_ms_per_frame": {"render": render_cpu, "encode": enc_cpu}, "cpu_time_estimate": estimate,
                "runs": results}
