@@ -243,3 +243,31 @@ def test_prosody_predictor_fits_and_predicts():
     assert out.shape == (100, EXPRESSION_DIM)
     assert np.corrcoef(out[:, brows], expr[300:, brows])[0, 1] > 0.9
     assert (out[:, SLICES["mouth"].indices] == 0).all()  # the mouth is not its business
+
+
+def test_expression_basis_planes_blend_by_coefficients():
+    """features = F0 + sum_k c_k F_k: zero-initialised basis planes change nothing until trained; once set, the
+    features move linearly with the coefficients and the basis planes receive gradients scaled by them."""
+    field = TriPlaneField((-1, -1, -1), (1, 1, 1), 16, 4, n_basis=2)
+    pts = torch.rand(B, 20, 3) * 1.6 - 0.8
+    c0 = torch.zeros(B, 2)
+    f_plain, _ = field(pts)
+    f_zero, _ = field(pts, torch.randn(B, 2))
+    assert torch.allclose(f_plain, f_zero)  # zero basis
+    with torch.no_grad():
+        field.basis.normal_()
+    c1 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    c2 = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    f0, f1, f2 = field(pts, c0)[0], field(pts, c1)[0], field(pts, c2)[0]
+    assert torch.allclose(f2 - f0, 2 * (f1 - f0), atol=1e-5)
+    assert torch.allclose(f1[1], f0[1])  # the second frame's coefficients are zero
+    field.zero_grad()
+    field(pts, c1)[0].sum().backward()
+    g = field.basis.grad.view(3, 2, 4, 16, 16)
+    assert g[:, 0].abs().sum() > 0 and g[:, 1].abs().sum() == 0  # only the basis with a non-zero weight learns
+
+
+def test_old_model_config_loads_without_basis():
+    d = ModelConfig().to_dict()
+    del d["n_basis"]
+    assert ModelConfig.from_dict(d).n_basis == 0
