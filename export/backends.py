@@ -1,9 +1,12 @@
 """Choosing a backend: `create_backend(avatar_dir, name="auto"|"torch"|"onnxruntime"|"tensorrt", device=...)`.
 
-`auto` tries the fastest first -- TensorRT engines, then ONNX Runtime (its TensorRT or CUDA provider on a GPU,
-its CPU provider otherwise: faster than eager PyTorch on a CPU, see docs/performance.md), then PyTorch -- and
-logs which one it picked and why the faster ones were passed over. Every backend imports its library only
-when it is created, so importing this module needs neither onnxruntime nor tensorrt nor a GPU.
+`auto` creates every backend that can run here -- TensorRT engines, ONNX Runtime (its TensorRT or CUDA provider
+on a GPU, its CPU provider otherwise), PyTorch -- times one frame of the cheapest tier on each (after a warm-up
+call) and keeps the fastest, logging which one it picked, the measured times, and why the others were not used.
+Which is fastest depends on the model and the machine (on the project's CPU machines ONNX Runtime wins on the
+encoders and the refiner but its GridSample kernel makes the field about as slow as PyTorch's; see
+docs/performance.md), so it is measured rather than assumed. Every backend imports its library only when it
+is created, so importing this module needs neither onnxruntime nor tensorrt nor a GPU.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ class BackendChoice:
     backend: Backend
     name: str
     passed_over: dict[str, str] = field(default_factory=dict)
+    measured_ms: dict[str, float] = field(default_factory=dict)  # auto: one frame of the cheapest tier
 
     def describe(self) -> str:
         dev = getattr(self.backend, "device", "")
         text = f"backend {self.name}" + (f" ({dev})" if dev else "")
+        if self.name in self.measured_ms:
+            text += f", {self.measured_ms[self.name]:.0f} ms/frame"
         if self.passed_over:
             text += "; not used: " + "; ".join(f"{k}: {v}" for k, v in self.passed_over.items())
         return text
@@ -79,25 +85,66 @@ def create_backend(avatar_dir: str | Path | None = None, name: str = "auto", dev
 
 
 def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
-                   tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None) -> BackendChoice:
+                   tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
+                   measure: bool = True) -> BackendChoice:
+    """A named backend, or with `auto` the fastest that runs here (measured unless `measure=False`, then the
+    first of TensorRT, ONNX Runtime, PyTorch that can be created)."""
     avatar_dir = resolve_avatar(avatar_dir)
     if name not in ("auto", *BACKEND_NAMES):
         raise InputError(f"unknown backend {name!r}", f"one of auto, {', '.join(BACKEND_NAMES)}")
-    candidates = AUTO_ORDER if name == "auto" else (name,)
+    if name != "auto":
+        return BackendChoice(backend=_create_one(name, avatar_dir, device, tiers, fp16, threads), name=name)
     passed: dict[str, str] = {}
-    for candidate in candidates:
+    created: dict[str, Backend] = {}
+    for candidate in AUTO_ORDER:
         try:
-            backend = _create_one(candidate, avatar_dir, device, tiers, fp16, threads)
+            created[candidate] = _create_one(candidate, avatar_dir, device, tiers, fp16, threads)
         except BackendError as exc:
-            if name != "auto":
-                raise
             passed[candidate] = str(exc)
             continue
-        choice = BackendChoice(backend=backend, name=candidate, passed_over=passed)
-        if name == "auto":
-            log.info("auto: %s", choice.describe())
-        return choice
-    raise BackendError(f"{avatar_dir}: no backend can run here ({'; '.join(f'{k}: {v}' for k, v in passed.items())})")
+        if not measure:
+            break
+    if not created:
+        raise BackendError(f"{avatar_dir}: no backend can run here "
+                           f"({'; '.join(f'{k}: {v}' for k, v in passed.items())})")
+    measured: dict[str, float] = {}
+    if measure and len(created) > 1:
+        measured = {k: frame_ms(b, avatar_dir) for k, b in created.items()}
+        best = min(measured, key=measured.get)
+        for k, ms in measured.items():
+            if k != best:
+                passed[k] = f"slower here ({ms:.0f} vs {measured[best]:.0f} ms per frame of the cheapest tier)"
+    else:
+        best = next(iter(created))
+    choice = BackendChoice(backend=created[best], name=best, passed_over=passed, measured_ms=measured)
+    log.info("auto: %s", choice.describe())
+    return choice
+
+
+def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
+    """Median ms of one frame (batch 1) of the backend's cheapest tier, after one warm-up call, on a real pose
+    of the avatar (silence-level audio, neutral expression: cost does not depend on the values)."""
+    import time
+
+    import numpy as np
+
+    from avatar.expression import EXPRESSION_DIM
+    from avatar.manifest import load_avatar_manifest
+
+    manifest = load_avatar_manifest(avatar_dir)
+    with np.load(avatar_dir / "pose_track.npz") as z:
+        pose = np.asarray(z["pose"][:1], np.float32)
+    audio = np.zeros((1, int(manifest["audio_window"]["length"]), int(manifest["mel"]["n_mels"])), np.float32)
+    expression = np.zeros((1, EXPRESSION_DIM), np.float32)
+    tiers = backend.tiers
+    tier = min(tiers, key=lambda t: tiers[t].rays * tiers[t].rays * tiers[t].samples)
+    backend.render(audio, expression, pose, tier)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backend.render(audio, expression, pose, tier)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
 
 
 def _create_one(name: str, avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool,
