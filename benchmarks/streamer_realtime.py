@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-ms", type=float, default=20.0)
     p.add_argument("--tiers", nargs="*", default=None,
                    help="tiers to pin, and/or 'adaptive' (default: every tier, then adaptive)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads (torch and ONNX Runtime)")
     p.add_argument("--quality-frames", type=int, default=25, help="frames for the tier PSNR comparison (0: skip)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     audio = np.resize(audio, n) if n > len(audio) else audio[:n]
     report: dict = {"command": " ".join(sys.argv), "audio": args.audio, "seconds": args.seconds,
                     "chunk_ms": args.chunk_ms, "runs": []}
-    probe = StreamerEngine(args.avatar, backend=args.backend, device=args.device)
+    probe = StreamerEngine(args.avatar, backend=args.backend, device=args.device,
+                           config=StreamerConfig(backend_threads=args.threads))
     report["engine"] = probe.info
     runs = args.tiers if args.tiers else [*probe.ordered_tiers, "adaptive"]
     if args.quality_frames:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for run in runs:
         pinned = run != "adaptive"
-        config = StreamerConfig(adaptive_tiers=not pinned)
+        config = StreamerConfig(adaptive_tiers=not pinned, backend_threads=args.threads)
 
         async def go():
             engine = StreamerEngine(args.avatar, backend=args.backend, device=args.device, config=config)

@@ -156,7 +156,9 @@ def tier_quality(engine: Any, audio_16k: np.ndarray, n_frames: int = 25, stride:
         psnr_full = float(np.mean([_psnr(a, b) for a, b in zip(frames[t], frames[finest])]))
         h, w = frames[t][0].shape[:2]
         tier = engine.tiers[t]
-        out[t] = {"psnr_crop_db_vs_" + finest: round(psnr_crop, 2), "psnr_frame_db_vs_" + finest: round(psnr_full, 2),
+        ref = t == finest  # the reference itself: PSNR would be infinite
+        out[t] = {"psnr_crop_db_vs_" + finest: None if ref else round(psnr_crop, 2),
+                  "psnr_frame_db_vs_" + finest: None if ref else round(psnr_full, 2),
                   "rays": f"{tier.rays}x{tier.rays}x{tier.samples}", "crop_px": sizes[t], "output_size": [w, h],
                   "render_ms_batch1": round(1000.0 * cost[t], 1)}
     return out

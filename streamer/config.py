@@ -22,6 +22,7 @@ class StreamerConfig:
     resample_quality: str = "HQ"  # soxr quality; HQ equals the offline `load_audio` resampling exactly
     ring_seconds: float = 4.0  # history kept by the feature and audio ring buffers
     # --- rendering ---
+    backend_threads: int | None = None  # intra-op threads of an exported backend (None: its default)
     warmup_repeats: int = 2  # renders per tier at start-up to measure its cost (the first pays lazy init)
     max_batch: int = 8  # render requests of several sessions (same tier) merged into one backend call
     adaptive_tiers: bool = True  # False: every frame at the session's `tier` (benchmarking one tier)

@@ -36,7 +36,8 @@ from streamer.session import Session
 log = logging.getLogger(__name__)
 
 
-def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str) -> tuple[Backend, str]:
+def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
+                  threads: int | None = None) -> tuple[Backend, str]:
     """The exported backends when the export package is importable (it imports onnxruntime / tensorrt only
     when a backend is created), else the avatar's own PyTorch backend."""
     if backend == "torch":
@@ -49,14 +50,14 @@ def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str) -> t
         return loaded.backend, "torch"
     if backend == "auto":
         try:
-            choice = choose_backend(avatar_dir, "auto", device)
+            choice = choose_backend(avatar_dir, "auto", device, threads=threads)
         except BackendError as exc:
             log.info("no exported backend (%s); using PyTorch", exc)
             return loaded.backend, "torch"
         if choice.name == "torch":
             return loaded.backend, "torch"  # the already-loaded one, not a second copy
         return choice.backend, choice.name
-    choice = choose_backend(avatar_dir, backend, device)
+    choice = choose_backend(avatar_dir, backend, device, threads=threads)
     return choice.backend, choice.name
 
 
@@ -87,7 +88,8 @@ class StreamerEngine:
         self.avatar_dir = resolve_avatar(avatar)
         self.avatar = load_avatar(self.avatar_dir, device=device if device != "auto" else "cpu")
         if isinstance(backend, str):
-            self.backend, self.backend_name = _make_backend(self.avatar_dir, self.avatar, backend, device)
+            self.backend, self.backend_name = _make_backend(self.avatar_dir, self.avatar, backend, device,
+                                                            self.config.backend_threads)
         elif isinstance(backend, Backend):
             self.backend, self.backend_name = backend, getattr(backend, "name", type(backend).__name__)
         else:
