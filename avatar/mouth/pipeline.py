@@ -21,8 +21,8 @@ from avatar.mouth.training import TrainConfig, bootstrap_offsets, pearson, predi
 log = logging.getLogger(__name__)
 
 # Chosen by benchmarks/mouth_loso.py (docs/mouth.md): feature kind and window.
-DEFAULT_FEATURE = "logmel"
-DEFAULT_WINDOW = AudioWindow(length=24, lookahead_ms=80.0)
+DEFAULT_FEATURE = "cepstral"
+DEFAULT_WINDOW = AudioWindow(length=24, lookahead_ms=120.0)
 
 
 @dataclass
