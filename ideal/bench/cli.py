@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime")
     parser.add_argument("--fp16", action="store_true", help="FP16 engines (TensorRT)")
     parser.add_argument("--trials", type=int, default=3, help="webrtc: speech onsets measured (one peer each)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="offline: backends and tiers take turns frame by frame (fair on a loaded machine)")
     parser.add_argument("--max-sessions", action="store_true",
                         help="realtime: also find how many sessions hold 25 fps (adds runs)")
     parser.add_argument("--inject-delay-ms", type=float, default=0.0,

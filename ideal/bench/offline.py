@@ -41,6 +41,7 @@ class OfflineSettings:
     duration_s: float = 4.0  # measured frames per (backend, tier) = duration * fps (per session)
     warmup_frames: int = 3
     encode: bool = True
+    interleave: bool = False  # take turns frame by frame (fair comparison on a shared, loaded machine)
 
 
 @dataclass
@@ -108,75 +109,108 @@ class Vp8Encoder:
 def run_offline(backends: dict[str, Backend], scene: Any, settings: OfflineSettings,
                 progress: Callable[[int], None] | None = None) -> list[OfflineResult]:
     """Time every (backend, tier). `scene` (`ideal.bench.scene.BenchScene`) supplies per-frame inputs and the
-    compositor, so every backend renders exactly the same frames."""
-    results = []
+    compositor, so every backend renders exactly the same frames. With `settings.interleave` the runs take turns
+    frame by frame, so load changes on a shared machine hit them alike (peak memory is then the process's)."""
+    runs = []
     for name, backend in backends.items():
-        tiers = settings.tiers or list(backend.tiers)
-        for tier in tiers:
+        for tier in settings.tiers or list(backend.tiers):
             if tier not in backend.tiers:
                 log.warning("%s has no tier %s", name, tier)
                 continue
-            results.append(_run_one(name, backend, tier, scene, settings, progress))
+            runs.append(_Run(name, backend, tier, scene, settings))
+    n_calls = max(1, int(round(settings.duration_s * scene.fps)))
+    if settings.interleave:
+        for run in runs:
+            run.warm_up(n_calls)
+        reset_peak_rss()
+        for _ in range(n_calls):
+            for run in runs:
+                run.step()
+                if progress:
+                    progress(settings.sessions)
+        return [run.result() for run in runs]
+    results = []
+    for run in runs:
+        run.warm_up(n_calls)
+        reset_peak_rss()
+        run.reset_cuda_peak()
+        for _ in range(n_calls):
+            run.step()
+            if progress:
+                progress(settings.sessions)
+        results.append(run.result())
     return results
 
 
-def _run_one(name: str, backend: Backend, tier: str, scene: Any, settings: OfflineSettings,
-             progress: Callable[[int], None] | None) -> OfflineResult:
-    b = settings.sessions
-    n_calls = max(1, int(round(settings.duration_s * scene.fps)))
-    encoders = [Vp8Encoder(scene.frame_width, scene.frame_height, scene.fps) for _ in range(b)] \
-        if settings.encode else []
-    streams = [scene.new_stream(session=i) for i in range(b)]
-    cuda = _cuda_device(backend)
-    for k in range(min(settings.warmup_frames, n_calls)):  # first calls allocate, pick kernels, fill caches
-        inputs = [s.next_inputs() for s in streams]
-        backend.render(*_stack(inputs), tier)
-    streams = [scene.new_stream(session=i) for i in range(b)]
-    reset_peak_rss()
-    if cuda:
-        import torch
+class _Run:
+    """One (backend, tier) measurement: `sessions` streams rendered together, stage by stage."""
 
-        torch.cuda.reset_peak_memory_stats()
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    start = time.perf_counter()
-    for call in range(n_calls):
+    def __init__(self, name: str, backend: Backend, tier: str, scene: Any, settings: OfflineSettings) -> None:
+        self.name, self.backend, self.tier, self.scene = name, backend, tier, scene
+        self.b = settings.sessions
+        self.encoders = [Vp8Encoder(scene.frame_width, scene.frame_height, scene.fps) for _ in range(self.b)] \
+            if settings.encode else []
+        self.warmup_frames = settings.warmup_frames
+        self.cuda = _cuda_device(backend)
+        self.per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.busy = 0.0  # seconds spent in this run's frames
+        self.calls = 0
+
+    def warm_up(self, n_calls: int) -> None:
+        """First calls allocate, pick kernels and fill caches; then the streams restart from frame 0."""
+        streams = [self.scene.new_stream(session=i) for i in range(self.b)]
+        for _ in range(min(self.warmup_frames, n_calls)):
+            self.backend.render(*_stack([s.next_inputs() for s in streams]), self.tier)
+        self.streams = [self.scene.new_stream(session=i) for i in range(self.b)]
+
+    def reset_cuda_peak(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def step(self) -> None:
+        b, streams = self.b, self.streams
         t0 = time.perf_counter()
         feats = [s.next_features() for s in streams]
         t1 = time.perf_counter()
         inputs = [s.mouth_and_pose(f) for s, f in zip(streams, feats)]
         t2 = time.perf_counter()
-        out = backend.render(*_stack(inputs), tier)
+        out = self.backend.render(*_stack(inputs), self.tier)
         t3 = time.perf_counter()
-        frames = [scene.compose(out.rgb[i], out.alpha[i], streams[i].frame_index - 1) for i in range(b)]
+        frames = [self.scene.compose(out.rgb[i], out.alpha[i], streams[i].frame_index - 1) for i in range(b)]
         t4 = time.perf_counter()
-        for enc, image in zip(encoders, frames):
+        for enc, image in zip(self.encoders, frames):
             enc.encode(image)
         t5 = time.perf_counter()
-        per_stage["features"].append((t1 - t0) * 1e3 / b)
-        per_stage["mouth"].append((t2 - t1) * 1e3 / b)
+        self.busy += t5 - t0
+        self.calls += 1
+        ps = self.per_stage
+        ps["features"].append((t1 - t0) * 1e3 / b)
+        ps["mouth"].append((t2 - t1) * 1e3 / b)
         for key, stage in BACKEND_STAGE.items():
             if key in out.timings_ms:
-                per_stage[stage].append(out.timings_ms[key] / b)
-        per_stage["compose"].append((t4 - t3) * 1e3 / b)
-        if encoders:
-            per_stage["encode"].append((t5 - t4) * 1e3 / b)
-        if progress:
-            progress(b)
-    seconds = time.perf_counter() - start
-    peak_cuda = None
-    if cuda:
-        import torch
+                ps[stage].append(out.timings_ms[key] / b)
+        ps["compose"].append((t4 - t3) * 1e3 / b)
+        if self.encoders:
+            ps["encode"].append((t5 - t4) * 1e3 / b)
 
-        peak_cuda = torch.cuda.max_memory_allocated() / 2**20
-    frames_done = n_calls * b
-    return OfflineResult(
-        backend=name, device=str(getattr(backend, "device", "cpu")), tier=tier, batch=b, frames=frames_done,
-        seconds=round(seconds, 3), fps=round(frames_done / seconds, 2),
-        stage_ms={s: round(float(np.mean(v)), 3) for s, v in per_stage.items() if v},
-        stage_p95_ms={s: percentiles(v)["p95"] for s, v in per_stage.items() if v},
-        peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
-        extra={"render_fps": round(1e3 / max(sum(float(np.mean(per_stage[s])) for s in ("eaa", "field", "upsampling")
-                                                  if per_stage[s]), 1e-6), 2)})
+    def result(self) -> OfflineResult:
+        peak_cuda = None
+        if self.cuda:
+            import torch
+
+            peak_cuda = torch.cuda.max_memory_allocated() / 2**20
+        ps = self.per_stage
+        frames_done = self.calls * self.b
+        render = sum(float(np.mean(ps[s])) for s in ("eaa", "field", "upsampling") if ps[s])
+        return OfflineResult(
+            backend=self.name, device=str(getattr(self.backend, "device", "cpu")), tier=self.tier, batch=self.b,
+            frames=frames_done, seconds=round(self.busy, 3), fps=round(frames_done / max(self.busy, 1e-9), 2),
+            stage_ms={s: round(float(np.mean(v)), 3) for s, v in ps.items() if v},
+            stage_p95_ms={s: percentiles(v)["p95"] for s, v in ps.items() if v},
+            peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
+            extra={"render_fps": round(1e3 / max(render, 1e-6), 2)})
 
 
 def _stack(inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -254,7 +288,8 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
         raise BackendError("no backend can run here: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
     scene = load_scene(args.avatar, audio.audio)
     settings = OfflineSettings(tiers=args.tier, sessions=args.sessions,
-                               duration_s=args.duration if args.duration else 4.0)
+                               duration_s=args.duration if args.duration else 4.0,
+                               interleave=getattr(args, "interleave", False))
     n_tiers = sum(len(settings.tiers or b.tiers) for b in backends.values())
     total = n_tiers * max(1, int(round(settings.duration_s * scene.fps))) * settings.sessions
     with tqdm(total=total, desc="bench offline", unit="frame") as bar:
@@ -269,4 +304,6 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
                                   for k, v in unavailable.items())
     return {"mode": "offline", "stages": list(STAGES), "results": [r.to_dict() for r in results],
             "unavailable": unavailable, "audio": {"source": audio.source, "seconds": round(audio.duration_s, 2)},
+            "interleaved": settings.interleave,
+            "peak_rss_scope": "process, all runs" if settings.interleave else "per run (VmHWM reset before each)",
             "frame_size": list(scene.frame_shape), "_table": text}
