@@ -61,7 +61,7 @@ def main() -> None:
     preds = np.load(args.preds)
     offsets = json.loads((args.preds.parent / "offsets.json").read_text())["offsets_ms"]
     z = lambda x: (x - x.mean()) / (x.std() + 1e-9)  # noqa: E731
-    res = {}
+    res, pooled = {}, {}
     for v, a in shared_clips(args.data):
         c = load_clip(v, a, cache_dir=args.cache)
         if c.name not in preds:
@@ -79,12 +79,25 @@ def main() -> None:
             row[f"{name}_vowel_max_z"] = float(np.mean(v_max)) if v_max else None
             row[f"{name}_bilabial_closed_frac"] = float(np.mean(np.array(b_min) < -0.5)) if b_min else None
         res[c.name] = row
+        pooled.setdefault("tracked", []).extend(segment_stat(tracked, bil, c.fps, shift, np.min))
+        pooled.setdefault("predicted", []).extend(segment_stat(pred, bil, c.fps, shift, np.min))
         log.info("%s: %s", c.name, row)
+    t, p = np.array(pooled.get("tracked", [])), np.array(pooled.get("predicted", []))
+    res["_pooled"] = {"n_bilabial": int(len(t)), "tracked_bilabial_min_z": float(t.mean()),
+                      "predicted_bilabial_min_z": float(p.mean()),
+                      "tracked_bilabial_closed_frac": float(np.mean(t < -0.5)),
+                      "predicted_bilabial_closed_frac": float(np.mean(p < -0.5)),
+                      "both_closed_frac": float(np.mean((t < -0.5) & (p < -0.5)))}
     args.out.write_text(json.dumps(res, indent=2))
-    print(f"{'clip':22s} {'n':>3s} {'trk bil':>8s} {'pred bil':>8s} {'trk vow':>8s} {'pred vow':>8s} {'pred closed':>11s}")
+    f = lambda x: "     n/a" if x is None else f"{x:8.2f}"  # noqa: E731
+    print(f"{'clip':22s} {'n':>3s} {'trk bil':>8s} {'pred bil':>8s} {'trk vow':>8s} {'pred vow':>8s} {'closed t/p':>11s}")
     for k, r in res.items():
-        print(f"{k:22s} {r['n_bilabial']:3d} {r['tracked_bilabial_min_z']:8.2f} {r['predicted_bilabial_min_z']:8.2f} "
-              f"{r['tracked_vowel_max_z']:8.2f} {r['predicted_vowel_max_z']:8.2f} {r['predicted_bilabial_closed_frac']:11.2f}")
+        if k.startswith("_"):
+            continue
+        print(f"{k:22s} {r['n_bilabial']:3d} {f(r['tracked_bilabial_min_z'])} {f(r['predicted_bilabial_min_z'])} "
+              f"{f(r['tracked_vowel_max_z'])} {f(r['predicted_vowel_max_z'])} "
+              f"{r['tracked_bilabial_closed_frac']:5.2f}/{r['predicted_bilabial_closed_frac']:4.2f}")
+    print("pooled:", res["_pooled"])
 
 
 if __name__ == "__main__":

@@ -149,3 +149,15 @@ def test_corrupt_mouth_json_is_a_clear_error(tmp_path: Path) -> None:
     (bad / "weights.pt").write_bytes(b"truncated")
     with pytest.raises(AvatarError, match="unreadable mouth model weights"):
         load_mouth_model(bad)
+
+
+def test_vectorised_windows_equal_window_for_frame(speech: np.ndarray) -> None:
+    from avatar.audio.features import compute_features, silence_value, windows_for_frames
+    from avatar.mouth.inference import frame_end_indices, gather_windows
+
+    mel = compute_features(speech)
+    for fps, window in ((25.0, AudioWindow(24, 120.0)), (30.0, AudioWindow(16, 0.0))):
+        n = int(len(speech) / 16000 * fps) + 3  # past the end too: padded with silence
+        want = windows_for_frames(mel, n, fps, window)
+        got = gather_windows(mel, frame_end_indices(n, fps, window, FeatureSpec()), window.length, silence_value())
+        np.testing.assert_array_equal(got, want)
