@@ -120,6 +120,8 @@ def plot(results: dict, clips, path: Path) -> None:
     la = results["lookahead"]
     xs = [float(k) for k in la]
     axes[1].plot(xs, [la[k]["mean"] for k in la], "o-")
+    if not la:
+        axes[1].text(0.5, 0.5, "not run (--skip-lookahead)", ha="center", va="center", transform=axes[1].transAxes)
     axes[1].set_xlabel("lookahead (ms)")
     axes[1].set_ylabel("mean LOSO r")
     axes[1].set_title(f"r vs lookahead ({results['chosen']['feature']})")
