@@ -161,3 +161,13 @@ def test_vectorised_windows_equal_window_for_frame(speech: np.ndarray) -> None:
         want = windows_for_frames(mel, n, fps, window)
         got = gather_windows(mel, frame_end_indices(n, fps, window, FeatureSpec()), window.length, silence_value())
         np.testing.assert_array_equal(got, want)
+
+
+def test_shipped_low_latency_variant_loads() -> None:
+    from avatar.mouth import LIVE_MOUTH_MODEL_DIR, load_mouth_model
+
+    _shipped_or_skip()
+    live, default = load_mouth_model(LIVE_MOUTH_MODEL_DIR), load_mouth_model()
+    assert live.window.lookahead_ms < default.window.lookahead_ms
+    assert live.mel_config == default.mel_config and live.module(__import__("torch").zeros(
+        1, live.window.length, live.spec.input_dim)).shape == (1, 10)

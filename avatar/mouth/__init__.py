@@ -16,6 +16,7 @@ _EXPORTS = {
     "save_mouth_model": "avatar.mouth.model",
     "MouthModel": "avatar.mouth.model",
     "MouthNet": "avatar.mouth.model",
+    "LIVE_MOUTH_MODEL_DIR": "avatar.mouth.model",
     "predict_frames": "avatar.mouth.inference",
     "predict_dense": "avatar.mouth.inference",
     "estimate_offset": "avatar.mouth.offset",
