@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         d["delay_ms"] = info["delay_ms"]
         report["runs"].append(d)
         print(json.dumps({k: d[k] for k in ("run", "backend", "frames", "sustained_fps", "late_frames", "stalls",
-                                            "tiers_used", "latency_ms", "output_size")}), flush=True)
+                                            "tiers_used", "latency_ms", "output_size", "render_calls",
+                                            "tier_cost_ms", "load_average", "delay_ms")}), flush=True)
         print("  stage ms:", json.dumps({k: round(v["mean"], 2) for k, v in d["stage_ms"].items()
                                          if v["mean"] is not None}), flush=True)
         print("  rss MiB (first, last, max):", d["rss_mb"][0][1], d["rss_mb"][-1][1],

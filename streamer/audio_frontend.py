@@ -212,6 +212,7 @@ class VoiceActivity:
         self._above_floor_db = above_floor_db
         self._floor_rise = floor_rise_db_per_s * block_ms / 1000.0
         self._floor_db: float | None = None
+        self._blocks_seen = 0
         cap = int(ring_seconds * 1000 / block_ms) + 1
         self._raw = FeatureRing(cap, 1, 0.0, dtype=np.uint8)
         self._speech = FeatureRing(cap, 1, 0.0, dtype=np.uint8)
@@ -228,7 +229,11 @@ class VoiceActivity:
         for j in range(n):
             block = buf[j * self.block:(j + 1) * self.block]
             level = 10.0 * np.log10(float(np.mean(block * block)) + 1e-12)
-            self._floor_db = level if self._floor_db is None else min(level, self._floor_db + self._floor_rise)
+            # the floor starts no higher than -50 dBFS (so speech from the first block counts) and rises fast in
+            # the first second (so a loud steady hiss is learned before webrtcvad has adapted to it)
+            rise = self._floor_rise * (8.0 if self._blocks_seen * self.block < SAMPLE_RATE else 1.0)
+            self._floor_db = min(level, -50.0) if self._floor_db is None else min(level, self._floor_db + rise)
+            self._blocks_seen += 1
             voiced = level > self._floor_db + self._above_floor_db and \
                 self._vad.is_speech(pcm[j * self.block:(j + 1) * self.block].tobytes(), SAMPLE_RATE)
             self._recent.append(voiced)

@@ -101,7 +101,19 @@ def summarise(logs: list[FrameLog], engine: Any, tier: str | None, stats: Any, d
         sustained_fps=round(len(fresh) / span, 2) if span > 0 else 0.0, late_frames=len(logs) - len(fresh),
         tiers_used=tiers, latency_ms=percentiles(f.latency_ms for f in fresh), stage_ms=stage_ms,
         output_size=(w, h), rss_mb=rss, stalls=int(np.count_nonzero(gaps > 2 * frame_s)),
+        render_calls=engine.render_queue.calls,
+        tier_cost_ms={t: round(1000.0 * (engine.costs.estimate(t) or 0.0), 1) for t in engine.ordered_tiers},
+        load_average=_load_average(),
     )
+
+
+def _load_average() -> float | None:
+    try:
+        import os
+
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

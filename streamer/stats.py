@@ -113,6 +113,9 @@ class TierFigures:
     output_size: tuple[int, int]
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, MiB)
     stalls: int = 0  # gaps between emitted frames longer than two frame durations
+    render_calls: int = 0  # backend calls completed (on time or not)
+    tier_cost_ms: dict[str, float] = field(default_factory=dict)  # the scheduler's cost estimate per tier at the end
+    load_average: float | None = None  # 1-min load average of the machine at the end (a busy host explains a lot)
 
     def to_dict(self) -> dict:
         return asdict(self)
