@@ -362,3 +362,53 @@ async def test_bad_inputs_are_clear_errors(tiny_avatar, tmp_path):
         await engine2.aclose()
     with pytest.raises(IdealError, match="no such avatar directory|not an avatar directory"):
         StreamerEngine(tmp_path / "nope", backend="torch", clock=clock)
+
+
+# --- expression sources ---------------------------------------------------------------------------------------
+async def test_clip_source_drives_the_upper_face_and_switching_cross_fades(tiny_avatar, speech, shared_data):
+    """clip:PATH (another person's video, cross-identity): brows, eyes and gaze follow the tracked clip frame for
+    frame while the mouth follows the live audio; switching to neutral fades over the transition frames."""
+    from avatar.expression import SLICES
+
+    clip_path = shared_data / "drivers/aoc_8s.mp4"
+    upper = np.r_[SLICES["brows"].indices, SLICES["eyes"].indices, SLICES["gaze"].indices]
+    clock = VirtualClock(compute_scale=0.0)
+    engine = _engine(tiny_avatar, clock)
+    try:
+        n_clip = engine.preload_clip(clip_path)
+        clip = engine.clips.cached(clip_path)
+        assert n_clip == len(clip) > 100
+        session = engine.open_session(expression=f"clip:{clip_path}", seed=9, tier=engine.ordered_tiers[0])
+        assert session.expression["source"] == f"clip:{clip_path}"
+        got: list = []
+
+        async def consume():
+            async for f in session.frames():
+                got.append(f)
+                if f.index == 15:
+                    session.set_expression("neutral")
+
+        consumer = asyncio.ensure_future(consume())
+        await _feed(session, clock, _live_chunks(speech[: SR * 6 // 5], _every(320)), session.t0)
+        await session.aclose()
+        await consumer
+    finally:
+        await engine.aclose()
+    first = [f for f in got if f.index < 12]
+    for f in first:
+        np.testing.assert_allclose(f.expression[upper], clip[f.index][upper], atol=1e-6)
+    assert session.expression["source"] == "neutral"
+    # neutral brows are zero, so during the cross-fade a frame's brows are w * the clip's, with w stepping down
+    # 8/9, 7/9, ..., 1/9, 0 from the frame the switch lands on (a few frames after 15: some were prepared)
+    brows = SLICES["brows"].indices
+    weights = []
+    for f in got[12:]:
+        c = clip[f.index][brows]
+        weights.append(float(np.dot(f.expression[brows], c) / max(np.dot(c, c), 1e-12)))
+    weights = np.array(weights)
+    k = int(np.argmax(weights < 0.999))
+    expected = np.r_[np.arange(8, 0, -1) / 9.0, np.zeros(len(weights))][: len(weights) - k]
+    assert len(expected) >= 8
+    np.testing.assert_allclose(weights[k:], expected, atol=1e-4)
+    with pytest.raises(InputError, match="unknown expression source"):
+        session.set_expression("clip")
