@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="tracking/feature cache (default IDEAL_MOUTH_CACHE)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mouth_results")
     ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--label-norm", choices=["clip", "none"], default=TrainConfig.label_norm)
     ap.add_argument("--variants", type=int, default=AugmentConfig.n_variants)
     ap.add_argument("--features", nargs="+", default=["logmel", "cepstral", "formant"])
     ap.add_argument("--length", type=int, default=24, help="window length in feature frames (10 ms)")
@@ -156,7 +157,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     clips = [load_clip(v, a, cache_dir=args.cache) for v, a in shared_clips(args.data)]
-    cfg = replace(TrainConfig(), steps=args.steps)
+    cfg = replace(TrainConfig(), steps=args.steps, label_norm=args.label_norm)
     aug = AugmentConfig(n_variants=args.variants)
     window = AudioWindow(args.length, args.lookahead)
     banks = {}
