@@ -9,10 +9,12 @@ from typing import Any
 
 from avatar.errors import InputError
 
-# Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machines (see docs/serve.md): how many
-# avatar sessions hold 25 fps, and how many extra viewers (one encoder each) fit beside them.
+# Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machine (docs/serve.md, 09:37): no
+# session reaches 25 new pictures/s with the current avatars (the cheapest tier costs ~100 CPU-ms a frame), so
+# one session is served at the rate the renderer reaches; beside it, 2 viewers still received 25 fps without
+# slowing its renderer by more than 20% (3 did).
 DEFAULT_MAX_SESSIONS = 1
-DEFAULT_MAX_VIEWERS = 4
+DEFAULT_MAX_VIEWERS = 2
 
 CODECS = ("auto", "h264", "vp8")
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
