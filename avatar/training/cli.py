@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="eaa: self-attention alignment (the paper); concat: plain concatenation (ablation)")
     p.add_argument("--output-size", type=int, default=None,
                    help="crop render size S (multiple of 128; default from the crop size, 256..512)")
+    p.add_argument("--audio-dropout", type=float, default=0.0,
+                   help="probability of silencing a frame's audio window in training, so the lips follow the "
+                        "expression's mouth slice (e.g. 0.7)")
     p.add_argument("--resume", action="store_true", help="continue from AVATAR_DIR.ckpt/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing avatar dir")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--device {args.device}: no CUDA device here", "use --device cpu")
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
                       threads=args.threads, fusion=args.fusion, output_size=args.output_size,
-                      checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, max_frames=args.max_frames)
+                      checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, max_frames=args.max_frames,
+                      audio_dropout=args.audio_dropout)
     threads = set_threads(cfg.threads)
     manifest = load_dataset_manifest(args.dataset)
     size = output_size_for(crop_box(manifest)[2], cfg.output_size)

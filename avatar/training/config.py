@@ -20,6 +20,7 @@ class TrainConfig:
     rays_per_frame: int = 192  # random rays (importance-sampled inside the head and at the mouth)
     patch_frames: int = 4  # frames per step that also get a refiner patch per tier
     patch_rays: dict | None = None  # tier -> patch side in rays for the refiner loss; None = defaults
+    audio_dropout: float = 0.0  # probability of replacing a frame's audio window by silence in training
     lr: float = 2e-3
     lr_planes: float = 2e-2
     lr_final_fraction: float = 0.1

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from avatar.audio.features import silence_value
 from avatar.compose import box_in_render_crop
 from avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
 from avatar.model.components.rays import crop_pixel_grid
@@ -109,8 +110,14 @@ class Trainer:
         view = images.reshape(n, self.data.size * self.data.size, -1)
         return view[idx[:, None], flat].float().div(255.0)
 
-    def _cond(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model.encoder(self.audio[idx].to(self.device), self.expression[idx].to(self.device))
+    def _cond(self, idx: torch.Tensor, train: bool = False) -> torch.Tensor:
+        audio = self.audio[idx]
+        if train and self.cfg.audio_dropout > 0:
+            # audio-window dropout: for these frames the field must read the mouth from the expression slice
+            # (which the speaker-independent mouth model drives from any voice), not from this speaker's audio
+            drop = torch.rand(len(idx)) < self.cfg.audio_dropout
+            audio = torch.where(drop[:, None, None], torch.full_like(audio, silence_value(self.data.mel_config)), audio)
+        return self.model.encoder(audio.to(self.device), self.expression[idx].to(self.device))
 
     # --- one step ------------------------------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, int]:
@@ -119,7 +126,7 @@ class Trainer:
         idx = torch.from_numpy(self.rng.choice(self.data.train_idx, cfg.batch_frames, replace=False)
                                if len(self.data.train_idx) >= cfg.batch_frames else
                                self.rng.choice(self.data.train_idx, cfg.batch_frames))
-        cond = self._cond(idx)
+        cond = self._cond(idx, train=True)
         pose = self.pose[idx].to(dev)
         # random rays through the field at a random tier's sample count
         flat = self._sample_pixels(idx, cfg.rays_per_frame)
