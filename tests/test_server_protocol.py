@@ -177,6 +177,7 @@ async def test_token_is_required_when_set():
 async def test_session_limit_gives_503_then_frees_the_slot(server):
     a = await join(server.url, np.zeros(48_000, np.float32))
     b = await join(server.url, np.zeros(48_000, np.float32))
+    await asyncio.gather(wait_connected(a), wait_connected(b))  # a closes once connected (DTLS says goodbye)
     with pytest.raises(RuntimeError, match=r"503: server is full: 2 of 2 avatar sessions"):
         await join(server.url, np.zeros(48_000, np.float32))
     status, data = await _get(server.url + "metrics")
