@@ -219,19 +219,20 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     directory = Path(export_dir) if export_dir is not None else export_dir_for(avatar_dir)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / EXPORT_MANIFEST).unlink(missing_ok=True)  # no manifest while graphs are half rewritten
-    torch.set_grad_enabled(False)
-    specs = stage_specs(model, tiers, poses, mouth_module, mouth_input)
+    with torch.no_grad():  # scoped: a process-wide switch broke every later training in the same process
+        specs = stage_specs(model, tiers, poses, mouth_module, mouth_input)
     out = ExportManifest(avatar_fingerprint=avatar_fingerprint(avatar_dir),
                          avatar_format_version=int(manifest.get("format_version", AVATAR_FORMAT_VERSION)),
                          opset=cfg.opset if cfg.exporter == "legacy" else max(cfg.opset, 18), exporter=cfg.exporter,
                          batch=cfg.batch, tiers={k: t.to_dict() for k, t in tiers.items()})
-    for spec in specs:
-        if progress:
-            progress(spec.key)
-        out.graphs[spec.key] = export_graph(spec, directory / graph_file(spec.key), cfg)
-        log.info("exported %s", directory / graph_file(spec.key))
-    if cfg.validate:
-        out.validation = {"max_abs_diff": validate_graphs(directory, specs), "batch": 1, "provider": "CPU"}
+    with torch.no_grad():
+        for spec in specs:
+            if progress:
+                progress(spec.key)
+            out.graphs[spec.key] = export_graph(spec, directory / graph_file(spec.key), cfg)
+            log.info("exported %s", directory / graph_file(spec.key))
+        if cfg.validate:
+            out.validation = {"max_abs_diff": validate_graphs(directory, specs), "batch": 1, "provider": "CPU"}
     out.save(directory)
     return directory, out
 

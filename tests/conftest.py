@@ -30,3 +30,31 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (the README's test command installs it when run as root)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_global_torch_state_leaks():
+    """A test (or the code under test) must not leave autograd switched off for the tests after it: a
+    process-wide `torch.set_grad_enabled(False)` once broke every later training in the suite."""
+    yield
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("autograd was left disabled process-wide; scope it with `torch.no_grad()`")
+
+
+def live_instances(cls: type) -> int:
+    """Objects of `cls` the garbage collector still holds (after a collection). Dead weakref proxies in
+    gc.get_objects() raise ReferenceError on isinstance, so they are skipped rather than crashing the count."""
+    import gc
+
+    gc.collect()
+    count = 0
+    for obj in gc.get_objects():
+        try:
+            count += isinstance(obj, cls)
+        except ReferenceError:
+            continue
+    return count

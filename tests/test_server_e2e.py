@@ -5,13 +5,14 @@ delivered to another participant, metrics, and sessions that leave nothing behin
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+
+from conftest import live_instances
 
 from server.app import start_server
 from server.client import join, wait_connected
@@ -94,7 +95,6 @@ async def test_real_sessions_opened_and_dropped_leave_no_connections(tiny_avatar
         del peers  # the clients' own connections (this process) go too
         assert server.state.peers.peers == {}
         assert engine.sessions == {}  # the streamer closed every session the server opened
-        gc.collect()
-        assert not [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
+        assert live_instances(RTCPeerConnection) == 0
     finally:
         await server.stop()

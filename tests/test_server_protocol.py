@@ -24,6 +24,8 @@ import aiohttp
 import numpy as np
 import pytest
 
+from conftest import live_instances
+
 from server.app import start_server
 from server.client import join, wait_connected
 from server.config import ServerConfig
@@ -284,8 +286,7 @@ def _rss_mb() -> float:
 def _live_peer_connections() -> int:
     from aiortc import RTCPeerConnection
 
-    gc.collect()
-    return sum(isinstance(o, RTCPeerConnection) for o in gc.get_objects())
+    return live_instances(RTCPeerConnection)
 
 
 async def _run_clients(url: str, n: int, mode: str) -> subprocess.Popen:
