@@ -24,6 +24,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def mouth_model_dir() -> Path:
+    """The shipped audio-to-mouth model (IDEAL_MOUTH_MODEL overrides it, e.g. while it is being retrained)."""
+    from avatar.manifest import MOUTH_MODEL_DIR
+
+    path = Path(os.environ.get("IDEAL_MOUTH_MODEL", MOUTH_MODEL_DIR))
+    if not (path / "mouth.json").exists():
+        pytest.skip(f"the shipped audio-to-mouth model is missing ({path})")
+    return path
+
+
 def require_binary(name: str) -> str:
     """Path of a system binary, or skip the test saying what to install."""
     path = shutil.which(name)

@@ -15,19 +15,6 @@ from avatar.video_io import SYNTHETIC_TAG, read_frames, read_metadata
 from ideal.cli import main
 
 
-@pytest.fixture(scope="session")
-def mouth_model_dir() -> Path:
-    """The shipped audio-to-mouth model (IDEAL_MOUTH_MODEL overrides it, e.g. while it is being retrained)."""
-    import os
-
-    from avatar.manifest import MOUTH_MODEL_DIR
-
-    path = Path(os.environ.get("IDEAL_MOUTH_MODEL", MOUTH_MODEL_DIR))
-    if not (path / "mouth.json").exists():
-        pytest.skip(f"the shipped audio-to-mouth model is not in this checkout yet ({path})")
-    return path
-
-
 def _avatar_dir(fixture) -> Path:
     return Path(getattr(fixture, "path", fixture))
 

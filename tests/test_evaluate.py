@@ -5,25 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 from avatar.evaluation.runner import HEADLINE, MODES
 from avatar.video_io import read_frames, read_metadata
 from ideal.cli import main
-
-
-@pytest.fixture(scope="session")
-def mouth_model_dir() -> Path:
-    """The shipped audio-to-mouth model (IDEAL_MOUTH_MODEL overrides it, e.g. while it is being retrained)."""
-    import os
-
-    from avatar.manifest import MOUTH_MODEL_DIR
-
-    path = Path(os.environ.get("IDEAL_MOUTH_MODEL", MOUTH_MODEL_DIR))
-    if not (path / "mouth.json").exists():
-        pytest.skip(f"the shipped audio-to-mouth model is not in this checkout yet ({path})")
-    return path
 
 
 def _path(fixture) -> Path:
