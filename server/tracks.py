@@ -37,36 +37,48 @@ def _put_dropping_oldest(queue: asyncio.Queue, item: object) -> bool:
     return dropped
 
 
-class AvatarVideoTrack(MediaStreamTrack):
-    """The avatar's composited frames (with the "synthetic" mark the streamer draws) as a video track."""
+class _QueuedTrack(MediaStreamTrack):
+    """A track fed by a bounded queue that never blocks the feeder (the oldest item goes when it is full) and
+    ends when `end()` is queued."""
 
-    kind = "video"
-
-    def __init__(self, fps: float, maxsize: int = 3) -> None:
+    def __init__(self, maxsize: int) -> None:
         super().__init__()
-        self.fps = fps
         self._queue: asyncio.Queue = asyncio.Queue(maxsize)
         self.sent = 0
         self.dropped = 0
 
-    def feed(self, index: int, yuv: np.ndarray) -> None:
-        """Queue frame `index`; `yuv` is (H*3/2, W) uint8 planar yuv420p, shared read-only with other tracks."""
-        if self.readyState == "live" and _put_dropping_oldest(self._queue, (index, yuv)):
-            self.dropped += 1
-
     def end(self) -> None:
-        """No more frames (the session ended): the next `recv` ends the track."""
+        """No more items (the session ended): the next `recv` ends the track."""
         if self.readyState == "live":
             _put_dropping_oldest(self._queue, _END)
 
-    async def recv(self) -> av.VideoFrame:
+    async def _next_item(self) -> object:
+        """The next queued item; raises MediaStreamError (stopping the track) once it has ended."""
         if self.readyState != "live":
             raise MediaStreamError
         item = await self._queue.get()
         if item is _END:
             self.stop()
             raise MediaStreamError
-        index, yuv = item
+        return item
+
+
+class AvatarVideoTrack(_QueuedTrack):
+    """The avatar's composited frames (with the "synthetic" mark the streamer draws) as a video track."""
+
+    kind = "video"
+
+    def __init__(self, fps: float, maxsize: int = 3) -> None:
+        super().__init__(maxsize)
+        self.fps = fps
+
+    def feed(self, index: int, yuv: np.ndarray) -> None:
+        """Queue frame `index`; `yuv` is (H*3/2, W) uint8 planar yuv420p, shared read-only with other tracks."""
+        if self.readyState == "live" and _put_dropping_oldest(self._queue, (index, yuv)):
+            self.dropped += 1
+
+    async def recv(self) -> av.VideoFrame:
+        index, yuv = await self._next_item()
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")  # a copy: encoders may touch the frame
         frame.pts = int(round(index * VIDEO_CLOCK_RATE / self.fps))
         frame.time_base = VIDEO_TIME_BASE
@@ -74,7 +86,7 @@ class AvatarVideoTrack(MediaStreamTrack):
         return frame
 
 
-class LipAlignedAudioTrack(MediaStreamTrack):
+class LipAlignedAudioTrack(_QueuedTrack):
     """The speaker's own voice, delayed by the streamer to the frame it animates, as 20 ms Opus-ready packets.
 
     Packets are released no earlier than their presentation time on a wall-clock schedule anchored to the
@@ -85,13 +97,10 @@ class LipAlignedAudioTrack(MediaStreamTrack):
     kind = "audio"
 
     def __init__(self, maxsize: int = 100) -> None:
-        super().__init__()
-        self._queue: asyncio.Queue = asyncio.Queue(maxsize)
+        super().__init__(maxsize)
         self._anchor: float | None = None  # monotonic time of pts 0
         self._carry = np.zeros(0, np.int16)  # samples short of a whole packet, continued by the next frame
         self._carry_pts = 0
-        self.sent = 0
-        self.dropped = 0
 
     def feed(self, pts_samples: int, pcm: np.ndarray) -> None:
         """Queue one video frame's audio: `pcm` (n,) int16 mono 48 kHz starting at sample `pts_samples`.
@@ -113,18 +122,8 @@ class LipAlignedAudioTrack(MediaStreamTrack):
                 self.dropped += 1
         self._carry, self._carry_pts = pcm[whole:], pts_samples + whole
 
-    def end(self) -> None:
-        if self.readyState == "live":
-            _put_dropping_oldest(self._queue, _END)
-
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        item = await self._queue.get()
-        if item is _END:
-            self.stop()
-            raise MediaStreamError
-        pts, pcm = item
+        pts, pcm = await self._next_item()
         if self._anchor is not None:
             wait = self._anchor + pts / AUDIO_RATE - time.monotonic()
             if 0 < wait < 0.5:

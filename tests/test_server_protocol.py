@@ -17,7 +17,6 @@ import sys
 import textwrap
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -29,22 +28,10 @@ from conftest import live_instances
 from server.app import start_server
 from server.client import join, wait_connected
 from server.config import ServerConfig
+from streamer.session import StreamFrame
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 25.0
-
-
-@dataclass
-class FakeFrame:
-    index: int
-    pts: float
-    image: np.ndarray
-    audio: np.ndarray
-    tier: str = "fake"
-    late: bool = False
-    speech: bool = False
-    latency_ms: float = 50.0
-    timings_ms: dict = field(default_factory=dict)
 
 
 class FakeSession:
@@ -85,7 +72,8 @@ class FakeSession:
             take = self.buffer[:640]
             audio[:len(take)] = take
             self.buffer = self.buffer[640:]
-            yield FakeFrame(i, i / FPS, image, audio, speech=self.level > 0.01)
+            yield StreamFrame(i, i / FPS, image, audio, tier="fake", late=False, speech=self.level > 0.01,
+                              latency_ms=50.0)
             i += 1
 
     async def aclose(self) -> None:

@@ -4,26 +4,13 @@ voice survives the 16 -> 48 kHz trip intact and continuous, and a slow consumer 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from server.broadcast import AvatarBroadcast, rgb_to_yuv420p
 from server.tracks import AUDIO_PACKET, AUDIO_RATE, VIDEO_CLOCK_RATE
-
-
-@dataclass
-class Frame:
-    index: int
-    pts: float
-    image: np.ndarray
-    audio: np.ndarray
-    tier: str = "base"
-    late: bool = False
-    speech: bool = True
-    latency_ms: float = 120.0
-    timings_ms: dict = field(default_factory=dict)
+from streamer.session import StreamFrame
 
 
 class ScriptedSession:
@@ -41,7 +28,7 @@ class ScriptedSession:
             t = np.arange(a, b) / 16_000
             audio = (0.5 * np.sin(2 * np.pi * self.hz * t)).astype(np.float32)
             image = np.full((50, 61, 3), i % 256, np.uint8)  # odd width: cropped to even for yuv420p
-            yield Frame(i, i / self.fps, image, audio)
+            yield StreamFrame(i, i / self.fps, image, audio, tier="base", late=False, speech=True, latency_ms=120.0)
             await asyncio.sleep(0)
 
 
