@@ -159,12 +159,13 @@ def test_cohens_d_of_known_samples():
 
 
 def test_head_box_maps_into_the_render_crop():
-    from avatar.evaluation.image_metrics import head_box_in_render, head_crop_metrics
+    from avatar.compose import box_in_render_crop
+    from avatar.evaluation.image_metrics import head_crop_metrics
 
     # obama: the crop is the whole 450 px frame, rendered at 512
-    assert head_box_in_render(np.array([105, 26, 367, 381]), (0, 0, 450), 512) == (119, 29, 418, 434)
+    assert box_in_render_crop(np.array([105, 26, 367, 381]), (0, 0, 450), 512) == (119, 29, 418, 434)
     # a crop offset into the frame, box partly outside the crop: clipped
-    assert head_box_in_render(np.array([40, 60, 300, 400]), (50, 50, 300), 300) == (0, 10, 250, 300)
+    assert box_in_render_crop(np.array([40, 60, 300, 400]), (50, 50, 300), 300) == (0, 10, 250, 300)
     real = _image(3, 64)
     fake = real.copy()
     fake[:, :16] = 0.0  # damage outside the head box only

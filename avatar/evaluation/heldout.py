@@ -70,13 +70,13 @@ def load_heldout(dataset: str | Path, size: int, window: AudioWindow, mel_config
     train = np.asarray(data.train_idx)
     picks = train[nearest_by_audio(data.audio[train], data.audio[val])]
     audio_16k = load_audio(dataset / "audio.wav")
-    from avatar.evaluation.image_metrics import head_box_in_render
+    from avatar.compose import box_in_render_crop
 
     boxes = np.load(dataset / "head_boxes.npy")
     if boxes.shape != (data.n_frames, 4):
         raise InputError(f"{dataset / 'head_boxes.npy'}: shape {boxes.shape}, expected ({data.n_frames}, 4)",
                          "re-run `ideal prepare`")
-    head_box = np.array([head_box_in_render(boxes[i], data.crop, size) for i in val], dtype=np.int64)
+    head_box = np.array([box_in_render_crop(boxes[i], data.crop, size) for i in val], dtype=np.int64)
     import cv2
 
     first = cv2.imread(str(dataset / "frames" / f"{int(val[0]):06d}.jpg"))

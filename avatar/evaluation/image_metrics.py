@@ -83,15 +83,6 @@ def image_metrics(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     return {"l1": l1(real, fake), "psnr": psnr(real, fake), "ssim": ssim(real, fake)}
 
 
-def head_box_in_render(head_box: np.ndarray, crop: tuple[float, float, float], size: int) -> tuple[int, int, int, int]:
-    """A frame's head box (x0, y0, x1, y1 in full-frame pixels, dataset `head_boxes.npy`) in the coordinates of
-    the render crop (x0, y0, side) resized to `size` x `size`; rounded outwards, clipped to the render.
-    The one mapping is `avatar.compose.box_in_render_crop` (the trainer's log uses it too)."""
-    from avatar.compose import box_in_render_crop
-
-    return box_in_render_crop(head_box, crop, size)
-
-
 def head_crop_metrics(real: np.ndarray, fake: np.ndarray, box: tuple[int, int, int, int]) -> dict[str, float]:
     """L1/PSNR/SSIM on the head box of one pair of render crops (S, S, 3): the head-crop figures.
 
