@@ -84,6 +84,7 @@ class ExportManifest:
     tiers: dict[str, dict]  # Tier.to_dict() per exported tier
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)  # max abs diff vs PyTorch per graph
+    plane_lookup: str = "grid_sample"  # how the field graphs sample the tri-plane (ExportConfig.plane_lookup)
     export_format_version: int = EXPORT_FORMAT_VERSION
 
     def to_dict(self) -> dict:

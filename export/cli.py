@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opt-batch", type=int, default=4, help="batch TensorRT optimises for, default 4")
     parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
                         help="torch ONNX exporter: legacy (TorchScript, opset 17, fast) or dynamo (opset 20)")
+    parser.add_argument("--plane-lookup", choices=("gather", "grid_sample"), default="gather",
+                        help="tri-plane lookup in the field graphs: gather (fast in ONNX Runtime on CPU) or "
+                             "grid_sample (ONNX GridSample); both are validated against PyTorch's grid_sample")
     parser.add_argument("--no-mouth", action="store_true", help="leave out the audio-to-mouth model graph")
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise BackendError(f"cannot build TensorRT engines on this machine: {trt_problem}")
 
     cfg = ExportConfig(exporter=args.exporter, batch_opt=args.opt_batch, batch_max=args.max_batch,
-                       tiers=tuple(args.tiers) if args.tiers else None, mouth=not args.no_mouth)
+                       tiers=tuple(args.tiers) if args.tiers else None, mouth=not args.no_mouth,
+                       plane_lookup=args.plane_lookup)
     need_onnx = args.target in ("onnx", "all") or _stale_or_missing(avatar_dir, load_export_manifest, cfg)
     if need_onnx:
         with tqdm(desc="export onnx", unit="graph") as bar:

@@ -33,6 +33,8 @@ from export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, 
 
 log = logging.getLogger(__name__)
 
+PLANE_LOOKUPS = ("gather", "grid_sample")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -44,6 +46,9 @@ class ExportConfig:
     tiers: tuple[str, ...] | None = None  # None: every tier of the avatar
     mouth: bool = True  # also export the shipped audio-to-mouth model
     validate: bool = True  # compare each graph with PyTorch in onnxruntime (when installed)
+    # tri-plane lookup in the field graphs: "gather" (Gather + Mul + ReduceSum; ~4x faster than ONNX Runtime's
+    # CPU GridSample here) or "grid_sample" (ONNX GridSample). Validation always compares with grid_sample.
+    plane_lookup: str = "gather"
 
     @property
     def batch(self) -> dict[str, int]:
@@ -200,6 +205,8 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     """Export every stage graph of the avatar at `avatar_dir` into its export dir; returns (dir, manifest)."""
     import torch
 
+    if cfg.plane_lookup not in PLANE_LOOKUPS:
+        raise InputError(f"unknown plane lookup {cfg.plane_lookup!r}", f"use one of {', '.join(PLANE_LOOKUPS)}")
     avatar_dir = Path(avatar_dir)
     manifest = load_avatar_manifest(avatar_dir)  # refuses missing / old-format avatars with the fix
     from avatar.loading import load_avatar
@@ -224,13 +231,21 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     out = ExportManifest(avatar_fingerprint=avatar_fingerprint(avatar_dir),
                          avatar_format_version=int(manifest.get("format_version", AVATAR_FORMAT_VERSION)),
                          opset=cfg.opset if cfg.exporter == "legacy" else max(cfg.opset, 18), exporter=cfg.exporter,
-                         batch=cfg.batch, tiers={k: t.to_dict() for k, t in tiers.items()})
+                         batch=cfg.batch, tiers={k: t.to_dict() for k, t in tiers.items()},
+                         plane_lookup=cfg.plane_lookup)
+    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup
+
+    field = model.ray_renderer.field
     with torch.no_grad():
-        for spec in specs:
-            if progress:
-                progress(spec.key)
-            out.graphs[spec.key] = export_graph(spec, directory / graph_file(spec.key), cfg)
-            log.info("exported %s", directory / graph_file(spec.key))
+        field.lookup = gather_lookup if cfg.plane_lookup == "gather" else grid_sample_lookup
+        try:
+            for spec in specs:
+                if progress:
+                    progress(spec.key)
+                out.graphs[spec.key] = export_graph(spec, directory / graph_file(spec.key), cfg)
+                log.info("exported %s", directory / graph_file(spec.key))
+        finally:
+            field.lookup = grid_sample_lookup  # the reference the graphs are validated against
         if cfg.validate:
             out.validation = {"max_abs_diff": validate_graphs(directory, specs), "batch": 1, "provider": "CPU"}
     out.save(directory)

@@ -152,25 +152,33 @@ def test_triplane_and_ga_shapes_gradients_and_box():
     field = TriPlaneField((-1, -1, -1), (1, 1, 1), 16, 4)
     pts = torch.cat([torch.rand(B, 50, 3) * 1.8 - 0.9, torch.full((B, 5, 3), 1.5)], 1)
     feats, inside = field(pts)
-    assert feats.shape == (B, 55, 12) and inside.shape == (B, 55)
+    assert feats.shape == (B, 12, 55) and inside.shape == (B, 55)
     assert (inside[:, :50] == 1).all() and (inside[:, 50:] == 0).all()
     ga = GAModule(12, 32, dim=16, heads=2, hidden=32, feat_channels=8)
     cond = torch.randn(B, 8, 32, requires_grad=True)
     density, rgb, feat = ga(feats, cond)
-    assert density.shape == (B, 55) and rgb.shape == (B, 55, 3) and feat.shape == (B, 55, 8)
+    assert density.shape == (B, 55) and rgb.shape == (B, 3, 55) and feat.shape == (B, 8, 55)
     assert (density >= 0).all() and (rgb >= 0).all() and (rgb <= 1).all()
     (density.mean() + rgb.mean() + feat.mean() + field.total_variation()).backward()
     assert field.planes.grad.abs().sum() > 0 and cond.grad.abs().sum() > 0
 
 
-def test_ga_attention_equals_reference_multihead_attention():
-    ga = GAModule(12, 32, dim=16, heads=2)
+def test_ga_equals_textbook_attention_and_decoder():
+    """The per-frame folding (keys into the query weights, values and the first bias into the first layer) is
+    exactly textbook multi-head attention of each point over the tokens, then the MLP on [feature, aggregate]."""
+    ga = GAModule(12, 32, dim=16, heads=2, hidden=32, feat_channels=8)
+    with torch.no_grad():
+        ga.decoder[0].bias.normal_()
     sp, cond = torch.randn(B, 30, 12), torch.randn(B, 8, 32)
     q = ga.query(sp).view(B, 30, 2, 8).transpose(1, 2)
     k = ga.key(cond).view(B, 8, 2, 8).transpose(1, 2)
     v = ga.value(cond).view(B, 8, 2, 8).transpose(1, 2)
-    ref = (torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1) @ v).transpose(1, 2).reshape(B, 30, 16)
-    assert torch.allclose(ga.aggregate(sp, cond), ref, atol=1e-5)
+    agg = (torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1) @ v).transpose(1, 2).reshape(B, 30, 16)
+    out = ga.decoder(torch.cat([sp, agg], dim=-1))
+    density, rgb, feat = ga(sp.transpose(1, 2).contiguous(), cond)
+    assert torch.allclose(density, torch.nn.functional.softplus(out[..., 0]) * ga.density_scale, atol=1e-4)
+    assert torch.allclose(rgb, torch.sigmoid(out[..., 1:4]).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(feat, out[..., 4:].transpose(1, 2), atol=1e-5)
 
 
 def test_refiner_shapes_gradients_and_bilinear_start():
@@ -261,6 +269,14 @@ def test_expression_basis_planes_blend_by_coefficients():
     f0, f1, f2 = field(pts, c0)[0], field(pts, c1)[0], field(pts, c2)[0]
     assert torch.allclose(f2 - f0, 2 * (f1 - f0), atol=1e-5)
     assert torch.allclose(f1[1], f0[1])  # the second frame's coefficients are zero
+    # blending the planes per frame and sampling once == sampling every plane per point and blending features
+    c = torch.randn(B, 2)
+    x = field.normalise(pts)
+    grid = torch.stack([x[..., [0, 1]], x[..., [0, 2]], x[..., [1, 2]]], 0).reshape(3, 1, B * 20, 2)
+    every = torch.nn.functional.grid_sample(torch.cat([field.planes, field.basis], 1), grid, mode="bilinear",
+                                            padding_mode="border", align_corners=False).view(3, 3, 4, B, 20)
+    ref = every[:, 0] + (every[:, 1:] * c.t().reshape(1, 2, 1, B, 1)).sum(1)  # (3, 4, B, 20)
+    assert torch.allclose(field(pts, c)[0], ref.permute(2, 0, 1, 3).reshape(B, 12, 20), atol=1e-5)
     field.zero_grad()
     field(pts, c1)[0].sum().backward()
     g = field.basis.grad.view(3, 2, 4, 16, 16)
@@ -271,3 +287,16 @@ def test_old_model_config_loads_without_basis():
     d = ModelConfig().to_dict()
     del d["n_basis"]
     assert ModelConfig.from_dict(d).n_basis == 0
+
+
+def test_gather_lookup_equals_grid_sample_including_borders():
+    """The exported graphs' lookup is the same function as grid_sample (bilinear, border, align_corners=False),
+    also on the border, outside it and exactly on texel centres."""
+    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup
+
+    gen = torch.Generator().manual_seed(1)
+    planes = torch.randn(3, 5, 16, 16, generator=gen)
+    grid = torch.rand(3, 200, 2, generator=gen) * 2.6 - 1.3
+    edges = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [0.9375, 0.0], [1 - 1 / 16, 1.0]])
+    grid[:, :6] = edges
+    assert torch.allclose(gather_lookup(planes, grid), grid_sample_lookup(planes, grid), atol=1e-5)

@@ -134,6 +134,7 @@ class Trainer:
         tiers = list(self.model_cfg.tiers.values())
         n_samples = tiers[self.step % len(tiers)].samples
         rgb, acc, _ = self.model.ray_renderer(cond, pose, pixels, n_samples, jitter=True)
+        rgb, acc = rgb.transpose(1, 2), acc.transpose(1, 2)  # (B, R, 3|1) rows like the targets
         target = self._gather(self.frames, idx, flat).to(dev)
         base = self._gather(self.base, idx, flat).to(dev)
         head = self._gather(self.head, idx, flat).to(dev) * 255.0
@@ -170,7 +171,7 @@ class Trainer:
         ray_flat = (ray_rows * r + ray_cols).reshape(len(idx), -1).to(self.device)
         pixels = self.tier_grids[name][ray_flat]  # (B, side*side, 2)
         rgb, acc, feat = self.model.ray_renderer(cond, pose, pixels, tier.samples, jitter=True)
-        to_img = lambda x: x.transpose(1, 2).reshape(len(idx), x.shape[-1], side, side)  # noqa: E731
+        to_img = lambda x: x.reshape(len(idx), x.shape[1], side, side)  # noqa: E731
         rgb_o, alpha_o = self.model.refiners[name](to_img(rgb), to_img(acc), to_img(feat))
         ko = side * k
         oar = torch.arange(ko)

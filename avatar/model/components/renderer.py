@@ -14,8 +14,8 @@ def render_weights(density: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 
 def composite_along_rays(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """weights (B, R, S), values (B, R, S, K) -> (B, R, K)."""
-    return (weights.unsqueeze(-1) * values).sum(dim=-2)
+    """weights (B, R, S), values channel-first (B, K, R, S) -> (B, K, R)."""
+    return (weights.unsqueeze(1) * values).sum(dim=-1)
 
 
 def unpremultiply(rgb_premult: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:

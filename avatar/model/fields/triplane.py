@@ -6,9 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from avatar.model.fields.lookup import grid_sample_lookup
+
 
 class TriPlaneField(nn.Module):
-    """points (B, P, 3) canonical, coeffs (B, K) -> spatial features (B, P, 3*C), inside (B, P) (1 in the head
+    """points (B, P, 3) canonical, coeffs (B, K) -> spatial features (B, 3*C, P), inside (B, P) (1 in the head
     box, else 0).
 
     Besides the identity's planes there are K zero-initialised *basis* planes, blended per frame by the
@@ -25,6 +27,8 @@ class TriPlaneField(nn.Module):
         self.n_basis = n_basis
         self.basis = nn.Parameter(torch.zeros(3, n_basis * channels, resolution, resolution)) if n_basis else None
         self.channels = channels
+        # grid_sample in PyTorch; the exporter swaps in gather_lookup for ONNX graphs (avatar.model.fields.lookup)
+        self.lookup = grid_sample_lookup
 
     @property
     def out_dim(self) -> int:
@@ -33,23 +37,28 @@ class TriPlaneField(nn.Module):
     def normalise(self, points: torch.Tensor) -> torch.Tensor:
         return 2.0 * (points - self.box_min) / (self.box_max - self.box_min) - 1.0
 
+    def frame_planes(self, coeffs: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The planes of each frame, (B*3, C, R, R): F0 + sum_k c_k F_k. Blending the planes once per frame
+        and sampling once is the same function as sampling all 1 + K planes per point and blending the
+        features (bilinear sampling is linear in the plane values), at 1/(1 + K) of the per-point lookups."""
+        c, r = self.channels, self.planes.shape[-1]
+        if self.basis is None or coeffs is None:
+            return self.planes.unsqueeze(0).expand(batch, -1, -1, -1, -1).reshape(batch * 3, c, r, r)
+        basis = self.basis.view(3, self.n_basis, c * r * r)
+        blended = torch.baddbmm(self.planes.view(3, 1, c * r * r), coeffs.unsqueeze(0).expand(3, -1, -1),
+                                basis)  # (3, B, C*R*R)
+        return blended.transpose(0, 1).reshape(batch * 3, c, r, r)
+
     def forward(self, points: torch.Tensor, coeffs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """points (B, P, 3), coeffs (B, K) -> features (B, 3*C, P) channel-first, inside (B, P)."""
         b, p, _ = points.shape
-        c, k = self.channels, self.n_basis
         x = self.normalise(points)
         inside = (x.abs().amax(dim=-1) <= 1.0 + 1e-4).to(points.dtype)
-        flat = x.reshape(1, b * p, 3)
-        # plane i is indexed by the coordinate pair (x, y), (x, z), (y, z): grid (3, 1, B*P, 2)
-        grid = torch.stack([flat[..., [0, 1]], flat[..., [0, 2]], flat[..., [1, 2]]], dim=0)
-        planes = self.planes if self.basis is None else torch.cat([self.planes, self.basis], dim=1)
-        feats = nn.functional.grid_sample(planes, grid, mode="bilinear", padding_mode="border",
-                                          align_corners=False)  # (3, C(1+K), 1, B*P)
-        feats = feats.view(3, 1 + k, c, b, p)
-        out = feats[:, 0]
-        if k and coeffs is not None:
-            out = out + (feats[:, 1:] * coeffs.t().reshape(1, k, 1, b, 1)).sum(dim=1)
-        feats = out.permute(2, 3, 0, 1).reshape(b, p, 3 * c)
-        return feats, inside
+        # plane i is indexed by the coordinate pair (x, y), (x, z), (y, z): grid (B*3, 1, P, 2)
+        u, v, w = x.unbind(-1)
+        grid = torch.stack([u, v, u, w, v, w], dim=-1).view(b, p, 3, 2).transpose(1, 2).reshape(b * 3, p, 2)
+        feats = self.lookup(self.frame_planes(coeffs, b), grid)  # (B*3, C, P)
+        return feats.reshape(b, 3 * self.channels, p), inside
 
     def total_variation(self) -> torch.Tensor:
         """Smoothness prior on the planes (unobserved cells stay smooth instead of noisy)."""

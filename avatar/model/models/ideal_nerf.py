@@ -58,21 +58,21 @@ class RayRenderer(nn.Module):
     def forward(self, cond: torch.Tensor, pose: torch.Tensor, pixels: torch.Tensor, n_samples: int,
                 jitter: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """cond (B, T, C), pose (B, 3, 4), pixels (R, 2) or (B, R, 2) full-frame pixel coordinates ->
-        straight rgb (B, R, 3), opacity (B, R, 1), features (B, R, F)."""
+        straight rgb (B, 3, R), opacity (B, 1, R), features (B, F, R) (channel-first, like the images)."""
         origins, direction = canonical_rays(pixels, pose)
         near, far, hit = intersect_box(origins, direction, self.field.box_min, self.field.box_max)
         depths, deltas = sample_along_rays(near, far, n_samples, jitter)  # (B, R, S)
         b, r, s = depths.shape
         points = origins.unsqueeze(2) + depths.unsqueeze(-1) * direction.unsqueeze(2)  # (B, R, S, 3)
         coeffs = self.blend(cond.flatten(1)) if self.blend is not None else None  # (B, K) basis weights
-        spatial, inside = self.field(points.reshape(b, r * s, 3), coeffs)
+        spatial, inside = self.field(points.reshape(b, r * s, 3), coeffs)  # (B, Fs, R*S)
         density, rgb, feat = self.ga(spatial, cond)
         density = (density * inside).view(b, r, s) * hit
         step = deltas * direction.norm(dim=-1, keepdim=True)  # pixel depth -> canonical length
         weights = render_weights(density, step)
-        acc = weights.sum(dim=-1, keepdim=True)
-        rgb_p = composite_along_rays(weights, rgb.view(b, r, s, 3))
-        feat_r = composite_along_rays(weights, feat.view(b, r, s, -1))
+        acc = weights.sum(dim=-1).unsqueeze(1)  # (B, 1, R)
+        rgb_p = composite_along_rays(weights, rgb.view(b, 3, r, s))
+        feat_r = composite_along_rays(weights, feat.view(b, -1, r, s))
         return unpremultiply(rgb_p, acc), acc, feat_r
 
 
@@ -89,8 +89,7 @@ class HeadRenderer(nn.Module):
     def forward(self, cond: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rgb, acc, feat = self.rays(cond, pose, self.pixels, self.tier.samples)
         n, r = rgb.shape[0], self.tier.rays
-        to_img = lambda x: x.transpose(1, 2).reshape(n, x.shape[-1], r, r)  # noqa: E731
-        return to_img(rgb), to_img(acc), to_img(feat)
+        return rgb.view(n, 3, r, r), acc.view(n, 1, r, r), feat.view(n, -1, r, r)
 
 
 class BilinearRefiner(nn.Module):
