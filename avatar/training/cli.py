@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability of silencing a frame's audio window in training, so the lips follow the "
                         "expression's mouth slice (e.g. 0.7)")
     p.add_argument("--resume", action="store_true", help="continue from AVATAR_DIR.ckpt/last.pt")
+    p.add_argument("--init-from", metavar="AVATAR", default=None,
+                   help="fine-tune: start from this avatar's weights (trained on the same dataset) with a fresh "
+                        "optimiser and learning-rate schedule, e.g. with --audio-dropout to strengthen the lips")
+    p.add_argument("--mouth-weight", type=float, default=None,
+                   help="extra ray-sampling weight around the mouth (default 20; the head has 6)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing avatar dir")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     p.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps")
@@ -101,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
                       threads=args.threads, fusion=args.fusion, output_size=args.output_size,
                       checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, max_frames=args.max_frames,
                       audio_dropout=args.audio_dropout)
+    if args.mouth_weight is not None:
+        if args.mouth_weight < 0:
+            raise InputError(f"--mouth-weight {args.mouth_weight}: must be >= 0", "e.g. --mouth-weight 60")
+        cfg.mouth_weight = args.mouth_weight
     threads = set_threads(cfg.threads)
     manifest = load_dataset_manifest(args.dataset)
     size = output_size_for(crop_box(manifest)[2], cfg.output_size)
@@ -110,7 +119,15 @@ def run(args: argparse.Namespace) -> int:
     model_cfg = ModelConfig(fusion=cfg.fusion, box_min=box_min, box_max=box_max, tiers=default_tiers(size),
                             audio_window=window.length)
     ckpt_dir = Path(str(args.output).rstrip("/") + ".ckpt")
+    if args.init_from:
+        model_cfg = init_model_config(args.init_from, data.crop)
     trainer = Trainer(data, cfg, model_cfg, ckpt_dir)
+    if args.init_from and args.resume:
+        raise InputError("--init-from and --resume both given", "use --resume to continue this run's checkpoint, "
+                         "--init-from to start a new run from another avatar")
+    if args.init_from:
+        trainer.init_weights_from(Path(args.init_from))
+        log.info("fine-tuning from %s", args.init_from)
     if args.resume:
         last = ckpt_dir / "last.pt"
         if not last.exists():
@@ -131,3 +148,17 @@ def run(args: argparse.Namespace) -> int:
           f"{trainer.rays_per_second:.0f} rays/s, held-out head-crop PSNR "
           + ", ".join(f"{k[5:]} {v:.2f} dB" for k, v in last.items() if k.startswith("psnr_")))
     return 0
+
+
+def init_model_config(avatar: str, crop: tuple[float, float, float]) -> "ModelConfig":
+    """The model config of the avatar to fine-tune from, refusing one trained on another crop (another clip)."""
+    from avatar.manifest import load_avatar_manifest
+    from avatar.model.config import ModelConfig
+
+    m = load_avatar_manifest(avatar)
+    c = m.get("crop", {})
+    theirs = (float(c.get("x0", -1)), float(c.get("y0", -1)), float(c.get("size", -1)))
+    if any(abs(a - b) > 0.5 for a, b in zip(theirs, crop)):
+        raise InputError(f"--init-from {avatar}: trained on another crop {theirs} (this dataset: {crop})",
+                         "fine-tune from an avatar trained on this same dataset")
+    return ModelConfig.from_dict(m["model"])

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from avatar.audio.features import silence_value
+from avatar.errors import AvatarError
 from avatar.compose import box_in_render_crop
 from avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
 from avatar.model.components.rays import crop_pixel_grid
@@ -273,6 +274,16 @@ class Trainer:
         torch.save(self.state(), tmp)
         tmp.replace(path)
         return path
+
+    def init_weights_from(self, avatar_dir: Path) -> None:
+        """Start from an avatar's weights (float16 or 32) with this run's fresh optimiser and schedule."""
+        weights = torch.load(avatar_dir / "weights.pt", map_location="cpu", weights_only=True)
+        state = {k: v.float() for k, v in weights["model"].items()}
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise AvatarError(f"--init-from {avatar_dir}: its weights do not fit this model ({str(exc)[:160]})",
+                              "fine-tune from an avatar of the current format, trained on this dataset") from exc
 
     def load_checkpoint(self, path: Path) -> None:
         ck = torch.load(path, map_location=self.device, weights_only=False)
