@@ -205,6 +205,33 @@ def test_resume_without_checkpoint(obama_dataset: Path, tmp_path: Path, capsys):
     assert code == 2 and "no checkpoint" in err
 
 
+def test_init_from_starts_at_the_avatars_weights(obama_dataset: Path, tiny_avatar: Path, tmp_path: Path):
+    """--init-from fine-tunes: the first step starts from the given avatar, not from scratch, so its held-out
+    PSNR before any step equals the avatar's own."""
+    from avatar.loading import load_avatar
+
+    out = tmp_path / "ft"
+    args = _train_args(obama_dataset, out, "--init-from", str(tiny_avatar), "--mouth-weight", "60")
+    args[args.index("--steps") + 1] = "1"
+    assert main(args) == 0
+    config = json.loads((out / "avatar.json").read_text())["training"]["config"]
+    assert config["mouth_weight"] == 60.0 and config["init_from"] == str(tiny_avatar.resolve())
+    tiny = load_avatar(tiny_avatar).model.state_dict()
+    tuned = load_avatar(out).model.state_dict()
+    planes = "ray_renderer.field.planes"
+    # one Adam step at the planes' rate moves each value by at most ~lr; from scratch they would be unrelated
+    assert float((tuned[planes] - tiny[planes]).abs().mean()) < 0.05
+
+
+def test_init_from_refuses_an_avatar_of_another_crop(obama_dataset: Path, tiny_avatar: Path, tmp_path: Path, capsys):
+    other = _copy_avatar(tiny_avatar, tmp_path / "other")
+    m = json.loads((other / "avatar.json").read_text())
+    m["crop"]["size"] = float(m["crop"]["size"]) + 40
+    (other / "avatar.json").write_text(json.dumps(m))
+    code, err = _run_train(_train_args(obama_dataset, tmp_path / "ft", "--init-from", str(other)), capsys)
+    assert code == 2 and "another crop" in err and not (tmp_path / "ft").exists()
+
+
 def test_cuda_requested_without_gpu(obama_dataset: Path, tmp_path: Path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

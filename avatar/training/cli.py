@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         if args.mouth_weight < 0:
             raise InputError(f"--mouth-weight {args.mouth_weight}: must be >= 0", "e.g. --mouth-weight 60")
         cfg.mouth_weight = args.mouth_weight
+    cfg.init_from = str(Path(args.init_from).resolve()) if args.init_from else None
     threads = set_threads(cfg.threads)
     manifest = load_dataset_manifest(args.dataset)
     size = output_size_for(crop_box(manifest)[2], cfg.output_size)

@@ -32,6 +32,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_frames: int = 8
     max_frames: int | None = None  # use only the first N frames of the dataset (tests)
+    init_from: str | None = None  # avatar dir whose weights this run started from (fine-tuning)
 
     def to_dict(self) -> dict:
         return asdict(self)
