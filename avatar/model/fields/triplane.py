@@ -1,5 +1,5 @@
 """Tri-plane spatial features of the canonical head box: three axis-aligned feature planes (xy, xz, yz)
-sampled bilinearly with grid_sample (cheap, exports as GridSample) and concatenated."""
+sampled bilinearly (avatar.model.fields.lookup) and concatenated."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class TriPlaneField(nn.Module):
         b, p, _ = points.shape
         x = self.normalise(points)
         inside = (x.abs().amax(dim=-1) <= 1.0 + 1e-4).to(points.dtype)
-        # plane i is indexed by the coordinate pair (x, y), (x, z), (y, z): grid (B*3, 1, P, 2)
+        # plane i is indexed by the coordinate pair (x, y), (x, z), (y, z): grid (B*3, P, 2)
         u, v, w = x.unbind(-1)
         grid = torch.stack([u, v, u, w, v, w], dim=-1).view(b, p, 3, 2).transpose(1, 2).reshape(b * 3, p, 2)
         feats = self.lookup(self.frame_planes(coeffs, b), grid)  # (B*3, C, P)
