@@ -92,12 +92,22 @@ class LipAlignedAudioTrack(_QueuedTrack):
     Packets are released no earlier than their presentation time on a wall-clock schedule anchored to the
     earliest frame arrival, so the two 20 ms halves of a 40 ms video frame leave 20 ms apart and the sender
     reports of audio and video map the same pts to the same wall time.
+
+    Nor much later: a consumer slower than real time (aiortc's sender loop on a CPU-starved process pulls one
+    packet per `recv`, each with an executor round trip) would otherwise drain the queue in order while it stays
+    full, so the voice fell further and further behind its picture (100 packets at ~15/s: ~7 s) and a listener
+    heard the silence before the speech long after the lips moved. A packet more than `max_lag_s` past its
+    presentation time is skipped while a newer one is queued: the voice keeps its lips and its latency, and an
+    overloaded server gives gaps in the sound rather than an ever-growing delay (the video track likewise keeps
+    only its newest frames). `max_lag_s=None` keeps every packet.
     """
 
     kind = "audio"
 
-    def __init__(self, maxsize: int = 100) -> None:
+    def __init__(self, maxsize: int = 100, max_lag_s: float | None = 0.25) -> None:
         super().__init__(maxsize)
+        self.max_lag_s = max_lag_s
+        self.stale = 0  # packets skipped for being more than max_lag_s late (the consumer could not keep up)
         self._anchor: float | None = None  # monotonic time of pts 0
         self._carry = np.zeros(0, np.int16)  # samples short of a whole packet, continued by the next frame
         self._carry_pts = 0
@@ -124,6 +134,13 @@ class LipAlignedAudioTrack(_QueuedTrack):
 
     async def recv(self) -> av.AudioFrame:
         pts, pcm = await self._next_item()
+        while self._is_stale(pts) and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _END:  # ending: send what we hold, the next recv ends the track
+                self._queue.put_nowait(item)
+                break
+            self.stale += 1
+            pts, pcm = item
         if self._anchor is not None:
             wait = self._anchor + pts / AUDIO_RATE - time.monotonic()
             if 0 < wait < 0.5:
@@ -135,3 +152,9 @@ class LipAlignedAudioTrack(_QueuedTrack):
         frame.time_base = AUDIO_TIME_BASE
         self.sent += 1
         return frame
+
+    def _is_stale(self, pts: int) -> bool:
+        """Whether the packet at `pts` is more than `max_lag_s` behind its place on the wall-clock schedule."""
+        if self.max_lag_s is None or self._anchor is None:
+            return False
+        return time.monotonic() - (self._anchor + pts / AUDIO_RATE) > self.max_lag_s
