@@ -115,14 +115,18 @@ class AudioMouth:
     """
 
     def __init__(self, fps: float = 25.0, cfg: GateConfig = GateConfig(),
-                 initial_floor_db: float | None = None) -> None:
+                 initial_floor_db: float | None = None, scale: np.ndarray | None = None) -> None:
         self.cfg = cfg
         self.gate = SilenceGate(fps, cfg, initial_floor_db)
+        self.scale = None if scale is None else np.asarray(scale, np.float32)  # the avatar's mouth calibration
         self._state: np.ndarray | None = None
 
     def step(self, raw_mouth: np.ndarray, frame_samples: np.ndarray) -> np.ndarray:
         g = self.gate.step(frame_samples)
-        target = g * np.asarray(raw_mouth, dtype=np.float32)  # neutral mouth (closed) is the zero vector
+        raw = np.asarray(raw_mouth, dtype=np.float32)
+        if self.scale is not None:
+            raw = raw * self.scale
+        target = g * raw  # neutral mouth (closed) is the zero vector
         a = self.cfg.smooth_alpha
         self._state = target if self._state is None else a * target + (1 - a) * self._state
         return self._state.astype(np.float32)
@@ -136,10 +140,12 @@ def predict_mouth(mouth_model, audio_16k: np.ndarray, n_frames: int, fps: float)
 
 
 def gated_mouth_track(raw: np.ndarray, audio_16k: np.ndarray, fps: float, lookahead_ms: float,
-                      cfg: GateConfig = GateConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """Run `AudioMouth` over a whole clip: raw (N, 10) -> (gated mouth (N, 10), gate (N,))."""
+                      cfg: GateConfig = GateConfig(),
+                      scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run `AudioMouth` over a whole clip: raw (N, 10) -> (gated mouth (N, 10), gate (N,)); `scale` is the
+    avatar's mouth calibration (avatar.mouth.calibration), None for the model's own range."""
     clock = FrameClock(fps)
-    am = AudioMouth(fps, cfg, initial_floor_db=noise_floor_db(audio_16k, fps))
+    am = AudioMouth(fps, cfg, initial_floor_db=noise_floor_db(audio_16k, fps), scale=scale)
     out = np.zeros_like(raw, dtype=np.float32)
     gates = np.zeros(len(raw), dtype=np.float32)
     for i in range(len(raw)):

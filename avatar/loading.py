@@ -22,6 +22,7 @@ from avatar.compose import BasePlate, composite
 from avatar.errors import AvatarError, InputError
 from avatar.expression import EXPRESSION_DIM
 from avatar.manifest import load_avatar_manifest, resolve_avatar
+from avatar.mouth.calibration import MouthCalibration, load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class LoadedAvatar:
     prosody_predictor: object  # avatar.model.components.prosody.ProsodyExpressionPredictor
     av_offset_ms: float
     fusion: str
+    mouth_calibration: MouthCalibration = field(default_factory=MouthCalibration.identity)
     _base_plate: BasePlate | None = field(default=None, repr=False)
 
     @property
@@ -176,9 +178,15 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu") -> LoadedAv
     if pose_track.ndim != 3 or pose_track.shape[1:] != (3, 4):
         raise AvatarError(f"{directory / 'pose_track.npz'}: pose shape {pose_track.shape}, expected (N, 3, 4)",
                           "re-run `ideal train`")
+    try:
+        mouth_calibration = load_calibration(m)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AvatarError(f"{directory / 'avatar.json'}: bad mouth_calibration ({exc})",
+                          "re-run `ideal mouth calibrate` or `ideal train`") from exc
     model = model.to(device).eval()
     prosody = prosody.to(device).eval()
     return LoadedAvatar(path=directory, manifest=m, window=window, mel_config=mel, tiers=tiers, fps=fps, crop=crop,
                         image_size=size, pose_track=pose_track, expression_track=expression_track,
                         backend=TorchBackend(model, device), prosody_predictor=prosody,
-                        av_offset_ms=float(m.get("av_offset_ms", 0.0)), fusion=str(m.get("fusion", cfg.fusion)))
+                        av_offset_ms=float(m.get("av_offset_ms", 0.0)), fusion=str(m.get("fusion", cfg.fusion)),
+                        mouth_calibration=mouth_calibration)

@@ -143,7 +143,8 @@ class StreamerEngine:
 
         cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
         idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
-        return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth)
+        return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth,
+                               mouth_scale=self.avatar.mouth_calibration.scale)
 
     def plate_index(self, pose: np.ndarray) -> int:
         """The base-plate frame whose tracked head pose is nearest `pose` (3, 4), so torso and head agree."""

@@ -123,7 +123,8 @@ class StreamingDriver:
 
     def __init__(self, mouth_model: Any, idle: IdleMotion, fps: float, prosody: Any | None = None,
                  clips: ClipLibrary | None = None, blink_depth: float | None = None,
-                 gate: GateConfig = GateConfig(), transition_frames: int = 8, vad_gate: bool = True) -> None:
+                 gate: GateConfig = GateConfig(), transition_frames: int = 8, vad_gate: bool = True,
+                 mouth_scale: np.ndarray | None = None) -> None:
         self.mouth_model = mouth_model
         self.prosody = prosody
         self.idle = idle
@@ -132,7 +133,7 @@ class StreamingDriver:
         self.blink_depth = blink_depth
         self.transition_frames = transition_frames
         self.vad_gate = vad_gate
-        self._mouth = AudioMouth(fps, gate)
+        self._mouth = AudioMouth(fps, gate, scale=mouth_scale)  # in the avatar's mouth range (calibration)
         self._prosody_upper = _ProsodyUpper(idle, blink_depth)
         self.source = "audio"
         self.pending: str | None = None  # a clip source being tracked

@@ -102,12 +102,13 @@ def track_crops(held: HeldOut, crops: np.ndarray, frame_numbers: np.ndarray | No
     return track_frames(frames, held.neutral)
 
 
-def audio_mouth_for(held: HeldOut, mouth_model) -> np.ndarray:
-    """Mouth slices of the held-out frames from the dataset audio, as `ideal dub` computes them: (V, 10)."""
+def audio_mouth_for(held: HeldOut, mouth_model, scale: np.ndarray | None = None) -> np.ndarray:
+    """Mouth slices of the held-out frames from the dataset audio, as `ideal dub` computes them (with the
+    avatar's mouth calibration `scale`): (V, 10)."""
     from avatar.drive import gated_mouth_track, predict_mouth
 
     raw = predict_mouth(mouth_model, held.audio_16k, held.n_frames, held.fps)
-    gated, _ = gated_mouth_track(raw, held.audio_16k, held.fps, mouth_model.window.lookahead_ms)
+    gated, _ = gated_mouth_track(raw, held.audio_16k, held.fps, mouth_model.window.lookahead_ms, scale=scale)
     return gated[held.index]
 
 
@@ -154,12 +155,13 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
              len(held.index), held.index[0], held.index[-1], dataset, tier, size, scale, cfg.lmd_reference_px)
 
     mouth_model = load_mouth_model(cfg.mouth_model)
-    audio_mouth = audio_mouth_for(held, mouth_model)
     from avatar.expression import SLICES
 
-    expr_audio = held.expression.copy()
-    expr_audio[:, SLICES["mouth"].indices] = audio_mouth
-    drives = {"reconstruction": held.expression, "audio": expr_audio}
+    def drives_for(av) -> dict[str, np.ndarray]:
+        """Both modes' expressions; the audio mode's mouth through this avatar's own mouth calibration."""
+        expr_audio = held.expression.copy()
+        expr_audio[:, SLICES["mouth"].indices] = audio_mouth_for(held, mouth_model, av.mouth_calibration.scale)
+        return {"reconstruction": held.expression, "audio": expr_audio}
 
     t = time.perf_counter()
     real = _track_real(held)  # the real full frames, untouched
@@ -170,6 +172,7 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
     names = _unique_names([p for p, _, _ in loaded])
     for (path, role, av), name in zip(loaded, names):
         avatars[name] = {"path": str(path), "role": role, **_training_facts(av)}
+        drives = drives_for(av)
         for mode in MODES:
             t = time.perf_counter()
             crops = render_crops(av, held, drives[mode], tier, cfg.batch_size, f"{name} {mode}")

@@ -2,6 +2,7 @@
 
   ideal mouth train --data DIR_OR_VIDEOS... -o MODEL_DIR     retrain on your own talking-head videos
   ideal mouth evaluate [--model DIR] VIDEO...                r of predicted vs tracked mouth opening
+  ideal mouth calibrate AVATAR --dataset DATASET             fit the avatar's mouth range (ideal train does it)
 
 Videos need speech: their own audio track, or a same-name .wav/.flac/.m4a beside them. Each clip's A/V
 offset is estimated and corrected before training (reported per clip; past 80 ms it is logged as a warning).
@@ -40,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
     ev.add_argument("--model", type=Path, default=None, help="mouth model directory (default: the shipped one)")
     ev.add_argument("--cache", type=Path, default=None, help="tracking cache directory")
+    ca = sub.add_parser("calibrate", help="scale the mouth model's output to an avatar's own mouth range",
+                        description="Fit the avatar's mouth calibration (per mouth field: RMS of the tracked mouth "
+                                    "over RMS of the mouth model's output, on the training frames' speech) from the "
+                                    "dataset it was trained on, and write it into its avatar.json. `ideal train` "
+                                    "does this; use it for avatars trained before, or after a new mouth model.")
+    ca.add_argument("avatar", type=Path, help="avatar dir to update")
+    ca.add_argument("--dataset", type=Path, required=True, help="the dataset dir the avatar was trained on")
+    ca.add_argument("--model", type=Path, default=None, help="mouth model directory (default: the shipped one)")
     parser.set_defaults(_mouth_parser=parser)
 
 
@@ -47,7 +56,40 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "mouth_command", None) is None:
         args._mouth_parser.print_help()
         return 1
+    if args.mouth_command == "calibrate":
+        return _calibrate(args)
     return _train(args) if args.mouth_command == "train" else _evaluate(args)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import numpy as np
+
+    from avatar.errors import InputError
+    from avatar.manifest import AVATAR_MANIFEST, load_avatar_manifest, load_dataset_manifest
+    from avatar.mouth.calibration import calibration_from_dataset
+    from avatar.mouth.model import load_mouth_model
+
+    manifest = load_avatar_manifest(args.avatar)
+    dataset = load_dataset_manifest(args.dataset)
+    trained_on = str((manifest.get("training") or {}).get("dataset") or "")
+    if int(dataset.get("n_frames", -1)) != int(manifest.get("n_frames", -2)):
+        raise InputError(f"--dataset {args.dataset}: {dataset.get('n_frames')} frames, the avatar was trained on "
+                         f"{manifest.get('n_frames')} ({trained_on or 'another dataset'})",
+                         "pass the dataset dir the avatar was trained on")
+    split = (manifest.get("training") or {}).get("split", {}).get("train")
+    frames = np.arange(*split) if split else None
+    cal = calibration_from_dataset(args.dataset, load_mouth_model(args.model), frames)
+    manifest["mouth_calibration"] = cal.to_dict()
+    path = args.avatar / AVATAR_MANIFEST
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+    print(f"{path}: mouth calibration from {cal.speech_frames} speech frames: "
+          + " ".join(f"{s:.2f}" for s in cal.scale))
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

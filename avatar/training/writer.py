@@ -34,6 +34,16 @@ def build_base_plate(data: TrainingData) -> BasePlate:
     return BasePlate.build(np.ascontiguousarray(bg), frames(), n)
 
 
+def mouth_calibration_for(data: TrainingData):
+    """The shipped mouth model's outputs scaled to this face's mouth range, fitted on the training frames."""
+    from avatar.mouth.calibration import calibration_from_dataset
+
+    cal = calibration_from_dataset(data.directory, frames=data.train_idx)
+    log.info("mouth calibration (tracked RMS / mouth-model RMS on %d speech frames): %s", cal.speech_frames,
+             " ".join(f"{s:.2f}" for s in cal.scale))
+    return cal
+
+
 def state_dict_for_disk(model: torch.nn.Module, half: bool) -> dict:
     sd = model.state_dict()
     return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in sd.items()}
@@ -110,6 +120,7 @@ def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: Proso
             "config": trainer.cfg.to_dict(),
         },
         "av_offset_ms": float((m.get("audio") or {}).get("av_offset_ms", m.get("av_offset_ms", 0.0)) or 0.0),
+        "mouth_calibration": mouth_calibration_for(data).to_dict(),
         "consent": consent,
         "synthetic_mark": True,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

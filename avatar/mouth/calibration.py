@@ -1,0 +1,115 @@
+"""Per-avatar calibration of the speaker-independent mouth model (retargeting its output range to this face).
+
+A speaker-independent regressor shrinks towards the mean (on the built-in avatar's own speech its outputs have
+30-70% of the tracked mouth's spread per field), and every face opens its mouth its own amount. The renderer
+learnt this person's range, so a shrunken command gives lips that barely move. The calibration is one scale
+per mouth field, fitted on the avatar's training clip: the RMS of the tracked mouth slice over the RMS of the
+mouth model's prediction, on speech frames. A scale, not an affine map: the closed, neutral mouth is the zero
+vector and must stay zero in silence (the silence gate multiplies towards it).
+
+Stored in avatar.json `mouth_calibration` (written by `ideal train`, or `ideal mouth calibrate` for an
+existing avatar); `load_calibration(manifest)` gives identity scales for avatars without one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avatar.expression import SLICES
+
+MOUTH = SLICES["mouth"].indices
+N_MOUTH = SLICES["mouth"].stop - SLICES["mouth"].start
+SCALE_RANGE = (0.5, 4.0)  # beyond this the fit says more about noise than about the face
+MIN_SPEECH_FRAMES = 50
+
+
+@dataclass(frozen=True)
+class MouthCalibration:
+    scale: np.ndarray  # (10,) per mouth field
+    speech_frames: int = 0
+    fitted_with: str = ""  # the mouth model whose outputs were matched
+
+    @classmethod
+    def identity(cls) -> "MouthCalibration":
+        return cls(np.ones(N_MOUTH, np.float32))
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.all(self.scale == 1.0))
+
+    def apply(self, raw_mouth: np.ndarray) -> np.ndarray:
+        """(..., 10) mouth-model output -> the same in this avatar's range."""
+        return np.asarray(raw_mouth, np.float32) * self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": [round(float(s), 4) for s in self.scale], "speech_frames": int(self.speech_frames),
+                "fitted_with": self.fitted_with,
+                "definition": "per mouth field: RMS of the tracked mouth / RMS of the mouth model's output on "
+                              "the training clip's speech frames; applied to the model's output before gating"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MouthCalibration":
+        scale = np.asarray(d["scale"], np.float32)
+        if scale.shape != (N_MOUTH,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError(f"mouth_calibration.scale must be {N_MOUTH} positive numbers, got {d['scale']!r}")
+        return cls(scale, int(d.get("speech_frames", 0)), str(d.get("fitted_with", "")))
+
+
+def fit_calibration(predicted: np.ndarray, tracked: np.ndarray, speech: np.ndarray,
+                    fitted_with: str = "") -> MouthCalibration:
+    """predicted, tracked (N, 10) mouth slices of the same frames, speech (N,) bool -> the per-field scale.
+    Too few speech frames to say anything: identity."""
+    speech = np.asarray(speech, bool)
+    n = int(speech.sum())
+    if n < MIN_SPEECH_FRAMES:
+        return MouthCalibration(np.ones(N_MOUTH, np.float32), n, fitted_with)
+    rms = lambda x: np.sqrt(np.mean(np.square(np.asarray(x, np.float64)[speech]), axis=0))  # noqa: E731
+    scale = rms(tracked) / np.maximum(rms(predicted), 1e-6)
+    return MouthCalibration(np.clip(scale, *SCALE_RANGE).astype(np.float32), n, fitted_with)
+
+
+def calibration_from_clip(mouth_model: Any, audio_16k: np.ndarray, mouth_track: np.ndarray, fps: float,
+                          frames: np.ndarray | None = None) -> MouthCalibration:
+    """Fit on a clip: its audio through `mouth_model`, against its tracked mouth slices (N, 10). Speech frames
+    are those the silence gate opens (the frames where the mouth is driven at all); `frames` restricts the fit
+    (e.g. the training split)."""
+    from avatar.drive import gated_mouth_track, predict_mouth
+
+    n = len(mouth_track)
+    raw = predict_mouth(mouth_model, audio_16k, n, fps)
+    _, gate = gated_mouth_track(raw, audio_16k, fps, mouth_model.window.lookahead_ms)
+    speech = gate >= 1.0
+    if frames is not None:
+        keep = np.zeros(n, bool)
+        keep[np.asarray(frames)] = True
+        speech &= keep
+    name = Path(mouth_model.path).name if getattr(mouth_model, "path", None) else "mouth model"
+    return fit_calibration(raw, mouth_track, speech, fitted_with=name)
+
+
+def calibration_from_dataset(dataset: str | Path, mouth_model: Any | None = None,
+                             frames: np.ndarray | None = None) -> MouthCalibration:
+    """Fit on a prepared dataset dir (its audio.wav and expression.npy), with the shipped mouth model unless
+    another is given; `frames` restricts the fit (the avatar's training split)."""
+    from avatar.audio.io import load_audio
+    from avatar.manifest import load_dataset_manifest
+
+    dataset = Path(dataset)
+    manifest = load_dataset_manifest(dataset)
+    if mouth_model is None:
+        from avatar.mouth.model import load_mouth_model
+
+        mouth_model = load_mouth_model()
+    expression = np.load(dataset / "expression.npy")
+    return calibration_from_clip(mouth_model, load_audio(dataset / "audio.wav"), expression[:, MOUTH],
+                                 float(manifest["fps"]), frames)
+
+
+def load_calibration(manifest: dict[str, Any]) -> MouthCalibration:
+    """The avatar's calibration from its avatar.json (identity when it has none: avatars trained before it)."""
+    d = manifest.get("mouth_calibration")
+    return MouthCalibration.from_dict(d) if d else MouthCalibration.identity()

@@ -1,0 +1,50 @@
+"""Do an avatar's lips follow its mouth input? Dub real speech (mouth from the audio, neutral upper face), track
+the rendered video with the prepare tracker, and compare the rendered mouth opening with the commanded one.
+
+    python benchmarks/lip_follow.py --avatar AVATAR [--audio ../shared/data/speech/test_13s.wav] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--avatar", default=None, help="avatar dir (default: the built-in one)")
+    ap.add_argument("--audio", type=Path, default=REPO.parent / "shared/data/speech/test_13s.wav")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--tier", default="coarse")
+    ap.add_argument("--keep", type=Path, default=None, help="copy the dubbed video here")
+    args = ap.parse_args()
+    from avatar.audio.io import load_audio, write_wav
+    from avatar.mouth.training import pearson
+    from avatar.prepare import track_clip
+    from ideal.cli import main as ideal
+
+    work = Path(tempfile.mkdtemp(prefix="lip_follow_"))
+    write_wav(work / "speech.wav", load_audio(args.audio)[: int(args.seconds * 16000)])
+    cmd = ["-q", "dub", "--audio", str(work / "speech.wav"), "--expression", "neutral", "--no-mark", "--tier",
+           args.tier, "--save-drive", str(work / "drive.npz"), "-o", str(args.keep or work / "dub.mp4")]
+    if args.avatar:
+        cmd += ["--avatar", str(args.avatar)]
+    if ideal(cmd) != 0:
+        raise SystemExit("ideal dub failed")
+    rendered = track_clip(args.keep or work / "dub.mp4", audio_path=work / "speech.wav", progress=False).expression[:, 0]
+    commanded = np.load(work / "drive.npz")["audio_mouth_open"]
+    n = min(len(rendered), len(commanded))
+    print(json.dumps({"avatar": str(args.avatar or "default"), "audio": str(args.audio), "frames": n,
+                      "tier": args.tier, "r_rendered_vs_commanded": round(pearson(rendered[:n], commanded[:n]), 3),
+                      "rendered_mouth_open_std": round(float(rendered[:n].std()), 4),
+                      "commanded_mouth_open_std": round(float(commanded[:n].std()), 4)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
