@@ -12,6 +12,8 @@ the same base (its opacity learns where the neck takes over).
 
 from __future__ import annotations
 
+import functools
+
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +138,20 @@ def box_in_render_crop(box, crop: tuple[float, float, float], size: int) -> tupl
     return tuple(int(np.clip(v, 0, size)) for v in out)  # type: ignore[return-value]
 
 
-def feather_mask(size: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
-    """(size, size, 1) float32 ramp from 0 at the crop border to 1 inside (smoothstep)."""
+@functools.lru_cache(maxsize=8)
+def _feather(size: int, fraction: float) -> np.ndarray:
     width = max(1.0, fraction * size)
     d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) + 0.5
     r = np.clip(d / width, 0.0, 1.0)
     r = r * r * (3 - 2 * r)
-    return (r[:, None] * r[None, :])[..., None]
+    out = (r[:, None] * r[None, :])[..., None]
+    out.setflags(write=False)  # shared between calls
+    return out
+
+
+def feather_mask(size: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
+    """(size, size, 1) float32 ramp from 0 at the crop border to 1 inside (smoothstep); read-only, cached."""
+    return _feather(int(size), float(fraction))
 
 
 def composite_over(crop_rgb: np.ndarray, crop_alpha: np.ndarray, base_frame: np.ndarray,
@@ -153,23 +162,28 @@ def composite_over(crop_rgb: np.ndarray, crop_alpha: np.ndarray, base_frame: np.
 
     x0, y0, side = (int(round(v)) for v in crop)
     h, w = base_frame.shape[:2]
-    rgb = np.asarray(crop_rgb, np.float32)
-    alpha = np.asarray(crop_alpha, np.float32).reshape(rgb.shape[0], rgb.shape[1], 1)
+    rgb = np.ascontiguousarray(crop_rgb, np.float32)
+    alpha = np.ascontiguousarray(crop_alpha, np.float32).reshape(rgb.shape[0], rgb.shape[1])
     if rgb.shape[0] != side:
-        interp = cv2.INTER_LINEAR if side > rgb.shape[0] else cv2.INTER_AREA
+        # area averaging only for real downscales: for the usual 512 -> 450 it cost 9x bilinear's time here
+        # (2.9 vs 0.3 ms) for no visible difference at a 1.14x ratio
+        interp = cv2.INTER_AREA if rgb.shape[0] > 1.5 * side else cv2.INTER_LINEAR
         rgb = cv2.resize(rgb, (side, side), interpolation=interp)
-        alpha = cv2.resize(alpha, (side, side), interpolation=interp)[..., None]
-    alpha = np.clip(alpha, 0.0, 1.0) * feather_mask(side)
+        alpha = cv2.resize(alpha, (side, side), interpolation=interp)
     # the part of the crop inside the frame
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
     out = base_frame.copy()
     if fx1 <= fx0 or fy1 <= fy0:
         return out
     cs = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
-    base = out[fy0:fy1, fx0:fx1].astype(np.float32) / 255.0
-    a = alpha[cs]
-    blend = np.clip(rgb[cs], 0.0, 1.0) * a + base * (1.0 - a)
-    out[fy0:fy1, fx0:fx1] = np.round(blend * 255.0).astype(np.uint8)
+    a = np.clip(alpha[cs], 0.0, 1.0)
+    a *= feather_mask(side)[cs][..., 0]
+    head = np.clip(rgb[cs], 0.0, 1.0)
+    head *= 255.0
+    base = out[fy0:fy1, fx0:fx1].astype(np.float32)
+    # per-pixel a * head + (1 - a) * base in one SIMD pass (numpy's (H, W, 1) broadcast was the slow part)
+    blend = cv2.blendLinear(head, base, a, np.ascontiguousarray(1.0 - a))
+    out[fy0:fy1, fx0:fx1] = np.rint(blend).astype(np.uint8)
     return out
 
 

@@ -85,6 +85,11 @@ class StreamerEngine:
 
         self.config = config or StreamerConfig()
         self.clock: Clock = clock or MonotonicClock()
+        import cv2
+
+        # compositing runs on the render thread next to the model; OpenCV's own worker pool only fights the
+        # other threads for the same cores (5.5 ms per 450 px composite with 1 thread vs 6.4-8.6 ms with 2 here)
+        cv2.setNumThreads(1)
         self.avatar_dir = resolve_avatar(avatar)
         self.avatar = load_avatar(self.avatar_dir, device=device if device != "auto" else "cpu")
         if isinstance(backend, str):
