@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--tier", nargs="+", metavar="TIER", help="tiers to measure (offline; default all) or "
                         "the highest tier the streamer may use (realtime/webrtc)")
+    parser.add_argument("--pin-tier", action="store_true",
+                        help="realtime: render every frame at --tier (no adaptation), to measure that tier")
     parser.add_argument("--audio", help="speech file to feed (default: espeak-ng speech, else synthetic)")
     parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions (batch in offline mode)")
     parser.add_argument("--duration", type=float, default=None,

@@ -221,6 +221,7 @@ def make_engine(avatar: str | None, backend: Any, device: str, config: Any | Non
 
 
 def run_realtime_mode(args: Any) -> dict[str, Any]:
+    from avatar.errors import InputError
     from tqdm import tqdm
 
     from ideal.bench.offline import DelayedBackend
@@ -241,6 +242,13 @@ def run_realtime_mode(args: Any) -> dict[str, Any]:
         # backend shows up as latency (what is being checked) rather than as late frames
         config = StreamerConfig()
         config.render_budget_ms += args.inject_delay_ms
+    if getattr(args, "pin_tier", False):
+        from streamer.config import StreamerConfig
+
+        if not args.tier:
+            raise InputError("--pin-tier needs --tier", "e.g. --tier coarse --pin-tier")
+        config = config or StreamerConfig()
+        config.adaptive_tiers = False
     engine, startup_s = make_engine(args.avatar, backend, args.device, config)
     tier = args.tier[0] if args.tier else None
     counts = [args.sessions]
