@@ -58,7 +58,10 @@ class TorchBackend:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # tracer notes on Python ints that are static per tier
-                    self._traced[key] = torch.jit.trace(module, example, check_trace=False)
+                    traced = torch.jit.trace(module, example, check_trace=False)
+                    for _ in range(2):  # TorchScript's profiling runs: slow, and not what a cost model should see
+                        traced(*example)
+                    self._traced[key] = traced
             except Exception as exc:  # noqa: BLE001 -- an optimisation: the eager module is the same function
                 log.warning("tracing %s/%s failed (%s); running it eagerly", kind, tier, exc)
                 self._traced[key] = module
