@@ -41,6 +41,7 @@ class DriveFrame:
 
     expression: np.ndarray
     pose: np.ndarray
+    track_index: int | None = None  # the pose-track frame of the base plate's torso (None: from the index)
 
 
 # --- audio: mouth ---------------------------------------------------------------------------------------------

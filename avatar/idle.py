@@ -164,6 +164,19 @@ class IdleMotion:
         """(3, 4) head pose at video frame `index` from the ping-pong pose track."""
         return self._cycle[(index + self._pose_offset) % len(self._cycle)].copy()
 
+    def pose_at(self, position: float) -> np.ndarray:
+        """(3, 4) head pose at a fractional `position` along the ping-pong cycle (linear between frames), for
+        callers that play the track at a varying speed (the streamer moves the head slower while listening)."""
+        n = len(self._cycle)
+        p = (position + self._pose_offset) % n
+        i = int(np.floor(p))
+        f = float(p - i)
+        return ((1.0 - f) * self._cycle[i] + f * self._cycle[(i + 1) % n]).astype(np.float32)
+
+    def track_index_at(self, position: float) -> int:
+        """The pose-track frame nearest `position` (see `pose_at`), for the base plate's torso."""
+        return self.track_index(int(round(position)))
+
     def track_index(self, index: int) -> int:
         """The pose-track frame shown at video frame `index` (so the torso of the avatar's base plate can
         follow the same frame as the head)."""

@@ -30,6 +30,8 @@ class StreamerConfig:
     step_up_after: int = 50  # frames in a row with room to spare before the base tier steps up
     step_down_cost: float = 0.9  # step down when the base tier's typical cost exceeds this share of budget
     synthetic_mark: bool = True  # the visible "synthetic" mark on every frame
+    # --- idle behaviour ---
+    listening_pose_speed: float = 0.5  # pose-track playback speed while silent (1 = as while speaking)
     frame_queue: int = 8  # emitted frames waiting for the consumer; the oldest is dropped beyond this
     stats_window: int = 1500  # frames kept for percentiles (bounded memory)
 

@@ -152,7 +152,8 @@ class StreamerEngine:
         cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
         idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
         return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth,
-                               mouth_scale=self.avatar.mouth_calibration.scale)
+                               mouth_scale=self.avatar.mouth_calibration.scale,
+                               listening_pose_speed=self.config.listening_pose_speed)
 
     def plate_index(self, pose: np.ndarray) -> int:
         """The base-plate frame whose tracked head pose is nearest `pose` (3, 4), so torso and head agree."""
@@ -166,12 +167,15 @@ class StreamerEngine:
         frame = self.avatar.composite(rgb, alpha, plate)
         return add_synthetic_mark(frame) if self.config.synthetic_mark else frame
 
-    def composer(self, index: int, pose: np.ndarray, driver: StreamingDriver) -> Callable[[np.ndarray, np.ndarray],
-                                                                                         np.ndarray]:
+    def composer(self, index: int, pose: np.ndarray, driver: StreamingDriver,
+                 track_index: int | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         """What the render thread calls to turn a frame's crop into the full frame: the base plate frame is the
-        pose-track frame the idle motion shows at `index`, so torso and head move together (as in `ideal dub`)."""
-        track_index = getattr(driver.idle, "track_index", None)
-        plate = int(track_index(index)) if track_index is not None else self.plate_index(pose)
+        pose-track frame the head shows (`track_index`, else the idle motion at `index`), so torso and head move
+        together (as in `ideal dub`)."""
+        if track_index is not None:
+            return lambda rgb, alpha: self.compose(rgb, alpha, int(track_index))
+        by_index = getattr(driver.idle, "track_index", None)
+        plate = int(by_index(index)) if by_index is not None else self.plate_index(pose)
         return lambda rgb, alpha: self.compose(rgb, alpha, plate)
 
     def _warm_up(self) -> dict[str, Any]:

@@ -124,7 +124,7 @@ class StreamingDriver:
     def __init__(self, mouth_model: Any, idle: IdleMotion, fps: float, prosody: Any | None = None,
                  clips: ClipLibrary | None = None, blink_depth: float | None = None,
                  gate: GateConfig = GateConfig(), transition_frames: int = 8, vad_gate: bool = True,
-                 mouth_scale: np.ndarray | None = None) -> None:
+                 mouth_scale: np.ndarray | None = None, listening_pose_speed: float = 1.0) -> None:
         self.mouth_model = mouth_model
         self.prosody = prosody
         self.idle = idle
@@ -134,6 +134,11 @@ class StreamingDriver:
         self.transition_frames = transition_frames
         self.vad_gate = vad_gate
         self._mouth = AudioMouth(fps, gate, scale=mouth_scale)  # in the avatar's mouth range (calibration)
+        # the head replays the pose track (recorded while the person spoke) slower while listening: a listener
+        # moves less, and lip motion then stands out against head motion; the speed eases between the two
+        self.listening_pose_speed = float(listening_pose_speed)
+        self._track_position = 0.0
+        self._track_speed = self.listening_pose_speed
         self._prosody_upper = _ProsodyUpper(idle, blink_depth)
         self.source = "audio"
         self.pending: str | None = None  # a clip source being tracked
@@ -195,6 +200,7 @@ class StreamingDriver:
         if self.prosody is not None and inputs.prosody_window is not None:
             self._prosody_upper.row = self.prosody.predict_expression(inputs.prosody_window[None])
         out = ExpressionDriver(upper=self._upper, idle=self.idle).frame(inputs.index, mouth)
+        self._advance_head(inputs, out)
         if self._previous is not None and self._blend_left > 0:
             old = ExpressionDriver(upper=self._previous, idle=self.idle).frame(inputs.index, mouth)
             w = self._blend_left / (self.transition_frames + 1)  # weight of the old source, falling to 0
@@ -203,6 +209,19 @@ class StreamingDriver:
             if self._blend_left == 0:
                 self._previous = None
         return out
+
+    @property
+    def track_position(self) -> float:
+        """Where the head is along the idle pose track (frames of the track played so far)."""
+        return self._track_position
+
+    def _advance_head(self, inputs: FrameInputs, out: DriveFrame) -> None:
+        target = 1.0 if inputs.speech else self.listening_pose_speed
+        self._track_speed += 0.15 * (target - self._track_speed)  # ~0.3 s to change pace, no jolt
+        self._track_position += self._track_speed
+        if hasattr(self.idle, "pose_at"):
+            out.pose = self.idle.pose_at(self._track_position)
+            out.track_index = self.idle.track_index_at(self._track_position)
 
     @property
     def mouth_gate(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,8 @@ from avatar.expression import EXPRESSION_DIM, SLICES
 from avatar.idle import IdleMotion, blink_closure, blink_depth_from_expressions, pingpong_index
 
 FPS = 25.0
+
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def _pose_track(n: int = 40) -> np.ndarray:
@@ -134,3 +138,31 @@ def test_driver_routes_slices():
     pros[:, SLICES["brows"].indices] = 0.4
     e4, _ = ExpressionDriver(AudioExpression(pros, idle), idle).clip(5, audio_mouth)
     assert np.allclose(e4[:, SLICES["brows"].indices], 0.4)
+
+
+def test_pose_at_interpolates_the_track_and_the_listening_head_moves_slower():
+    """`pose_at` is `pose` on whole positions and linear between them; the streaming driver replays the track
+    at `listening_pose_speed` in silence and at full speed in speech, easing between the two."""
+    from streamer.expression_source import FrameInputs, StreamingDriver
+
+    track = np.load(_REPO / "avatar/assets/default_avatar/pose_track.npz")["pose"].astype(np.float32)
+    idle = IdleMotion(track, 25.0, seed=3)
+    assert np.allclose(idle.pose_at(7.0), idle.pose(7)) and idle.track_index_at(7.2) == idle.track_index(7)
+    assert np.allclose(idle.pose_at(7.5), 0.5 * (idle.pose(7) + idle.pose(8)), atol=1e-6)
+
+    class Closed:  # a mouth model that keeps the mouth shut: only the head matters here
+        def predict(self, windows):
+            return np.zeros((len(windows), 10), np.float32)
+
+    driver = StreamingDriver(Closed(), idle, 25.0, listening_pose_speed=0.5)
+    positions, frames = [], []
+    for i in range(200):
+        inputs = FrameInputs(index=i, gate_samples=np.zeros(1280, np.float32), mouth_window=np.zeros((24, 80)),
+                             prosody_window=None, speech=i >= 100)
+        frames.append(driver.frame(inputs))
+        positions.append(driver.track_position)
+    step = np.diff(positions)
+    assert np.allclose(step[:99], 0.5) and np.allclose(step[150:], 1.0, atol=1e-3)  # listening, speaking
+    assert np.all(np.diff(step[98:130]) > -1e-9)  # eases up, never jumps
+    for f, p in zip(frames, positions):
+        assert np.allclose(f.pose, idle.pose_at(p)) and f.track_index == idle.track_index_at(p)
