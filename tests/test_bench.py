@@ -151,4 +151,24 @@ def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, shared_data:
         assert trial[f"{who}_baseline_opening"] is not None
         latency = trial[f"{who}_latency_ms"]
         assert latency is None or 100 < latency < 5000, f"{who}: implausible latency {latency} ms"
-    assert {"e2e_latency_ms", "av_offset_ms", "first_frame_after_connect_s"} <= set(report["summary"])
+    assert {"e2e_latency_ms", "av_offset_ms", "av_sync_ms", "first_frame_after_connect_s"} <= set(report["summary"])
+    assert trial["watcher_audio_latency_ms"] is not None, "the watcher heard no speech"
+    assert trial["av_sync_ms"] is None or abs(trial["av_sync_ms"]) <= 400
+
+
+def test_av_lag_recovers_a_known_offset_between_picture_and_sound(shared_data: Path):
+    """The sync estimate finds the delay put between a mouth-opening track and a loudness track that follows it
+    (real speech's loudness, with frames and packets at their own rates and arrival jitter)."""
+    from avatar.audio.io import load_audio
+    from ideal.bench.mouth import av_lag_ms
+
+    speech = load_audio(shared_data / "speech" / "test_13s.wav")[: 16000 * 4]
+    rng = np.random.default_rng(0)
+    packet_t = np.arange(0, 4.0, 0.02)
+    level = np.array([np.sqrt(np.mean(speech[int(t * 16000):int(t * 16000) + 320] ** 2)) for t in packet_t])
+    frame_t = np.arange(0, 4.0, 0.04)
+    # the mouth opening follows the (smoothed, log) loudness; the picture arrives 120 ms after its sound
+    mouth = np.interp(frame_t, packet_t, np.convolve(np.log10(level + 1e-4), np.ones(3) / 3, mode="same"))
+    lag, r = av_lag_ms(frame_t + 0.12 + rng.uniform(0, 0.01, len(frame_t)), mouth,
+                       packet_t + rng.uniform(0, 0.005, len(packet_t)), level, 0.3, 3.5)
+    assert abs(lag - 120) <= 20 and r > 0.8

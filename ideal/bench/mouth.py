@@ -70,3 +70,27 @@ def mouth_onset(times: np.ndarray, openings: np.ndarray, silent_until: float, af
             i = int(idx[j])
             return MouthOnset(i, threshold, base, int(ok.sum()), "opened" if openings[i] > base else "closed")
     return MouthOnset(None, threshold, base, int(ok.sum()))
+
+
+def av_lag_ms(video_t: np.ndarray, openings: np.ndarray, audio_t: np.ndarray, audio_level: np.ndarray,
+              start: float, stop: float, max_lag_ms: float = 400.0, step_ms: float = 10.0) -> tuple[float, float] | None:
+    """Lip-sync offset as the viewer gets it: the lag (ms, + = picture after sound) that best aligns the decoded
+    mouth opening with the received sound's level over [start, stop], by Pearson r on a common 10 ms grid
+    (both series linearly interpolated at their arrival times). Returns (lag, r at that lag), or None without
+    enough of either. Unlike a single onset it uses every syllable, so it measures sync, not detection delay."""
+    ok = np.isfinite(openings)
+    vt, vo = np.asarray(video_t, np.float64)[ok], np.asarray(openings, np.float64)[ok]
+    at, al = np.asarray(audio_t, np.float64), np.asarray(audio_level, np.float64)
+    if len(vt) < 10 or len(at) < 20:
+        return None
+    grid = np.arange(start, stop, step_ms / 1000.0)
+    loudness = np.interp(grid, at, np.log10(al + 1e-4))
+    best: tuple[float, float] | None = None
+    for lag in np.arange(-max_lag_ms, max_lag_ms + step_ms / 2, step_ms):
+        mouth = np.interp(grid + lag / 1000.0, vt, vo)
+        if mouth.std() < 1e-9 or loudness.std() < 1e-9:
+            continue
+        r = float(np.corrcoef(mouth, loudness)[0, 1])
+        if best is None or r > best[1]:
+            best = (float(lag), r)
+    return best

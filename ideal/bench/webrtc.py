@@ -203,7 +203,7 @@ async def run_trial(base_url: str, audio_48k: np.ndarray, onset_48k: int, room: 
 
 def analyse_trial(trial: dict[str, Any], margin: float) -> dict[str, Any]:
     """Latencies from a trial's decoded frames (see the module docstring)."""
-    from ideal.bench.mouth import mouth_onset, mouth_openings
+    from ideal.bench.mouth import av_lag_ms, mouth_onset, mouth_openings
 
     onset = trial["onset_sent_at"]
     res: dict[str, Any] = {"connect_s": round(trial["connect_s"], 3),
@@ -221,6 +221,11 @@ def analyse_trial(trial: dict[str, Any], margin: float) -> dict[str, Any]:
         res[f"{who}_mouth_response"] = found.direction
         if who == "watcher":
             res["watcher_mouth_open_at"] = None if found.index is None else float(times[found.index])
+            audio = [(t, r) for t, r in rec.audio if t >= onset]
+            lag = None if not audio else av_lag_ms(times, openings, np.array([t for t, _ in audio]),
+                                                    np.array([r for _, r in audio]), onset, audio[-1][0])
+            res["av_sync_ms"] = None if lag is None else lag[0]
+            res["av_sync_r"] = None if lag is None else round(lag[1], 3)
     audio_onset = returned_audio_onset(trial["watcher"].audio, trial["start"], onset)
     res["watcher_audio_latency_ms"] = None if audio_onset is None else round(1000.0 * (audio_onset - onset), 1)
     res["av_offset_ms"] = None if audio_onset is None or res.get("watcher_mouth_open_at") is None else \
@@ -283,7 +288,8 @@ def _engine_factory(backend: Any, delay_s: float) -> Any:
 # --- the `ideal bench --mode webrtc` entry ------------------------------------------------------------------
 COLUMNS = [("trial", "trial"), ("connect_s", "connect s"), ("first_frame_after_connect_s", "1st frame s"),
            ("speaker_latency_ms", "e2e self ms"), ("watcher_latency_ms", "e2e watcher ms"),
-           ("watcher_audio_latency_ms", "audio ms"), ("av_offset_ms", "A/V ms"), ("speaker_max_opening", "max open")]
+           ("watcher_audio_latency_ms", "audio ms"), ("av_offset_ms", "A/V ms"), ("av_sync_ms", "sync ms"),
+           ("av_sync_r", "sync r"), ("speaker_max_opening", "max open")]
 
 
 def summarise(out: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +298,7 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
     return {"e2e_latency_ms": percentiles(pick("speaker_latency_ms")),
             "e2e_latency_watcher_ms": percentiles(pick("watcher_latency_ms")),
             "av_offset_ms": percentiles(pick("av_offset_ms")),
+            "av_sync_ms": percentiles(pick("av_sync_ms")),
             "first_frame_after_connect_s": percentiles(pick("first_frame_after_connect_s")),
             "mouth_onset_found": sum(t.get("speaker_latency_ms") is not None for t in trials)}
 
@@ -311,7 +318,8 @@ def run_webrtc_mode(args: Any) -> dict[str, Any]:
     rows = [{"trial": i, **t} for i, t in enumerate(out["trials"])]
     text = table(rows, COLUMNS)
     text += (f"\nserver start-up {out['startup_s']:.1f} s (backend {out['backend']}); end-to-end = speech onset sent "
-             f"-> first decoded frame with the mouth open; A/V = mouth-open frame - returned audio onset (watcher)")
+             f"-> first decoded frame with the mouth open; A/V = mouth-open frame - returned audio onset (watcher); "
+             f"sync = lag (+ = picture late) best aligning the watcher's mouth opening with its received loudness")
     return {"mode": "webrtc", **out, "summary": summary,
             "latency_definition": "speech onset sent -> first decoded video frame with the mouth open",
             "latency_samples_ms": {"self view": [t["speaker_latency_ms"] for t in out["trials"]
