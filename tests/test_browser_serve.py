@@ -212,10 +212,13 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
                  # the extra change is the mouth's, not the whole head's (head motion, blinks, codec noise)
                  and mouth_speech / max(ref_speech, 1e-3) > 1.3 * mouth_silence / max(ref_silence, 1e-3))
     if not lips_move:
-        # Known product gap (issue 4, open): the built-in avatar's renderer follows the expression's mouth slice
-        # only weakly. Everything above (VAD, the video plays the avatar, overlay, screenshot) is asserted hard.
+        # Known gap (issues 4/6, open): the lips now move with speech (first criterion met in the last runs), but
+        # not yet by 30% more than head motion explains. Everything above (VAD, the video plays the avatar,
+        # overlay, screenshot) is asserted hard.
         pytest.xfail(f"lips do not yet move visibly with speech: mouth-box change speech {mouth_speech:.2f} vs "
-                     f"silence {mouth_silence:.2f} (1.5x required)")
+                     f"silence {mouth_silence:.2f} (1.5x required); relative to the region above the mouth "
+                     f"{mouth_speech / max(ref_speech, 1e-3):.2f} vs {mouth_silence / max(ref_silence, 1e-3):.2f} "
+                     f"(1.3x required)")
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -169,10 +169,13 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
 
     runs: list[MethodRun] = []
     avatars: dict[str, dict] = {}
+    audio_mouth: np.ndarray | None = None  # the first avatar's (ours): what the report's audio-drive stats show
     names = _unique_names([p for p, _, _ in loaded])
     for (path, role, av), name in zip(loaded, names):
         avatars[name] = {"path": str(path), "role": role, **_training_facts(av)}
         drives = drives_for(av)
+        if audio_mouth is None:
+            audio_mouth = drives["audio"][:, SLICES["mouth"].indices]
         for mode in MODES:
             t = time.perf_counter()
             crops = render_crops(av, held, drives[mode], tier, cfg.batch_size, f"{name} {mode}")
