@@ -221,9 +221,9 @@ def make_engine(avatar: str | None, backend: Any, device: str, config: Any | Non
 
 
 def run_realtime_mode(args: Any) -> dict[str, Any]:
-    from avatar.errors import InputError
     from tqdm import tqdm
 
+    from avatar.errors import InputError
     from ideal.bench.offline import DelayedBackend
     from ideal.bench.report import table
     from ideal.bench.signals import bench_audio
