@@ -13,7 +13,6 @@ the same base (its opacity learns where the neck takes over).
 from __future__ import annotations
 
 import functools
-
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -9,10 +9,9 @@ from typing import Any
 
 from avatar.errors import InputError
 
-# Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machine (docs/serve.md, 09:37): no
-# session reaches 25 new pictures/s with the current avatars (the cheapest tier costs ~100 CPU-ms a frame), so
-# one session is served at the rate the renderer reaches; beside it, 2 viewers still received 25 fps without
-# slowing its renderer by more than 20% (3 did).
+# Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machine (docs/serve.md): one session
+# is served at 15-17 new pictures/s (25 fps sent) with its clients on the same cores, none at 25 fresh; beside
+# it every client still received 25 fps with 1 and 2 viewers (with 2 the session's picture rate fell to ~10/s).
 DEFAULT_MAX_SESSIONS = 1
 DEFAULT_MAX_VIEWERS = 2
 

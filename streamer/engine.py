@@ -167,16 +167,10 @@ class StreamerEngine:
         frame = self.avatar.composite(rgb, alpha, plate)
         return add_synthetic_mark(frame) if self.config.synthetic_mark else frame
 
-    def composer(self, index: int, pose: np.ndarray, driver: StreamingDriver,
-                 track_index: int | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        """What the render thread calls to turn a frame's crop into the full frame: the base plate frame is the
-        pose-track frame the head shows (`track_index`, else the idle motion at `index`), so torso and head move
-        together (as in `ideal dub`)."""
-        if track_index is not None:
-            return lambda rgb, alpha: self.compose(rgb, alpha, int(track_index))
-        by_index = getattr(driver.idle, "track_index", None)
-        plate = int(by_index(index)) if by_index is not None else self.plate_index(pose)
-        return lambda rgb, alpha: self.compose(rgb, alpha, plate)
+    def composer(self, track_index: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """What the compositing thread calls to turn a frame's crop into the full frame: the base plate frame is
+        the pose-track frame the head shows (`DriveFrame.track_index`), so torso and head move together."""
+        return lambda rgb, alpha: self.compose(rgb, alpha, int(track_index))
 
     def _warm_up(self) -> dict[str, Any]:
         mel = np.full((self.window.length, self.mel_config.n_mels), silence_value(self.mel_config), np.float32)

@@ -219,9 +219,8 @@ class StreamingDriver:
         target = 1.0 if inputs.speech else self.listening_pose_speed
         self._track_speed += 0.15 * (target - self._track_speed)  # ~0.3 s to change pace, no jolt
         self._track_position += self._track_speed
-        if hasattr(self.idle, "pose_at"):
-            out.pose = self.idle.pose_at(self._track_position)
-            out.track_index = self.idle.track_index_at(self._track_position)
+        out.pose = self.idle.pose_at(self._track_position)
+        out.track_index = self.idle.track_index_at(self._track_position)
 
     @property
     def mouth_gate(self) -> float:

@@ -392,8 +392,7 @@ class Session:
         loop = asyncio.get_running_loop()
         req = RenderRequest(kind=kind, tier=tier, deadline=job.deadline, audio=job.render_audio,
                             expression=job.drive.expression, pose=job.drive.pose,
-                            compose=self._engine.composer(job.index, job.drive.pose, self._driver,
-                                                          job.drive.track_index),
+                            compose=self._engine.composer(job.drive.track_index),
                             future=loop.create_future())
         job.requests.append(req)
         self._engine.render_queue.submit(req)

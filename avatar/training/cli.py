@@ -13,8 +13,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avatar.errors import InputError
+
+if TYPE_CHECKING:
+    from avatar.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
                       threads=args.threads, fusion=args.fusion, output_size=args.output_size,
                       checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, max_frames=args.max_frames,
                       audio_dropout=args.audio_dropout)
+    if args.init_from and args.resume:
+        raise InputError("--init-from and --resume both given", "use --resume to continue this run's checkpoint, "
+                         "--init-from to start a new run from another avatar")
     if args.mouth_weight is not None:
         if args.mouth_weight < 0:
             raise InputError(f"--mouth-weight {args.mouth_weight}: must be >= 0", "e.g. --mouth-weight 60")
@@ -123,9 +130,6 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from:
         model_cfg = init_model_config(args.init_from, data.crop)
     trainer = Trainer(data, cfg, model_cfg, ckpt_dir)
-    if args.init_from and args.resume:
-        raise InputError("--init-from and --resume both given", "use --resume to continue this run's checkpoint, "
-                         "--init-from to start a new run from another avatar")
     if args.init_from:
         trainer.init_weights_from(Path(args.init_from))
         log.info("fine-tuning from %s", args.init_from)

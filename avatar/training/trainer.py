@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from avatar.audio.features import silence_value
-from avatar.errors import AvatarError
 from avatar.compose import box_in_render_crop
+from avatar.errors import AvatarError
 from avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
 from avatar.model.components.rays import crop_pixel_grid
 from avatar.model.components.encoders import set_input_stats
