@@ -24,6 +24,7 @@ from avatar.errors import AvatarError, InputError
 from avatar.expression import EXPRESSION_DIM
 from avatar.manifest import load_avatar_manifest, resolve_avatar
 from avatar.mouth.calibration import MouthCalibration, load_calibration
+from avatar.occupancy import load as load_occupancy
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,9 @@ class LoadedAvatar:
         return composite(rgb, alpha, self.base_plate, self.crop, frame_index)
 
 
-def load_avatar(path: str | Path | None = None, device: str = "cpu") -> LoadedAvatar:
-    """Validate and load an avatar dir (None or "default" = the built-in avatar)."""
+def load_avatar(path: str | Path | None = None, device: str = "cpu", culling: bool = True) -> LoadedAvatar:
+    """Validate and load an avatar dir (None or "default" = the built-in avatar). `culling=False` renders every
+    ray even where the avatar has an occupancy grid (`ideal occupancy`)."""
     import torch
 
     from avatar.model.components.prosody import ProsodyExpressionPredictor
@@ -212,6 +214,9 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu") -> LoadedAv
     except (KeyError, TypeError, ValueError) as exc:
         raise AvatarError(f"{directory / 'avatar.json'}: bad mouth_calibration ({exc})",
                           "re-run `ideal mouth calibrate` or `ideal train`") from exc
+    occupancy = load_occupancy(directory, m) if culling else None
+    if occupancy is not None:
+        model.set_culling(torch.from_numpy(occupancy[0]).float(), occupancy[1])
     model = model.to(device).eval()
     prosody = prosody.to(device).eval()
     return LoadedAvatar(path=directory, manifest=m, window=window, mel_config=mel, tiers=tiers, fps=fps, crop=crop,

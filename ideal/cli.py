@@ -18,6 +18,7 @@ from avatar.errors import IdealError
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("avatar.prepare.cli", "turn a talking-head video into a training dataset"),
     "train": ("avatar.training.cli", "train an IDEAL-NeRF avatar from a prepared dataset"),
+    "occupancy": ("avatar.occupancy", "measure where an avatar's head can be, so tiers render only those rays"),
     "evaluate": ("avatar.evaluation.cli", "held-out metrics of an avatar (reconstruction and audio-driven)"),
     "dub": ("avatar.dub", "render an avatar speaking any audio, optionally driven by another person's clip"),
     "mouth": ("avatar.mouth.cli", "train or evaluate the speaker-independent audio-to-mouth model"),

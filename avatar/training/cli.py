@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra ray-sampling weight around the mouth (default 20; the head has 6)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing avatar dir")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.add_argument("--no-ray-culling", action="store_true",
+                   help="skip measuring the occupancy grid (~20 s): every tier then renders every ray "
+                        "(`ideal occupancy AVATAR` adds it later)")
     p.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
     prosody, prosody_stats = fit_prosody(data)
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
-        write_avatar(tmp, trainer, data, prosody, consent, half=args.half, prosody_stats=prosody_stats)
+        write_avatar(tmp, trainer, data, prosody, consent, half=args.half, prosody_stats=prosody_stats,
+                     ray_culling=not args.no_ray_culling)
     last = trainer.history.val[-1]
     print(f"avatar written to {args.output}: {trainer.step} steps in {trainer.elapsed / 60:.1f} min, "
           f"{trainer.rays_per_second:.0f} rays/s, held-out head-crop PSNR "

@@ -44,6 +44,23 @@ def mouth_calibration_for(data: TrainingData):
     return cal
 
 
+def ray_culling_for(out: Path, manifest: dict, model: torch.nn.Module, data: TrainingData) -> dict:
+    """Measure the occupancy grid of the trained field (avatar.occupancy) over the clip's expressions, audio and
+    poses, write occupancy.npz into `out` and return the manifest entry."""
+    import copy
+
+    from avatar import occupancy
+
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    expression = np.load(data.directory / "expression.npy").astype(np.float32)[:len(data.audio)]
+    pose = np.load(data.directory / "pose.npz")["pose"].astype(np.float32)
+    grid, budgets = occupancy.measure(cpu_model, expression, pose, data.audio[:len(expression)])
+    entry = occupancy.write(out, manifest, grid, budgets, occupancy.DEFAULT_OPACITY)
+    log.info("ray culling: %.1f%% of the head box occupied; rays per frame %s", 100 * entry["occupied_fraction"],
+             ", ".join(f"{k} {b['rays']}/{b['of']}" for k, b in entry["tiers"].items()))
+    return entry
+
+
 def state_dict_for_disk(model: torch.nn.Module, half: bool) -> dict:
     sd = model.state_dict()
     return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in sd.items()}
@@ -77,7 +94,8 @@ def write_loss_curve(trainer: Trainer, path: Path) -> None:
 
 
 def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: ProsodyExpressionPredictor,
-                 consent: dict, half: bool = False, prosody_stats: dict | None = None) -> None:
+                 consent: dict, half: bool = False, prosody_stats: dict | None = None,
+                 ray_culling: bool = True) -> None:
     """Everything of AVATAR_FILES (+ stats.json, loss_curve.png) into `out` (an existing, empty directory)."""
     m = data.manifest
     model = trainer.model
@@ -125,6 +143,8 @@ def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: Proso
         "synthetic_mark": True,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if ray_culling:
+        manifest["ray_culling"] = ray_culling_for(out, manifest, model, data)
     write_json(out / "avatar.json", manifest)
     out.chmod(0o755)  # mkdtemp made it private; avatars are read by other users and services
     stats = {"history": trainer.history.to_dict(), "rays_per_second": trainer.rays_per_second,

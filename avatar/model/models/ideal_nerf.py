@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from avatar.backend import Tier
+from avatar.model.components.culling import RayCulling, pack_rays, unpack_rays
 from avatar.model.components.eaa import make_fusion
 from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
 from avatar.model.components.ga import GAModule
@@ -84,12 +85,29 @@ class HeadRenderer(nn.Module):
         super().__init__()
         self.rays = rays
         self.tier = tier
+        self.crop = crop
         self.register_buffer("pixels", crop_pixel_grid(crop, tier.rays), persistent=False)
+        self.culling: RayCulling | None = None
+        self.budget, self.footprint = tier.rays * tier.rays, 0
+
+    def cull(self, culling: RayCulling | None, budget: int | None = None, footprint: int = 0) -> None:
+        """Render only the rays the avatar's occupancy grid says can meet the head (avatar.model.components.culling),
+        `budget` of them per frame; None renders every ray of the grid."""
+        self.culling = culling
+        self.budget = self.pixels.shape[0] if culling is None or budget is None else int(budget)
+        self.footprint = int(footprint)
 
     def forward(self, cond: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rgb, acc, feat = self.rays(cond, pose, self.pixels, self.tier.samples)
-        n, r = rgb.shape[0], self.tier.rays
-        return rgb.view(n, 3, r, r), acc.view(n, 1, r, r), feat.view(n, -1, r, r)
+        n, r = pose.shape[0], self.tier.rays
+        if self.culling is None or self.budget >= r * r:
+            rgb, acc, feat = self.rays(cond, pose, self.pixels, self.tier.samples)
+        else:
+            mask = self.culling.ray_mask(pose, self.crop, r, self.footprint)
+            index = pack_rays(mask, self.budget)  # (B, K)
+            rgb_k, acc_k, feat_k = self.rays(cond, pose, self.pixels[index], self.tier.samples)
+            full = unpack_rays(torch.cat([rgb_k, acc_k, feat_k], dim=1), index, r * r)  # (B, 4 + F, R)
+            rgb, acc, feat = full[:, :3], full[:, 3:4], full[:, 4:]
+        return rgb.reshape(n, 3, r, r), acc.reshape(n, 1, r, r), feat.reshape(n, -1, r, r)
 
 
 class BilinearRefiner(nn.Module):
@@ -121,6 +139,15 @@ class IdealNeRF(nn.Module):
                 refiners[name] = Refiner(cfg.feat_channels, tier.output // tier.rays, cfg.refiner_channels)
         self.refiners = nn.ModuleDict(refiners)
         self.heads = {name: HeadRenderer(self.ray_renderer, tier, self.crop) for name, tier in cfg.tiers.items()}
+
+    def set_culling(self, grid: torch.Tensor | None, budgets: dict[str, dict[str, int]] | None = None) -> None:
+        """Attach the avatar's occupancy grid and per-tier {"rays": budget, "footprint": half-width} (from
+        avatar.model.components.culling.ray_budgets); None renders every ray, as do tiers without a budget."""
+        culling = None if grid is None else RayCulling(grid, self.ray_renderer.field.box_min,
+                                                        self.ray_renderer.field.box_max)
+        for name, head in self.heads.items():
+            b = (budgets or {}).get(name)
+            head.cull(culling if b else None, b["rays"] if b else None, b["footprint"] if b else 0)
 
     # --- the exportable stages -------------------------------------------------------------------------
     def head_renderer(self, tier: str) -> HeadRenderer:
