@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from server.app import start_server  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
+from server.config import DEFAULT_RENDER_BUDGET_MS, ServerConfig  # noqa: E402
 
 log = logging.getLogger("serve_capacity")
 HOLD_FPS = 24.0
@@ -171,6 +171,8 @@ async def main() -> None:
     p.add_argument("--max-sessions", type=int, default=4, help="try 1..N avatar sessions")
     p.add_argument("--max-viewers", type=int, default=6, help="try 1..M viewers of one session")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per load")
+    p.add_argument("--render-budget-ms", type=float, default=DEFAULT_RENDER_BUDGET_MS,
+                   help="the server's render budget (ideal serve --render-budget-ms)")
     p.add_argument("--wav", default=str(REPO.parent / "shared" / "data" / "speech" / "test_13s.wav"))
     p.add_argument("--video", default=str(REPO.parent / "shared" / "data" / "train" / "obama_20s.mp4"),
                    help="real frames for the encoder cost")
@@ -182,7 +184,8 @@ async def main() -> None:
           f"core for VP8)", flush=True)
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[args.avatar], backend=args.backend, device=args.device,
                           mouth_model=args.mouth_model, threads=args.threads,
-                          max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1)
+                          max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1,
+                          render_budget_ms=args.render_budget_ms)
     server = await start_server(config)
     info = server.state.catalog.default.info
     engine = server.state.catalog.default.engine

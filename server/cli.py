@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sys
 
-from server.config import DEFAULT_MAX_SESSIONS, DEFAULT_MAX_VIEWERS, IceServer, ServerConfig
+from server.config import DEFAULT_MAX_SESSIONS, DEFAULT_MAX_VIEWERS, DEFAULT_RENDER_BUDGET_MS, IceServer, ServerConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="access token clients must present (?token=...)")
     p.add_argument("--no-synthetic-mark", dest="synthetic_mark", action="store_false",
                    help="leave out the visible 'synthetic' mark (only where viewers are told otherwise)")
+    p.add_argument("--render-budget-ms", type=float, default=DEFAULT_RENDER_BUDGET_MS,
+                   help=f"time a frame may take from its audio to leaving the server (default "
+                        f"{DEFAULT_RENDER_BUDGET_MS:g}); lower cuts latency, but frames that miss it repeat the last "
+                        "picture (docs/serve.md)")
     p.add_argument("--codec", default="auto", choices=("auto", "h264", "vp8"), help="video codec")
 
 
@@ -58,7 +62,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         device=args.device, mouth_model=args.mouth_model, threads=args.threads, drivers=drivers,
                         ice_servers=ice, cert=args.cert, key=args.key,
                         max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=args.token,
-                        codec=args.codec, synthetic_mark=args.synthetic_mark).validate()
+                        codec=args.codec, synthetic_mark=args.synthetic_mark,
+                        render_budget_ms=args.render_budget_ms).validate()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from avatar.errors import InputError
 # is served at 15-17 new pictures/s (25 fps sent) with its clients on the same cores, none at 25 fresh; beside
 # it every client still received 25 fps with 1 and 2 viewers (with 2 the session's picture rate fell to ~10/s).
 DEFAULT_MAX_SESSIONS = 1
+DEFAULT_RENDER_BUDGET_MS = 85.0
 DEFAULT_MAX_VIEWERS = 2
 
 CODECS = ("auto", "h264", "vp8")
@@ -57,6 +58,11 @@ class ServerConfig:
     max_viewers: int = DEFAULT_MAX_VIEWERS  # extra receivers of someone's avatar (an encoder each)
     token: str | None = None  # when set, every API call needs it (?token= or Authorization: Bearer)
     synthetic_mark: bool = True  # the visible "synthetic" mark on every served frame (responsible use)
+    # Time from a frame's audio cutoff to its emission (streamer.config.StreamerConfig.render_budget_ms). Larger
+    # than the streamer's 45 ms: in the server the renderer shares the CPU and the GIL with aiortc, whose bursts
+    # made a third of the frames miss 45 ms; at 85 ms one session gets 25 fresh pictures/s (docs/serve.md), for
+    # 40 ms more delay, which the lip-aligned audio track also takes.
+    render_budget_ms: float = DEFAULT_RENDER_BUDGET_MS
     codec: str = "auto"  # video codec preference: h264, vp8 or auto (the browser's order)
     max_offer_bytes: int = 64 * 1024
     connect_timeout_s: float = 20.0  # an answered offer that never connects is dropped after this
@@ -72,6 +78,9 @@ class ServerConfig:
             raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
         if self.max_sessions < 1:
             raise InputError(f"--max-sessions {self.max_sessions}: must be at least 1", "use a positive number")
+        if not 20.0 <= self.render_budget_ms <= 1000.0:
+            raise InputError(f"--render-budget-ms {self.render_budget_ms:g}: out of range",
+                             "use 20..1000 ms (45 is the streamer's, 85 the server's default)")
         if self.threads < 1:
             raise InputError(f"--threads {self.threads}: must be at least 1", "use a positive number")
         if self.max_viewers < 0:

@@ -336,6 +336,7 @@ async def test_fifty_dropped_sessions_leave_nothing_behind():
     (["--driver", "obama"], "expected NAME=CLIP"),
     (["--driver", "obama=/nonexistent.mp4"], "no such file"),
     (["--token", ""], "--token is empty"),
+    (["--render-budget-ms", "5"], "--render-budget-ms 5: out of range"),
 ])
 def test_bad_serve_arguments_fail_with_one_line(argv, message, capsys):
     from ideal.cli import main
