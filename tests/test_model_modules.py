@@ -194,6 +194,22 @@ def test_refiner_shapes_gradients_and_bilinear_start():
     assert rgb.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_refiner_is_bilinear_upsampling_plus_its_residual(factor: int):
+    """The bilinear part folded into the last convolution is exactly interpolate(...) + net(...), borders
+    included."""
+    ref = Refiner(feat_channels=8, factor=factor, channels=8)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0.0, 0.2)
+    rgb, alpha, feat = torch.rand(B, 3, 12, 12), torch.rand(B, 1, 12, 12), torch.randn(B, 8, 12, 12)
+    x = torch.cat([rgb, alpha], dim=1)
+    up = torch.nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    expected = (up + ref.net(torch.cat([x, feat], dim=1))).clamp(0.0, 1.0)
+    out_rgb, out_alpha = ref(rgb, alpha, feat)
+    assert torch.allclose(torch.cat([out_rgb, out_alpha], dim=1), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("fusion", ["eaa", "concat"])
 def test_exportable_stages_shapes_and_gradients(fusion):
     cfg = tiny_cfg(fusion)
