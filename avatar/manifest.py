@@ -45,6 +45,15 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def rewrite_avatar_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
+    """Replace an existing avatar's avatar.json atomically (a reader never sees half a file)."""
+    path = Path(directory) / AVATAR_MANIFEST
+    tmp = path.with_suffix(".json.partial")
+    write_json(tmp, manifest)
+    os.replace(tmp, path)
+    return path
+
+
 def _read_manifest(directory: Path, name: str, kind: str, error: type) -> dict[str, Any]:
     if not directory.is_dir():
         raise error(f"{directory}: no such {kind} directory", f"create it with `ideal {'prepare' if kind == 'dataset' else 'train'}`")

@@ -10,7 +10,6 @@ after changing it: the export fingerprint covers avatar.json).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import zipfile
@@ -94,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from avatar.errors import InputError
     from avatar.loading import load_avatar
-    from avatar.manifest import AVATAR_MANIFEST, load_avatar_manifest, write_json
+    from avatar.manifest import load_avatar_manifest, rewrite_avatar_manifest
 
     if not 0.0 < args.opacity < 1.0:
         raise InputError(f"--opacity {args.opacity}: out of range", "use a value in (0, 1), e.g. 0.1")
@@ -103,17 +102,15 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_avatar_manifest(args.avatar)
     if args.off:
         manifest.pop("ray_culling", None)
+        rewrite_avatar_manifest(args.avatar, manifest)
         (args.avatar / OCCUPANCY_FILE).unlink(missing_ok=True)
-        write_json(args.avatar / AVATAR_MANIFEST, manifest)
         print(f"{args.avatar}: ray culling off (every tier renders every ray)")
         return 0
     avatar = load_avatar(args.avatar, culling=False)
     grid, budgets = measure(avatar.model, avatar.expression_track, avatar.pose_track, opacity=args.opacity,
                             resolution=args.resolution)
     manifest["ray_culling"] = write(args.avatar, manifest, grid, budgets, args.opacity)
-    tmp = args.avatar / (AVATAR_MANIFEST + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, args.avatar / AVATAR_MANIFEST)
+    rewrite_avatar_manifest(args.avatar, manifest)
     print(f"{args.avatar / OCCUPANCY_FILE}: {grid.mean():.1%} of the head box occupied; rays per frame: "
           + ", ".join(f"{k} {b['rays']}/{manifest['tiers'][k]['rays'] ** 2}" for k, b in budgets.items()))
     return 0

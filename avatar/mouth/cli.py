@@ -62,13 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    import json
-    import os
-
     import numpy as np
 
     from avatar.errors import InputError
-    from avatar.manifest import AVATAR_MANIFEST, load_avatar_manifest, load_dataset_manifest
+    from avatar.manifest import load_avatar_manifest, load_dataset_manifest, rewrite_avatar_manifest
     from avatar.mouth.calibration import calibration_from_dataset
     from avatar.mouth.model import load_mouth_model
 
@@ -83,10 +80,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     frames = np.arange(*split) if split else None
     cal = calibration_from_dataset(args.dataset, load_mouth_model(args.model), frames)
     manifest["mouth_calibration"] = cal.to_dict()
-    path = args.avatar / AVATAR_MANIFEST
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    path = rewrite_avatar_manifest(args.avatar, manifest)
     print(f"{path}: mouth calibration from {cal.speech_frames} speech frames: "
           + " ".join(f"{s:.2f}" for s in cal.scale))
     return 0
