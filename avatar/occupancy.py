@@ -10,7 +10,6 @@ after changing it: the export fingerprint covers avatar.json).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import zipfile
 from pathlib import Path
@@ -19,8 +18,6 @@ from typing import Any
 import numpy as np
 
 from avatar.errors import AvatarError
-
-log = logging.getLogger(__name__)
 
 OCCUPANCY_FILE = "occupancy.npz"
 DEFAULT_OPACITY = 0.1
@@ -39,8 +36,7 @@ def measure(model, expression_track: np.ndarray, pose_track: np.ndarray, audio_w
 
     rr = model.ray_renderer
     cond = occupancy_conditions(model.encoder, expression_track, audio_windows)
-    grid = estimate_occupancy(rr, cond, resolution=resolution, supersample=1, opacity=opacity,
-                              show_progress=show_progress)
+    grid = estimate_occupancy(rr, cond, opacity, resolution=resolution, show_progress=show_progress)
     culling = RayCulling(grid, rr.field.box_min, rr.field.box_max)
     tiers = {name: head.tier.rays for name, head in model.heads.items()}
     budgets = ray_budgets(culling, model.crop, tiers, torch.from_numpy(pose_track).float())

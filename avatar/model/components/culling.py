@@ -1,35 +1,28 @@
 """Ray culling: render only the rays that can meet the head, at a fixed ray budget per tier.
 
 Of a tier's crop grid, 59-79% of the rays cross the canonical head box on the built-in avatar, but only 30-45%
-end up with any opacity: the box is drawn generously around hair, ears and neck, and the rest of it is empty
-for every expression. An *occupancy grid* (a coarse voxel grid of the box, 1 where the field has density for
-some expression, dilated by one cell) is measured once per avatar (`estimate_occupancy`, written by
-`ideal train` and `ideal occupancy`). Per frame, each ray is scored by the occupied cells it passes through;
-the occupied rays are packed into a fixed-size list (`pack_rays`) and only those are rendered, then scattered
-back into the tier's image. The unoccupied rays come out exactly transparent (what they rendered to within the
-occupancy threshold).
+end up with any opacity: the box is drawn generously around hair, ears and neck, and much of it is empty for
+every expression. An *occupancy grid* (a voxel grid of the box, 1 where the field has density for some
+expression) is measured once per avatar (`estimate_occupancy`, run by `ideal train` and `ideal occupancy`).
+Per frame, the rays whose pixel lies in the projection of an occupied cell are packed into a fixed-size list
+(`pack_rays`), only those are rendered, and they are scattered back into the tier's image (`unpack_rays`); the
+others come out exactly transparent, which they were to within the occupancy threshold.
 
-Static shapes (the exported graphs need them): each tier renders exactly `budget` rays, the most occupied rays
+Static shapes (the exported graphs need them): each tier renders exactly `budget` rays, the most masked rays
 any pose of the avatar's pose track needs plus a margin (`ray_budgets`). A pose that needs more (never with the
-avatar's own pose track, which idle motion and dubbing use) drops the last occupied rays in raster order, the
+avatar's own pose track, which idle motion and dubbing use) drops the last masked rays in raster order, the
 bottom of the neck. The packing is a cumulative sum and a scatter (no TopK, no boolean indexing), so it exports
 to ONNX and to TensorRT, whose TopK is limited to 3840 elements.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
-
-# A cell is occupied where a ray sample of the fastest tier there would reach this opacity for some
-# expression: below it a culled ray changes the composite by less than ~0.1/255 per sample.
-OPACITY_THRESHOLD = 1e-4
 BUDGET_MARGIN = 1.05
 
 
@@ -117,8 +110,8 @@ def unpack_rays(values: torch.Tensor, index: torch.Tensor, n_rays: int) -> torch
 
 
 @torch.no_grad()
-def estimate_occupancy(ray_renderer: nn.Module, cond: torch.Tensor, resolution: int = 32, supersample: int = 2,
-                       min_step: float | None = None, opacity: float = OPACITY_THRESHOLD, show_progress: bool = False) -> torch.Tensor:
+def estimate_occupancy(ray_renderer: nn.Module, cond: torch.Tensor, opacity: float, resolution: int = 64,
+                       supersample: int = 1, min_step: float | None = None, show_progress: bool = False) -> torch.Tensor:
     """Occupancy grid (D, D, D) of the field over the conditions `cond` (N, T, C): a cell is occupied where
     any of its supersample^3 points has, for any condition, a density whose opacity over `min_step` (canonical
     length; default: the box depth over 6 samples, the fastest tier) exceeds `opacity`."""

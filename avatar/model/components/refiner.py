@@ -28,8 +28,8 @@ class Refiner(nn.Module):
     def forward(self, rgb: torch.Tensor, alpha: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """bilinear_upsample(rgb, alpha) + the learned residual, clamped. The bilinear part rides in the residual's
         last convolution as 4 extra input channels (`bilinear_upsample_kernel`, the image edge-padded as the
-        interpolation clamps at the border), so no full-resolution upsample and sum are made: the same function,
-        ~30% less time on a CPU."""
+        interpolation clamps at the border), so no full-resolution upsample and sum are made: the same function
+        (to 1e-7), 17% less time in ONNX Runtime on a CPU (11.2 -> 9.3 ms for 64 -> 512 px)."""
         x = torch.cat([rgb, alpha], dim=1)
         hidden = self.net[:-2](torch.cat([x, feat], dim=1))
         last = self.net[-2]
