@@ -77,7 +77,7 @@ def load(directory: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, dict[st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("avatar", type=Path, help="avatar dir to update")
+    parser.add_argument("avatar", help="avatar dir to update (`default`: the built-in avatar)")
     parser.add_argument("--opacity", type=float, default=DEFAULT_OPACITY,
                         help="a cell is occupied where a fastest-tier sample there reaches this opacity for some "
                              f"expression (default {DEFAULT_OPACITY}; lower keeps more rays)")
@@ -89,13 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from avatar.errors import InputError
     from avatar.loading import load_avatar
-    from avatar.manifest import load_avatar_manifest, rewrite_avatar_manifest
+    from avatar.manifest import load_avatar_manifest, resolve_avatar, rewrite_avatar_manifest
 
     if not 0.0 < args.opacity < 1.0:
         raise InputError(f"--opacity {args.opacity}: out of range", "use a value in (0, 1), e.g. 0.1")
     if not 8 <= args.resolution <= 256:
         raise InputError(f"--resolution {args.resolution}: out of range", "use 8..256 cells per side")
+    args.avatar = resolve_avatar(args.avatar)
     manifest = load_avatar_manifest(args.avatar)
+    if not os.access(args.avatar, os.W_OK):
+        raise InputError(f"{args.avatar}: not writable", "copy the avatar dir somewhere writable and pass the copy")
     if args.off:
         manifest.pop("ray_culling", None)
         rewrite_avatar_manifest(args.avatar, manifest)
