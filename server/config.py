@@ -10,8 +10,8 @@ from typing import Any
 from avatar.errors import InputError
 
 # Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machine (docs/serve.md): one session
-# is served at 15-17 new pictures/s (25 fps sent) with its clients on the same cores, none at 25 fresh; beside
-# it every client still received 25 fps with 1 and 2 viewers (with 2 the session's picture rate fell to ~10/s).
+# is served at ~24-25 new pictures/s (85 ms render budget, its client on the same cores); a local viewer beside
+# it still receives 25 fps but brings the session down to ~17 new pictures/s, so a second session would not fit.
 DEFAULT_MAX_SESSIONS = 1
 DEFAULT_RENDER_BUDGET_MS = 85.0
 DEFAULT_MAX_VIEWERS = 2
@@ -60,7 +60,7 @@ class ServerConfig:
     synthetic_mark: bool = True  # the visible "synthetic" mark on every served frame (responsible use)
     # Time from a frame's audio cutoff to its emission (streamer.config.StreamerConfig.render_budget_ms). Larger
     # than the streamer's 45 ms: in the server the renderer shares the CPU and the GIL with aiortc, whose bursts
-    # made a third of the frames miss 45 ms; at 85 ms one session gets 25 fresh pictures/s (docs/serve.md), for
+    # made a third of the frames miss 45 ms; at 85 ms one session gets 23.7-25.1 new pictures/s (docs/serve.md), for
     # 40 ms more delay, which the lip-aligned audio track also takes.
     render_budget_ms: float = DEFAULT_RENDER_BUDGET_MS
     codec: str = "auto"  # video codec preference: h264, vp8 or auto (the browser's order)

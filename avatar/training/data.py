@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avatar.compose import base_region
 from avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
 from avatar.compose import base_region
 from avatar.errors import InputError

@@ -44,17 +44,17 @@ def mouth_calibration_for(data: TrainingData):
     return cal
 
 
-def ray_culling_for(out: Path, manifest: dict, model: torch.nn.Module, data: TrainingData) -> dict:
-    """Measure the occupancy grid of the trained field (avatar.occupancy) over the clip's expressions, audio and
-    poses, write occupancy.npz into `out` and return the manifest entry."""
+def ray_culling_for(out: Path, manifest: dict, model: torch.nn.Module, data: TrainingData,
+                    pose_track: np.ndarray) -> dict:
+    """Measure the occupancy grid of the trained field (avatar.occupancy) over the training frames' expressions
+    and audio, with budgets for the avatar's whole pose track; write occupancy.npz into `out` and return the
+    manifest entry."""
     import copy
 
     from avatar import occupancy
 
     cpu_model = copy.deepcopy(model).cpu().eval()
-    expression = np.load(data.directory / "expression.npy").astype(np.float32)[:len(data.audio)]
-    pose = np.load(data.directory / "pose.npz")["pose"].astype(np.float32)
-    grid, budgets = occupancy.measure(cpu_model, expression, pose, data.audio[:len(expression)])
+    grid, budgets = occupancy.measure(cpu_model, data.expression, pose_track, data.audio)
     entry = occupancy.write(out, manifest, grid, budgets, occupancy.DEFAULT_OPACITY)
     log.info("ray culling: %.1f%% of the head box occupied; rays per frame %s", 100 * entry["occupied_fraction"],
              ", ".join(f"{k} {b['rays']}/{b['of']}" for k, b in entry["tiers"].items()))
@@ -101,9 +101,9 @@ def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: Proso
     model = trainer.model
     torch.save({"model": state_dict_for_disk(model, half), "prosody": state_dict_for_disk(prosody, False)},
                out / "weights.pt")
-    np.savez(out / "pose_track.npz", pose=np.load(data.directory / "pose.npz")["pose"].astype(np.float32),
-             expression=np.load(data.directory / "expression.npy").astype(np.float32),
-             fps=np.float32(m["fps"]))
+    pose_track = np.load(data.directory / "pose.npz")["pose"].astype(np.float32)
+    np.savez(out / "pose_track.npz", pose=pose_track,
+             expression=np.load(data.directory / "expression.npy").astype(np.float32), fps=np.float32(m["fps"]))
     build_base_plate(data).save(out / "base_plate.npz")
     last = trainer.history.val[-1] if trainer.history.val else {}
     x0, y0, side = data.crop
@@ -144,7 +144,7 @@ def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: Proso
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if ray_culling:
-        manifest["ray_culling"] = ray_culling_for(out, manifest, model, data)
+        manifest["ray_culling"] = ray_culling_for(out, manifest, model, data, pose_track)
     write_json(out / "avatar.json", manifest)
     out.chmod(0o755)  # mkdtemp made it private; avatars are read by other users and services
     stats = {"history": trainer.history.to_dict(), "rays_per_second": trainer.rays_per_second,

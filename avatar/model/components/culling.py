@@ -51,14 +51,9 @@ class RayCulling(nn.Module):
                 interior &= padded.narrow(axis, shift, d).narrow((axis + 1) % 3, 1, d).narrow((axis + 2) % 3, 1, d)
         cells = torch.nonzero(occupied & ~interior).float()  # (N, 3) [x, y, z] indices
         centres = box_min + (cells + 0.5) / d * (box_max - box_min)
-        self.register_buffer("grid", occupied.float(), persistent=False)
         self.register_buffer("centres", centres, persistent=False)
         # the farthest a cell's points are from its centre (canonical length): half the cell diagonal
         self.cell_radius = float(((box_max - box_min) / d).norm()) / 2.0
-
-    @property
-    def occupied_fraction(self) -> float:
-        return float(self.grid.mean())
 
     def footprint(self, pose: torch.Tensor, crop: tuple[float, float, float], rays: int) -> int:
         """Half-width in rays of the square that holds a cell's projection around its centre's ray, for the
