@@ -38,6 +38,7 @@ class Tier:
 
 @dataclass
 class RenderOutput:
+    # may be channel-last views of channel-first buffers: whoever needs contiguous memory makes the copy
     rgb: np.ndarray  # (B, S, S, 3) float32 in [0, 1]
     alpha: np.ndarray  # (B, S, S, 1) float32 in [0, 1]
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage: "eaa", "field", "refine", ...

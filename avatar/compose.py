@@ -153,6 +153,30 @@ def feather_mask(size: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
     return _feather(int(size), float(fraction))
 
 
+def _crop_at(image: np.ndarray, side: int) -> np.ndarray:
+    """(S, S, K) float in [0, 1] -> contiguous (side, side, K) float32.
+
+    A backend may hand over a channel-last view of channel-first memory (export.pipeline): each channel is then
+    a contiguous plane, resized on its own and merged at the smaller output size, which avoids a full-size
+    transposing copy (~2 ms for a 512 px crop)."""
+    import cv2
+
+    s, k = image.shape[0], image.shape[2]
+    # area averaging only for real downscales: for the usual 512 -> 450 it cost 9x bilinear's time here
+    # (2.9 vs 0.3 ms) for no visible difference at a 1.14x ratio
+    interp = cv2.INTER_AREA if s > 1.5 * side else cv2.INTER_LINEAR
+    planar = image.dtype == np.float32 and not image.flags.c_contiguous and all(
+        image[..., c].flags.c_contiguous for c in range(k))
+    if planar:
+        planes = [image[..., c] if s == side else cv2.resize(image[..., c], (side, side), interpolation=interp)
+                  for c in range(k)]
+        return planes[0][..., None] if k == 1 else cv2.merge(planes)
+    image = np.ascontiguousarray(image, np.float32)
+    if s != side:
+        image = cv2.resize(image, (side, side), interpolation=interp).reshape(side, side, k)
+    return image
+
+
 def composite_over(crop_rgb: np.ndarray, crop_alpha: np.ndarray, base_frame: np.ndarray,
                    crop: tuple[float, float, float]) -> np.ndarray:
     """crop_rgb (S, S, 3) and crop_alpha (S, S, 1) float in [0, 1], base frame (H, W, 3) uint8, crop box
@@ -161,14 +185,8 @@ def composite_over(crop_rgb: np.ndarray, crop_alpha: np.ndarray, base_frame: np.
 
     x0, y0, side = (int(round(v)) for v in crop)
     h, w = base_frame.shape[:2]
-    rgb = np.ascontiguousarray(crop_rgb, np.float32)
-    alpha = np.ascontiguousarray(crop_alpha, np.float32).reshape(rgb.shape[0], rgb.shape[1])
-    if rgb.shape[0] != side:
-        # area averaging only for real downscales: for the usual 512 -> 450 it cost 9x bilinear's time here
-        # (2.9 vs 0.3 ms) for no visible difference at a 1.14x ratio
-        interp = cv2.INTER_AREA if rgb.shape[0] > 1.5 * side else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (side, side), interpolation=interp)
-        alpha = cv2.resize(alpha, (side, side), interpolation=interp)
+    rgb = _crop_at(crop_rgb, side)
+    alpha = _crop_at(crop_alpha if crop_alpha.ndim == 3 else crop_alpha[..., None], side)[..., 0]
     # the part of the crop inside the frame
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
     out = base_frame.copy()

@@ -61,6 +61,15 @@ def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
     return choice.backend, choice.name
 
 
+def _torch_for_expression_networks_only() -> None:
+    """With an exported backend, PyTorch runs only the per-frame audio-to-mouth and prosody networks (well under
+    a millisecond of arithmetic each): one thread. More threads cannot split such small work, and their OpenMP
+    workers spin after every op on the cores the backend's own threads need."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _blink_depth(avatar: Any) -> float | None:
     """How far this person's lids were seen to close in training (as `ideal dub` does), else the default."""
     expr = getattr(avatar, "expression_track", getattr(avatar, "training_expression", None))
@@ -102,6 +111,8 @@ class StreamerEngine:
             self.backend, self.backend_name = backend, getattr(backend, "name", type(backend).__name__)
         else:
             raise InputError(f"backend {backend!r} is neither a name nor a Backend", "pass e.g. backend='auto'")
+        if self.backend_name != "torch":
+            _torch_for_expression_networks_only()
         self.tiers = dict(self.backend.tiers)
         self.ordered_tiers = order_tiers(self.tiers)
         self.fps: float = float(self.avatar.fps)

@@ -76,3 +76,22 @@ def test_synthetic_mark_is_visible_and_local():
     assert ys.min() > 256 * 0.75 and xs.min() > 256 * 0.5  # bottom-right corner only
     assert (frame == 128).all()  # the input is not modified
     assert (marked[diff] > 200).any() and (marked[diff] < 100).any()  # white text on a dark box
+
+
+def test_channel_first_views_composite_exactly_like_contiguous_crops():
+    """Exported backends hand over channel-last views of channel-first buffers (no copy on the model thread);
+    compositing them plane by plane must give the same frame, for a downscale, an upscale and no resize."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (120, 140, 3)).astype(np.uint8)
+    for size, side in ((64, 56), (48, 56), (56, 56)):
+        rgb_cf = rng.random((1, 3, size, size), dtype=np.float32)
+        alpha_cf = rng.random((1, 1, size, size), dtype=np.float32)
+        before = rgb_cf.copy(), alpha_cf.copy()
+        rgb_view, alpha_view = rgb_cf.transpose(0, 2, 3, 1)[0], alpha_cf.transpose(0, 2, 3, 1)[0]
+        assert not rgb_view.flags.c_contiguous
+        crop = (30.0, 20.0, float(side))
+        planar = composite_over(rgb_view, alpha_view, base, crop)
+        packed = composite_over(np.ascontiguousarray(rgb_view), np.ascontiguousarray(alpha_view), base, crop)
+        assert np.array_equal(planar, packed), (size, side, np.abs(planar.astype(int) - packed).max())
+        # the backend's buffers are read, never written
+        assert np.array_equal(rgb_cf, before[0]) and np.array_equal(alpha_cf, before[1])
