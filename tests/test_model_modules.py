@@ -308,11 +308,38 @@ def test_old_model_config_loads_without_basis():
 def test_gather_lookup_equals_grid_sample_including_borders():
     """The exported graphs' lookup is the same function as grid_sample (bilinear, border, align_corners=False),
     also on the border, outside it and exactly on texel centres."""
-    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup
+    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup, grid_sample_xy_lookup
 
     gen = torch.Generator().manual_seed(1)
     planes = torch.randn(3, 5, 16, 16, generator=gen)
-    grid = torch.rand(3, 200, 2, generator=gen) * 2.6 - 1.3
-    edges = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [0.9375, 0.0], [1 - 1 / 16, 1.0]])
-    grid[:, :6] = edges
-    assert torch.allclose(gather_lookup(planes, grid), grid_sample_lookup(planes, grid), atol=1e-5)
+    grid = torch.rand(3, 200, 2, generator=gen) * 2.6 - 1.3  # about a quarter of the points beyond the border
+    edges = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [0.9375, 0.0], [1 - 1 / 16, 1.0],
+                          [5.0, -7.0], [-1 / 16, 3 / 16]])
+    grid[:, :8] = edges
+    ref = grid_sample_lookup(planes, grid)
+    x, y = grid.unbind(-1)
+    assert torch.equal(grid_sample_xy_lookup(planes, x, y), ref)
+    assert torch.allclose(gather_lookup(planes, x, y), ref, atol=1e-5)
+
+
+def test_triplane_field_with_gather_lookup_equals_grid_sample_per_plane_pairs():
+    """The field with the exported graphs' lookup is the field with grid_sample, and both are plane i sampled at
+    the (x, y), (x, z), (y, z) pairs of the normalised points (with basis planes, points beyond the box)."""
+    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup
+
+    torch.manual_seed(0)
+    field = TriPlaneField((-0.6, -0.8, -0.5), (0.7, 0.9, 0.8), 16, 4, n_basis=2)
+    with torch.no_grad():
+        field.basis.normal_()
+    pts = torch.rand(B, 300, 3) * 2.4 - 1.2  # partly outside the box
+    pts[:, :2] = torch.stack([field.box_min, field.box_max])  # exactly on its corners
+    coeffs = torch.randn(B, 2)
+    feats, inside = field(pts, coeffs)
+    x = 2.0 * (pts - field.box_min) / (field.box_max - field.box_min) - 1.0
+    assert torch.equal(field.normalise(pts), x)
+    assert torch.equal(inside, (x.abs().amax(-1) <= 1.0 + 1e-4).to(pts.dtype))
+    grid = torch.stack([x[..., [0, 1]], x[..., [0, 2]], x[..., [1, 2]]], 1).reshape(B * 3, 300, 2)
+    ref = grid_sample_lookup(field.frame_planes(coeffs, B), grid).reshape(B, 12, 300)
+    assert torch.equal(feats, ref)
+    field.lookup = gather_lookup
+    assert torch.allclose(field(pts, coeffs)[0], ref, atol=1e-5)
