@@ -92,6 +92,27 @@ def test_onnxruntime_renders_the_same_frames_as_pytorch(avatar_copy: Path, frame
         assert {"eaa", "field", "refine"} <= set(got.timings_ms)
 
 
+def test_streamer_on_onnxruntime_runs_torch_single_threaded_and_restores_it(avatar_copy: Path):
+    """With an exported backend PyTorch only runs the tiny expression networks, on one thread; the process-wide
+    setting is put back when the engine closes. The warm-up composites the backend's channel-last views."""
+    import asyncio
+
+    import torch
+
+    from streamer import StreamerEngine
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine = StreamerEngine(avatar_copy, backend="onnxruntime")
+        assert engine.backend_name == "onnxruntime" and torch.get_num_threads() == 1
+        assert engine.idle_image.shape[:2] == tuple(engine.info["output_size"][::-1])
+        asyncio.run(engine.aclose())
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_auto_picks_the_fastest_available_and_says_which(avatar_copy: Path):
     from export.backends import choose_backend
 
