@@ -233,11 +233,9 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
                          opset=cfg.opset if cfg.exporter == "legacy" else max(cfg.opset, 18), exporter=cfg.exporter,
                          batch=cfg.batch, tiers={k: t.to_dict() for k, t in tiers.items()},
                          plane_lookup=cfg.plane_lookup)
-    from avatar.model.fields.lookup import gather_lookup, grid_sample_xy_lookup
-
     field = model.ray_renderer.field
     with torch.no_grad():
-        field.lookup = gather_lookup if cfg.plane_lookup == "gather" else grid_sample_xy_lookup
+        field.set_lookup(cfg.plane_lookup)
         try:
             for spec in specs:
                 if progress:
@@ -245,7 +243,7 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
                 out.graphs[spec.key] = export_graph(spec, directory / graph_file(spec.key), cfg)
                 log.info("exported %s", directory / graph_file(spec.key))
         finally:
-            field.lookup = grid_sample_xy_lookup  # the reference the graphs are validated against
+            field.set_lookup("grid_sample")  # the reference the graphs are validated against
         if cfg.validate:
             out.validation = {"max_abs_diff": validate_graphs(directory, specs), "batch": 1, "provider": "CPU"}
     out.save(directory)

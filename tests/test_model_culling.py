@@ -62,6 +62,26 @@ def test_ray_mask_marks_every_ray_that_crosses_an_occupied_cell(angle: float):
     assert mask.sum() <= 3 * crossed.sum()
 
 
+def test_ray_mask_projects_u_and_v_as_the_pairwise_projection_did():
+    """ray_mask projects the cells' u and v as two rows; the marks are those of the (B, N, 2) projection."""
+    gen = torch.Generator().manual_seed(0)
+    culling = RayCulling((torch.rand(16, 16, 16, generator=gen) > 0.7).float(), torch.tensor([-1.0, -1.2, -0.9]),
+                         torch.tensor([1.1, 1.0, 1.3]))
+    crop, rays = (10.0, -5.0, 256.0), 64
+    pose = torch.cat([_pose(90.0 + 10 * k, 0.3 * k - 0.6, 120.0 + k, 125.0 - k) for k in range(5)])
+    pose[:, :, 3] += torch.rand(5, 3, generator=gen)
+    footprint = culling.footprint(pose, crop, rays)
+    uv = torch.einsum("bij,nj->bni", pose[:, :2, :3], culling.centres) + pose[:, None, :2, 3]
+    step = crop[2] / rays
+    col, row = ((uv[..., 0] - crop[0]) / step).floor(), ((uv[..., 1] - crop[1]) / step).floor()
+    inside = (col >= -footprint) & (col < rays + footprint) & (row >= -footprint) & (row < rays + footprint)
+    index = torch.where(inside, (row.clamp(0, rays - 1) * rays + col.clamp(0, rays - 1)).long(), rays * rays)
+    marks = torch.zeros(5, rays * rays + 1).scatter(1, index, 1.0)[:, :rays * rays]
+    ref = torch.nn.functional.max_pool2d(marks.view(5, 1, rays, rays), 2 * footprint + 1, stride=1,
+                                         padding=footprint).view(5, -1)
+    assert torch.equal(culling.ray_mask(pose, crop, rays, footprint), ref)
+
+
 def test_culled_render_equals_the_full_render(tiny_avatar: Path):
     from avatar.loading import load_avatar
 

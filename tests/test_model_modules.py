@@ -12,9 +12,9 @@ from avatar.backend import Tier
 from avatar.expression import EXPRESSION_DIM, SLICES
 from avatar.model.components.eaa import ConcatFusion, EAAModule, make_fusion
 from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
-from avatar.model.components.ga import GAModule
+from avatar.model.components.ga import GAModule, token_softmax
 from avatar.model.components.prosody import PROSODY_WINDOW, ProsodyExpressionPredictor
-from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box
+from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box, ray_points
 from avatar.model.components.refiner import Refiner
 from avatar.model.components.renderer import render_weights
 from avatar.model.config import ModelConfig
@@ -135,6 +135,24 @@ def test_crop_grid_and_box_intersection():
     assert ((mid >= lo - 1e-4) & (mid <= hi + 1e-4)).all()
 
 
+def test_ray_points_are_the_stacked_points_bit_for_bit():
+    """The renderer hands the field its points as three coordinate tensors; they are the (B, R*S, 3) points
+    o + z d exactly, and the field gives the same features and box test for either form."""
+    pose = head_pose(B)
+    origins, direction = canonical_rays(crop_pixel_grid(CROP, 8), pose)
+    depths = torch.rand(B, 64, 5) * 300 - 150
+    old = (origins.unsqueeze(2) + depths.unsqueeze(-1) * direction.unsqueeze(2)).reshape(B, 64 * 5, 3)
+    xyz = ray_points(origins, direction, depths)
+    assert all(t.shape == (B, 320) for t in xyz)
+    assert torch.equal(torch.stack(xyz, dim=-1), old)
+    field = TriPlaneField((-0.6, -0.8, -0.5), (0.7, 0.9, 0.8), 16, 4, n_basis=2)
+    with torch.no_grad():
+        field.basis.normal_()
+    coeffs = torch.randn(B, 2)
+    for got, want in zip(field(xyz, coeffs), field(old, coeffs)):
+        assert torch.equal(got, want)
+
+
 def test_volume_rendering_matches_cumprod_and_limits():
     density = torch.rand(3, 5, 12) * 20
     deltas = torch.full((3, 5, 12), 0.05)
@@ -179,6 +197,29 @@ def test_ga_equals_textbook_attention_and_decoder():
     assert torch.allclose(density, torch.nn.functional.softplus(out[..., 0]) * ga.density_scale, atol=1e-4)
     assert torch.allclose(rgb, torch.sigmoid(out[..., 1:4]).transpose(1, 2), atol=1e-5)
     assert torch.allclose(feat, out[..., 4:].transpose(1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [8, 6, 5])
+def test_exported_token_softmax_is_the_softmax(tokens: int, monkeypatch):
+    logits = torch.randn(B, 2, tokens, 50) * 4
+    ref = torch.softmax(logits, dim=2)
+    assert torch.equal(token_softmax(logits), ref)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)  # the written-out form of the graphs
+    torch.testing.assert_close(token_softmax(logits), ref, rtol=0, atol=1e-6)
+
+
+def test_ga_exported_form_equals_eager(monkeypatch):
+    """What the ONNX graphs compute (written-out softmax, 1x1 convolutions) is the eager module's function."""
+    ga = GAModule(12, 32, dim=16, heads=2, hidden=32, feat_channels=8)
+    with torch.no_grad():
+        ga.decoder[0].bias.normal_()
+    sp, cond = torch.randn(B, 12, 40), torch.randn(B, 8, 32)
+    with torch.no_grad():
+        ref = ga(sp, cond)
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        got = ga(sp, cond)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=0, atol=1e-5)
 
 
 def test_refiner_shapes_gradients_and_bilinear_start():
@@ -343,3 +384,23 @@ def test_triplane_field_with_gather_lookup_equals_grid_sample_per_plane_pairs():
     assert torch.equal(feats, ref)
     field.lookup = gather_lookup
     assert torch.allclose(field(pts, coeffs)[0], ref, atol=1e-5)
+    field.set_lookup("gather")  # what the exporter uses: the planes blended channel-last
+    assert field.channels_last
+    assert torch.allclose(field(pts, coeffs)[0], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_channel_last_blend_is_the_transposed_channel_first_blend(batch: int):
+    """frame_table (the gather lookup's channel-last planes, blended from transposed weights) is frame_planes
+    transposed: the same sums of the same products, with and without basis planes."""
+    torch.manual_seed(0)
+    field = TriPlaneField((-1, -1, -1), (1, 1, 1), 16, 4, n_basis=3)
+    with torch.no_grad():
+        field.basis.normal_()
+    coeffs = torch.randn(batch, 3)
+    for c in (coeffs, None):
+        table = field.frame_table(c, batch)
+        assert table.shape == (batch * 3, 16, 16, 4) and table.is_contiguous()
+        torch.testing.assert_close(table, field.frame_planes(c, batch).permute(0, 2, 3, 1), rtol=0, atol=1e-6)
+    plain = TriPlaneField((-1, -1, -1), (1, 1, 1), 16, 4)
+    assert torch.equal(plain.frame_table(None, batch), plain.frame_planes(None, batch).permute(0, 2, 3, 1))

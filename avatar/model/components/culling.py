@@ -68,15 +68,17 @@ class RayCulling(nn.Module):
         b = pose.shape[0]
         x0, y0, size = crop
         step = size / rays
-        uv = torch.einsum("bij,nj->bni", pose[:, :2, :3], self.centres) + pose[:, None, :2, 3]  # (B, N, 2)
-        col = ((uv[..., 0] - x0) / step).floor()
-        row = ((uv[..., 1] - y0) / step).floor()
+        # u and v as two (B, N) rows, translated by per-frame scalars: as (B, N, 2) the exported graph broadcast
+        # the translation over the size-2 axis two floats at a time (0.2 ms, ten times the other per-cell ops)
+        uv = torch.einsum("bij,nj->bin", pose[:, :2, :3], self.centres)  # (B, 2, N)
+        col = ((uv[:, 0] + pose[:, 0, 3:] - x0) / step).floor()
+        row = ((uv[:, 1] + pose[:, 1, 3:] - y0) / step).floor()
         # centres off the grid are kept on its border: their footprint may still reach in
         inside = (col >= -footprint) & (col < rays + footprint) & (row >= -footprint) & (row < rays + footprint)
         col, row = col.clamp(0, rays - 1), row.clamp(0, rays - 1)
         index = torch.where(inside, (row * rays + col).long(), torch.full_like(col, rays * rays).long())
         marks = torch.zeros(b, rays * rays + 1, dtype=pose.dtype, device=pose.device)
-        marks = marks.scatter(1, index, torch.ones_like(uv[..., 0]))[:, :rays * rays]
+        marks = marks.scatter(1, index, torch.ones_like(col))[:, :rays * rays]
         k = 2 * footprint + 1
         mask = nn.functional.max_pool2d(marks.view(b, 1, rays, rays), k, stride=1, padding=footprint)
         return mask.view(b, rays * rays)

@@ -20,6 +20,24 @@ import torch
 from torch import nn
 
 
+def token_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 2 of (B, H, T, P) logits. Exported to ONNX it is written out: ONNX Runtime's Softmax over
+    a non-last axis transposes it last and back and runs rows of T floats (1.1 ms at 1 thread on the coarse
+    tier; ~0.3 ms as max, exp, sum and a multiply by the reciprocal along whole rows of P points). The sum is a
+    pairwise tree, the order in which ONNX Runtime's Softmax kernel added a row of 8 on the (AVX-512) machine
+    measured, and the reciprocal-multiply is its too: with 8 tokens the graph gave the Softmax op's values bit
+    for bit there (one ReduceSum was ~0.03 ms faster and moved weights by up to 2.4e-7). Eager PyTorch keeps
+    its single fused softmax."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.softmax(logits, dim=2)
+    e = (logits - logits.amax(dim=2, keepdim=True)).exp()
+    total = e
+    while total.shape[2] > 1:
+        t = total.shape[2]
+        total = total.unflatten(2, (t // 2, 2)).sum(dim=3) if t % 2 == 0 else total.sum(dim=2, keepdim=True)
+    return e * total.reciprocal()
+
+
 class GAModule(nn.Module):
     """spatial (B, Fs, P), cond (B, T, C) -> density (B, P) >= 0, rgb (B, 3, P) in [0, 1], feat (B, F, P).
 
@@ -73,13 +91,23 @@ class GAModule(nn.Module):
         b, h, t = spatial.shape[0], self.heads, cond.shape[1]
         logit_w, logit_b, layer1_w = self.per_frame(cond)
         logits = torch.baddbmm(logit_b, logit_w, spatial)  # (B, H*T, P)
-        attn = torch.softmax(logits.view(b, h, t, -1), dim=2).view(b, h * t, -1)
+        attn = token_softmax(logits.view(b, h, t, -1)).view(b, h * t, -1)
         first, second, last = self.decoder[0], self.decoder[2], self.decoder[4]
-        # in-place accumulation, bias and activation: each per-point tensor is written once (no broadcast copies)
-        per_batch = lambda w: w.expand(b, -1, -1)  # noqa: E731  (bmm, not matmul: matmul would fold and copy)
-        x = torch.bmm(per_batch(first.weight[:, :self.spatial_dim]), spatial).baddbmm_(layer1_w, attn).relu_()
-        x = torch.bmm(per_batch(second.weight), x).add_(second.bias.view(1, -1, 1)).relu_()
-        out = torch.bmm(per_batch(last.weight), x).add_(last.bias.view(1, -1, 1))  # (B, 4 + F, P)
+        if torch.onnx.is_in_onnx_export():
+            # 1x1 convolutions in ONNX: ONNX Runtime adds the bias and the ReLU inside the convolution's GEMM
+            # instead of in two more passes over each (B, 64, P) tensor (the same sums, bit for bit); ~1 ms of
+            # the coarse field graph at 1 thread
+            conv = nn.functional.conv1d
+            x = conv(spatial, first.weight[:, :self.spatial_dim, None]).add_(torch.bmm(layer1_w, attn)).relu_()
+            x = conv(x, second.weight[:, :, None], second.bias).relu_()
+            out = conv(x, last.weight[:, :, None], last.bias)
+        else:
+            # in-place accumulation, bias and activation: each per-point tensor is written once (no broadcast
+            # copies)
+            per_batch = lambda w: w.expand(b, -1, -1)  # noqa: E731  (bmm, not matmul: matmul would fold and copy)
+            x = torch.bmm(per_batch(first.weight[:, :self.spatial_dim]), spatial).baddbmm_(layer1_w, attn).relu_()
+            x = torch.bmm(per_batch(second.weight), x).add_(second.bias.view(1, -1, 1)).relu_()
+            out = torch.bmm(per_batch(last.weight), x).add_(last.bias.view(1, -1, 1))  # (B, 4 + F, P)
         density = nn.functional.softplus(out[:, 0]) * self.density_scale
         rgb = torch.sigmoid(out[:, 1:4])
         feat = out[:, 4:]

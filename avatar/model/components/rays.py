@@ -35,6 +35,17 @@ def canonical_rays(pixels: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tens
     return origins, direction
 
 
+def ray_points(origins: torch.Tensor, direction: torch.Tensor,
+               depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """origins (B, R, 3), direction (B, 1, 3), depths (B, R, S) -> x, y, z (B, R*S) of the points o + z d, ray
+    by ray. Three coordinate tensors, the form the field reads, not one (B, R*S, 3) tensor: that one the
+    exported graphs computed as broadcasts over a size-3 last axis, which ONNX Runtime runs 3 floats at a time
+    (~0.7 ms of the 20 ms coarse field graph at 1 thread; ~0.1 ms like this). Same products and sums, so the
+    same points bit for bit."""
+    return tuple((o.unsqueeze(-1) + depths * d.unsqueeze(-1)).flatten(1)
+                 for o, d in zip(origins.unbind(-1), direction.unbind(-1)))
+
+
 def intersect_box(origins: torch.Tensor, direction: torch.Tensor, box_min: torch.Tensor,
                   box_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Slab test of rays against the canonical head box. origins (B, R, 3), direction (B, 1, 3) ->

@@ -6,12 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avatar.model.fields.lookup import grid_sample_xy_lookup
+from avatar.model.fields.lookup import gather_table_lookup, grid_sample_xy_lookup
+
+# the field's plane lookups by name (export.onnx_export.PLANE_LOOKUPS): (lookup(planes, x, y), whether it takes
+# the planes channel-last (N, R, R, C) instead of channel-first (N, C, R, R))
+LOOKUPS = {"grid_sample": (grid_sample_xy_lookup, False), "gather": (gather_table_lookup, True)}
 
 
 class TriPlaneField(nn.Module):
-    """points (B, P, 3) canonical, coeffs (B, K) -> spatial features (B, 3*C, P), inside (B, P) (1 in the head
-    box, else 0).
+    """points (B, P, 3) canonical (or their x, y, z as three (B, P) tensors), coeffs (B, K) -> spatial features
+    (B, 3*C, P), inside (B, P) (1 in the head box, else 0).
 
     Besides the identity's planes there are K zero-initialised *basis* planes, blended per frame by the
     coefficients (computed from the aligned representation): features = F0 + sum_k c_k F_k, like blendshapes
@@ -27,9 +31,13 @@ class TriPlaneField(nn.Module):
         self.n_basis = n_basis
         self.basis = nn.Parameter(torch.zeros(3, n_basis * channels, resolution, resolution)) if n_basis else None
         self.channels = channels
-        # lookup(planes, x, y): grid_sample in PyTorch; the exporter swaps in gather_lookup for ONNX graphs
-        # (avatar.model.fields.lookup)
-        self.lookup = grid_sample_xy_lookup
+        # lookup(planes, x, y): grid_sample in PyTorch; the exporter swaps in the gather lookup for ONNX graphs
+        # (avatar.model.fields.lookup, `set_lookup`)
+        self.lookup, self.channels_last = grid_sample_xy_lookup, False
+
+    def set_lookup(self, name: str) -> None:
+        """Sample the planes with LOOKUPS[name] (and blend them in the layout it reads)."""
+        self.lookup, self.channels_last = LOOKUPS[name]
 
     @property
     def out_dim(self) -> int:
@@ -39,13 +47,14 @@ class TriPlaneField(nn.Module):
         """points (..., 3) -> (..., 3), the box mapped onto [-1, 1]^3."""
         return torch.stack(self.normalise_axes(points), dim=-1)
 
-    def normalise_axes(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """points (..., 3) -> u, v, w (...): `normalise` per axis, split first and scaled by scalars (in ONNX
-        Runtime a (3,)-vector broadcast over (..., 3) ran 3 floats at a time, ~10x slower per element). The
-        arithmetic is the vector form's, op for op, so the result is bit-identical; folding it into one
-        multiply-add moved features by up to 1e-4 on the built-in avatar."""
+    def normalise_axes(self, points: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """points (..., 3) or their three coordinates (...) -> u, v, w (...): `normalise` per axis, split first
+        and scaled by scalars (in ONNX Runtime a (3,)-vector broadcast over (..., 3) ran 3 floats at a time,
+        ~10x slower per element). The arithmetic is the vector form's, op for op, so the result is
+        bit-identical; folding it into one multiply-add moved features by up to 1e-4 on the built-in avatar."""
         extent = self.box_max - self.box_min
-        return tuple(2.0 * (p - self.box_min[i]) / extent[i] - 1.0 for i, p in enumerate(points.unbind(-1)))
+        axes = points.unbind(-1) if isinstance(points, torch.Tensor) else points
+        return tuple(2.0 * (p - self.box_min[i]) / extent[i] - 1.0 for i, p in enumerate(axes))
 
     def frame_planes(self, coeffs: torch.Tensor | None, batch: int) -> torch.Tensor:
         """The planes of each frame, (B*3, C, R, R): F0 + sum_k c_k F_k. Blending the planes once per frame
@@ -59,16 +68,35 @@ class TriPlaneField(nn.Module):
                                 basis)  # (3, B, C*R*R)
         return blended.transpose(0, 1).reshape(batch * 3, c, r, r)
 
-    def forward(self, points: torch.Tensor, coeffs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """points (B, P, 3), coeffs (B, K) -> features (B, 3*C, P) channel-first, inside (B, P)."""
-        b, p, _ = points.shape
+    def frame_table(self, coeffs: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """`frame_planes` channel-last, (B*3, R, R, C): the layout the gather lookup reads, which the exported
+        graphs otherwise made by transposing the blended planes every frame (~0.5 ms of the 20 ms coarse field
+        graph at 1 thread). Here the constant planes and basis are transposed instead (in an exported graph that
+        folds into the constants), and the blend is one (1, B, K) x (1, K, 3*R*R*C) product, whose output is
+        laid out by frame already. Each element is the same sum of the same products as in `frame_planes`.
+        The product is batched on purpose: ONNX Runtime pre-packs a constant 2-D right-hand side (MatMul or a
+        Gemm with the planes as bias, ~0.1 ms faster), and the packed kernel rounded a fifth of the texels of a
+        single frame differently (up to 3e-8, 3e-5 on the straight colour of nearly transparent pixels)."""
+        c, r = self.channels, self.planes.shape[-1]
+        planes = self.planes.permute(0, 2, 3, 1).reshape(1, 1, 3 * r * r * c)
+        if self.basis is None or coeffs is None:
+            return planes.expand(1, batch, -1).reshape(batch * 3, r, r, c)
+        basis = self.basis.view(3, self.n_basis, c, r, r).permute(1, 0, 3, 4, 2).reshape(1, self.n_basis, -1)
+        return torch.baddbmm(planes, coeffs.unsqueeze(0), basis).view(batch * 3, r, r, c)
+
+    def forward(self, points: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                coeffs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """points (B, P, 3) or their x, y, z as three (B, P) tensors, coeffs (B, K) -> features (B, 3*C, P)
+        channel-first, inside (B, P)."""
         u, v, w = self.normalise_axes(points)  # (B, P) each
-        inside = (torch.maximum(torch.maximum(u.abs(), v.abs()), w.abs()) <= 1.0 + 1e-4).to(points.dtype)
+        b, p = u.shape
+        inside = (torch.maximum(torch.maximum(u.abs(), v.abs()), w.abs()) <= 1.0 + 1e-4).to(u.dtype)
         # plane i (xy, xz, yz) is indexed by the pair (first[i], second[i]); kept as two (B*3, P) tensors, not
         # an (B*3, P, 2) grid, so the exported graph never picks components out of a size-2 axis
         first = torch.stack((u, u, v), dim=1).view(b * 3, p)
         second = torch.stack((v, w, w), dim=1).view(b * 3, p)
-        feats = self.lookup(self.frame_planes(coeffs, b), first, second)  # (B*3, C, P)
+        planes = self.frame_table(coeffs, b) if self.channels_last else self.frame_planes(coeffs, b)
+        feats = self.lookup(planes, first, second)  # (B*3, C, P)
         return feats.reshape(b, 3 * self.channels, p), inside
 
     def total_variation(self) -> torch.Tensor:

@@ -19,7 +19,7 @@ from avatar.model.components.culling import RayCulling, pack_rays, unpack_rays
 from avatar.model.components.eaa import make_fusion
 from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
 from avatar.model.components.ga import GAModule
-from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box
+from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box, ray_points
 from avatar.model.components.refiner import Refiner, bilinear_upsample
 from avatar.model.components.renderer import composite_along_rays, render_weights, unpremultiply
 from avatar.model.components.samplers import sample_along_rays
@@ -64,9 +64,9 @@ class RayRenderer(nn.Module):
         near, far, hit = intersect_box(origins, direction, self.field.box_min, self.field.box_max)
         depths, deltas = sample_along_rays(near, far, n_samples, jitter)  # (B, R, S)
         b, r, s = depths.shape
-        points = origins.unsqueeze(2) + depths.unsqueeze(-1) * direction.unsqueeze(2)  # (B, R, S, 3)
+        points = ray_points(origins, direction, depths)  # x, y, z (B, R*S)
         coeffs = self.blend(cond.flatten(1)) if self.blend is not None else None  # (B, K) basis weights
-        spatial, inside = self.field(points.reshape(b, r * s, 3), coeffs)  # (B, Fs, R*S)
+        spatial, inside = self.field(points, coeffs)  # (B, Fs, R*S)
         density, rgb, feat = self.ga(spatial, cond)
         density = (density * inside).view(b, r, s) * hit
         step = deltas * direction.norm(dim=-1, keepdim=True)  # pixel depth -> canonical length
