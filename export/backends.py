@@ -121,6 +121,35 @@ def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", dev
     return choice
 
 
+def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
+    """Export the avatar's ONNX graphs when onnxruntime is installed and they are missing or stale, so that `auto`
+    can weigh ONNX Runtime: on the project's 2-vCPU machines it holds 25 fresh fps where PyTorch repeats frames
+    (docs/performance.md). One-time cost ~7 s for the built-in avatar; the graphs go beside the avatar, or into
+    the user cache when it is read-only. Returns "current", "exported", or why nothing was done; never raises
+    for a failed export (serving on PyTorch still works), it logs the reason."""
+    avatar_dir = resolve_avatar(avatar_dir)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    from export.artifacts import load_export_manifest
+
+    try:
+        load_export_manifest(avatar_dir)
+        return "current"
+    except BackendError as exc:
+        log.info("exporting %s for ONNX Runtime once (%s)", avatar_dir, exc)
+    from export.onnx_export import ExportConfig, export_avatar
+
+    try:
+        directory, _ = export_avatar(avatar_dir, ExportConfig())
+    except Exception as exc:  # noqa: BLE001 -- an optimisation: PyTorch renders the avatar without it
+        log.warning("could not export %s for ONNX Runtime (%s); rendering with PyTorch", avatar_dir, exc)
+        return f"export failed: {exc}"
+    log.info("exported %s -> %s", avatar_dir, directory)
+    return "exported"
+
+
 def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
     """Median ms of one frame (batch 1) of the backend's cheapest tier, after one warm-up call, on a real pose
     of the avatar (silence-level audio, neutral expression: cost does not depend on the values)."""

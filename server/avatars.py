@@ -26,6 +26,10 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
     import torch
 
     torch.set_num_threads(config.threads)
+    if config.export and config.backend in ("auto", "onnxruntime"):
+        from export.backends import ensure_onnx_export
+
+        ensure_onnx_export(avatar)
     mouth = None
     if config.mouth_model:
         from avatar.mouth import load_mouth_model

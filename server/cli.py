@@ -20,8 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080, help="TCP port (0: a free one)")
     p.add_argument("--avatar", action="append", metavar="DIR",
                    help="avatar dir to serve (repeat for several; the first is the default). Default: built-in")
-    p.add_argument("--backend", default="auto", help="renderer backend: auto, torch, onnx, tensorrt")
+    p.add_argument("--backend", default="auto", help="renderer backend: auto (the fastest that runs here, measured), torch, onnxruntime, tensorrt")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--no-export", dest="export", action="store_false",
+                   help="do not export missing/stale ONNX graphs at start (with --backend auto the server exports "
+                        "them once, ~7 s, since ONNX Runtime is the faster CPU path here)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for rendering (default 1)")
     p.add_argument("--mouth-model", metavar="DIR", help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--driver", action="append", default=[], metavar="NAME=CLIP",
@@ -63,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         ice_servers=ice, cert=args.cert, key=args.key,
                         max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=args.token,
                         codec=args.codec, synthetic_mark=args.synthetic_mark,
-                        render_budget_ms=args.render_budget_ms).validate()
+                        render_budget_ms=args.render_budget_ms, export=args.export).validate()
 
 
 def run(args: argparse.Namespace) -> int:

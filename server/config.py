@@ -49,6 +49,9 @@ class ServerConfig:
     # CPU threads for rendering (torch intra-op). 1 leaves the other core to encoders, audio and the network;
     # on a loaded 2-core box 2 threads were measured pathological (spinning), see docs/serve.md.
     threads: int = 1
+    # export each avatar's ONNX graphs at start when they are missing or stale (backend auto / onnxruntime), so the
+    # faster ONNX Runtime path is there without a separate `ideal export` (`ideal serve` turns it on)
+    export: bool = False
     # Driver clips a client may pick as expression source, by name (clips are server-side paths, never uploads).
     drivers: dict[str, str] = field(default_factory=dict)
     ice_servers: list[IceServer] = field(default_factory=list)

@@ -50,7 +50,11 @@ def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
         return loaded.backend, "torch"
     if backend == "auto":
         try:
-            choice = choose_backend(avatar_dir, "auto", device, threads=threads)
+            # Live, the first exported backend that runs wins over PyTorch rather than the fastest single frame:
+            # PyTorch renders one frame as fast (23 vs 29 ms here) but shares the GIL with the event loop and the
+            # compositing thread, and in 60 s live runs on the 2-vCPU machines it repeated far more frames (fast
+            # tier 38 vs 0, coarse 623 vs 20-104 of 1498; docs/performance.md).
+            choice = choose_backend(avatar_dir, "auto", device, threads=threads, measure=False)
         except BackendError as exc:
             log.info("no exported backend (%s); using PyTorch", exc)
             return loaded.backend, "torch"

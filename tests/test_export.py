@@ -93,8 +93,9 @@ def test_onnxruntime_renders_the_same_frames_as_pytorch(avatar_copy: Path, frame
 
 
 def test_streamer_on_onnxruntime_runs_torch_single_threaded_and_restores_it(avatar_copy: Path):
-    """With an exported backend PyTorch only runs the tiny expression networks, on one thread; the process-wide
-    setting is put back when the engine closes. The warm-up composites the backend's channel-last views."""
+    """Live, `auto` takes the exported backend (it repeated far fewer frames than PyTorch in live runs). With it
+    PyTorch only runs the tiny expression networks, on one thread; the process-wide setting is put back when the
+    engine closes. The warm-up composites the backend's channel-last views."""
     import asyncio
 
     import torch
@@ -104,7 +105,7 @@ def test_streamer_on_onnxruntime_runs_torch_single_threaded_and_restores_it(avat
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        engine = StreamerEngine(avatar_copy, backend="onnxruntime")
+        engine = StreamerEngine(avatar_copy, backend="auto")
         assert engine.backend_name == "onnxruntime" and torch.get_num_threads() == 1
         assert engine.idle_image.shape[:2] == tuple(engine.info["output_size"][::-1])
         asyncio.run(engine.aclose())
@@ -228,3 +229,28 @@ def test_cli_target_all_builds_what_it_can_and_says_what_it_skipped(scratch: Pat
     out = capsys.readouterr().out
     assert "exported to" in out and "condition" in out
     assert "tensorrt: skipped" in out or "engine " in out
+
+
+def test_serve_exports_missing_or_stale_graphs_once(scratch: Path):
+    """`ideal serve` (backend auto) exports an avatar's ONNX graphs at start when they are missing or stale, so
+    the faster ONNX Runtime path is there without a separate `ideal export`; `--no-export` turns it off."""
+    import argparse
+
+    from export.backends import choose_backend, ensure_onnx_export
+    from server.cli import add_arguments, config_from_args
+
+    shutil.rmtree(scratch / "exported")
+    assert ensure_onnx_export(scratch) == "exported"
+    assert (scratch / "exported" / "export.json").exists()
+    assert ensure_onnx_export(scratch) == "current"
+    assert "onnxruntime" in choose_backend(scratch, "auto", "cpu", threads=1).measured_ms
+    # a changed avatar (its manifest is part of the fingerprint, like its weights) makes the graphs stale
+    manifest = json.loads((scratch / "avatar.json").read_text())
+    (scratch / "avatar.json").write_text(json.dumps({**manifest, "note": "changed after export"}))
+    assert ensure_onnx_export(scratch) == "exported"
+    assert ensure_onnx_export(scratch) == "current"
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args([])).export is True
+    assert config_from_args(parser.parse_args(["--no-export"])).export is False
