@@ -226,9 +226,12 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
         name: [[s["t"], float(o)] for s, o in zip(group, opening)]
         for name, group, opening in (("silence", silence, open_silence), ("speech", speech, open_speech))}}))
     print(f"lip gap per picture (time, face heights): {lips}")
-    assert motion_speech > 2.0 * motion_silence and motion_speech > 0.005, (
+    # Calibrated on 8 runs with the real lips (speech 0.0078-0.0103, 1.9-7.3x silence) and 2 with the mouth slice
+    # forced to zero in the streamer (speech 0.0043-0.0049, 0.8-1.5x): the head moves faster in speech, and the
+    # tracker's lip gap moves a little with it (docs/serve.md)
+    assert motion_speech > 1.6 * motion_silence and motion_speech > 0.006, (
         f"the lips do not move with speech in the page's video: lip motion speech {motion_speech:.4f} vs silence "
-        f"{motion_silence:.4f} face heights per picture (2x and > 0.005 required)")
+        f"{motion_silence:.4f} face heights per picture (1.6x and > 0.006 required)")
 
 
 def _openings(samples: list[dict]) -> np.ndarray:
