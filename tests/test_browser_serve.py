@@ -208,8 +208,8 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
     assert pictures >= 20, f"only {pictures} new pictures in 11 s: the renderer is too slow here to judge the lips"
     # The lips as the page shows them, measured by the project's face tracker on every grabbed picture: the
     # inner-lip gap over the face height (`ideal.bench.mouth.mouth_openings`), and how much it changes from one
-    # picture to the next. Unlike pixel change in a fixed box it is blind to head motion (the listening head moves
-    # slower than the speaking one) and to blinks. At rest the avatar's lips stay slightly parted (~0.02 face
+    # picture to the next. Unlike pixel change in a fixed box it ignores blinks and most head motion (the listening
+    # head moves slower than the speaking one; what head motion still leaks into it is measured below). At rest the avatar's lips stay slightly parted (~0.02 face
     # heights) and drift slowly with the head; speech moves them syllable by syllable.
     open_silence, open_speech = _openings(silence), _openings(speech)
     tracked = (float(np.isfinite(open_silence).mean()), float(np.isfinite(open_speech).mean()))
