@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080, help="TCP port (0: a free one)")
     p.add_argument("--avatar", action="append", metavar="DIR",
                    help="avatar dir to serve (repeat for several; the first is the default). Default: built-in")
-    p.add_argument("--backend", default="auto", help="renderer backend: auto (an exported one when it runs here: TensorRT, then "
-                        "ONNX Runtime; else PyTorch), torch, onnxruntime, tensorrt")
+    p.add_argument("--backend", default="auto",
+                   help="renderer backend: auto (an exported one when it runs here: TensorRT, then ONNX Runtime; "
+                        "else PyTorch), torch, onnxruntime, tensorrt")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--no-export", dest="export", action="store_false",
                    help="do not export missing/stale ONNX graphs at start (with --backend auto the server exports "

@@ -209,8 +209,9 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
     # The lips as the page shows them, measured by the project's face tracker on every grabbed picture: the
     # inner-lip gap over the face height (`ideal.bench.mouth.mouth_openings`), and how much it changes from one
     # picture to the next. Unlike pixel change in a fixed box it ignores blinks and most head motion (the listening
-    # head moves slower than the speaking one; what head motion still leaks into it is measured below). At rest the avatar's lips stay slightly parted (~0.02 face
-    # heights) and drift slowly with the head; speech moves them syllable by syllable.
+    # head moves slower than the speaking one; what head motion still leaks into it is measured below). At rest
+    # the avatar's lips stay slightly parted (~0.02 face heights) and drift slowly with the head; speech moves
+    # them syllable by syllable.
     open_silence, open_speech = _openings(silence), _openings(speech)
     tracked = (float(np.isfinite(open_silence).mean()), float(np.isfinite(open_speech).mean()))
     assert min(tracked) > 0.8, f"the face tracker found the avatar's face in too few pictures: {tracked}"
