@@ -127,12 +127,15 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
     repeats frames (docs/performance.md). One-time cost ~7 s for the built-in avatar; the graphs go beside the
     avatar, or into the user cache when it is read-only. Returns "current", "exported", or why nothing was done;
     never raises for a failed export (serving on PyTorch still works), it logs the reason."""
+    from avatar.manifest import load_avatar_manifest
+    from export.artifacts import load_export_manifest
+
     avatar_dir = resolve_avatar(avatar_dir)
+    load_avatar_manifest(avatar_dir)  # a missing or broken avatar is the user's error to hear about, not ours to skip
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return "onnxruntime is not installed"
-    from export.artifacts import load_export_manifest
 
     try:
         load_export_manifest(avatar_dir)

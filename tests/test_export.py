@@ -250,6 +250,10 @@ def test_serve_exports_missing_or_stale_graphs_once(scratch: Path):
     assert ensure_onnx_export(scratch) == "exported"
     assert ensure_onnx_export(scratch) == "current"
 
+    # not an avatar: the same one-line error as without the export step, not a traceback from inside it
+    with pytest.raises(AvatarError, match="no such avatar directory"):
+        ensure_onnx_export(scratch / "nope")
+
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert config_from_args(parser.parse_args([])).export is True
