@@ -63,10 +63,11 @@ def _torch(avatar_dir: Path, device: str, tiers: list[str] | None) -> Backend:
     return load_avatar(avatar_dir, device=device).backend
 
 
-def _onnxruntime(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool, threads: int | None) -> Backend:
+def _onnxruntime(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool, threads: int | None,
+                 int8: bool = True) -> Backend:
     from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
 
-    return OnnxRuntimeBackend(avatar_dir, tiers, OrtConfig(device=device, threads=threads, fp16=fp16))
+    return OnnxRuntimeBackend(avatar_dir, tiers, OrtConfig(device=device, threads=threads, fp16=fp16, int8=int8))
 
 
 def _tensorrt(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool) -> Backend:
@@ -79,26 +80,28 @@ def _tensorrt(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool
 
 
 def create_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
-                   tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None) -> Backend:
-    """A ready backend for the avatar (None: the built-in one). `device`: auto | cpu | cuda[:N]."""
-    return choose_backend(avatar_dir, name, device, tiers, fp16, threads).backend
+                   tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
+                   int8: bool = True) -> Backend:
+    """A ready backend for the avatar (None: the built-in one). `device`: auto | cpu | cuda[:N]; `int8`: ONNX Runtime
+    on CPU runs the INT8 refine graphs when exported (export/quantize.py)."""
+    return choose_backend(avatar_dir, name, device, tiers, fp16, threads, int8=int8).backend
 
 
 def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
                    tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
-                   measure: bool = True) -> BackendChoice:
+                   measure: bool = True, int8: bool = True) -> BackendChoice:
     """A named backend, or with `auto` the fastest that runs here (measured unless `measure=False`, then the
     first of TensorRT, ONNX Runtime, PyTorch that can be created)."""
     avatar_dir = resolve_avatar(avatar_dir)
     if name not in ("auto", *BACKEND_NAMES):
         raise InputError(f"unknown backend {name!r}", f"one of auto, {', '.join(BACKEND_NAMES)}")
     if name != "auto":
-        return BackendChoice(backend=_create_one(name, avatar_dir, device, tiers, fp16, threads), name=name)
+        return BackendChoice(backend=_create_one(name, avatar_dir, device, tiers, fp16, threads, int8), name=name)
     passed: dict[str, str] = {}
     created: dict[str, Backend] = {}
     for candidate in AUTO_ORDER:
         try:
-            created[candidate] = _create_one(candidate, avatar_dir, device, tiers, fp16, threads)
+            created[candidate] = _create_one(candidate, avatar_dir, device, tiers, fp16, threads, int8)
         except BackendError as exc:
             passed[candidate] = str(exc)
             continue
@@ -138,8 +141,11 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
         return "onnxruntime is not installed"
 
     try:
-        load_export_manifest(avatar_dir)
-        return "current"
+        _, manifest = load_export_manifest(avatar_dir)
+        if not _lacks_int8(manifest):
+            return "current"
+        log.info("exporting %s for ONNX Runtime once more (no INT8 refine graphs: exported by an older version)",
+                 avatar_dir)
     except BackendError as exc:
         log.info("exporting %s for ONNX Runtime once (%s)", avatar_dir, exc)
     from export.onnx_export import ExportConfig, export_avatar
@@ -151,6 +157,14 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
         return f"export failed: {exc}"
     log.info("exported %s -> %s", avatar_dir, directory)
     return "exported"
+
+
+def _lacks_int8(manifest) -> bool:  # noqa: ANN001 - export.artifacts.ExportManifest
+    """An export from before INT8 refine graphs existed, on a machine that can make them."""
+    from export.quantize import INT8, quantization_available
+
+    learned = any(t.get("refine") for t in manifest.tiers.values())
+    return learned and not any(k.endswith("." + INT8) for k in manifest.graphs) and quantization_available()
 
 
 def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
@@ -180,11 +194,11 @@ def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
 
 
 def _create_one(name: str, avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool,
-                threads: int | None) -> Backend:
+                threads: int | None, int8: bool = True) -> Backend:
     if name == "torch":
         return _torch(avatar_dir, device, tiers)
     if name == "onnxruntime":
-        return _onnxruntime(avatar_dir, device, tiers, fp16, threads)
+        return _onnxruntime(avatar_dir, device, tiers, fp16, threads, int8)
     if name == "tensorrt":
         return _tensorrt(avatar_dir, "cuda" if device == "auto" else device, tiers, fp16)
     raise InputError(f"unknown backend {name!r}", f"one of {', '.join(BACKEND_NAMES)}")
@@ -192,15 +206,15 @@ def _create_one(name: str, avatar_dir: Path, device: str, tiers: list[str] | Non
 
 def available_backends(avatar_dir: str | Path | None = None, device: str = "auto",
                        tiers: list[str] | None = None, fp16: bool = False,
-                       threads: int | None = None) -> tuple[dict[str, Backend], dict[str, str]]:
+                       threads: int | None = None, int8: bool = True) -> tuple[dict[str, Backend], dict[str, str]]:
     """Every backend that can run this avatar here, and why the others cannot (for `ideal bench --backend all`
-    and the parity tests)."""
+    and the parity tests, which pass `int8=False`: FP32 parity is the contract, INT8 has its own figure)."""
     avatar_dir = resolve_avatar(avatar_dir)
     ok: dict[str, Backend] = {}
     why: dict[str, str] = {}
     for name in BACKEND_NAMES:
         try:
-            ok[name] = _create_one(name, avatar_dir, device, tiers, fp16, threads)
+            ok[name] = _create_one(name, avatar_dir, device, tiers, fp16, threads, int8)
         except BackendError as exc:
             why[name] = str(exc)
     return ok, why

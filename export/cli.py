@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tri-plane lookup in the field graphs: gather (fast in ONNX Runtime on CPU) or "
                              "grid_sample (ONNX GridSample); both are validated against PyTorch's grid_sample")
     parser.add_argument("--no-mouth", action="store_true", help="leave out the audio-to-mouth model graph")
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
+                        help="leave out the INT8 refine graphs (ONNX Runtime on CPU then runs the FP32 ones)")
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ExportConfig(exporter=args.exporter, batch_opt=args.opt_batch, batch_max=args.max_batch,
                        tiers=tuple(args.tiers) if args.tiers else None, mouth=not args.no_mouth,
-                       plane_lookup=args.plane_lookup)
+                       plane_lookup=args.plane_lookup, int8=args.int8)
     need_onnx = args.target in ("onnx", "all") or _stale_or_missing(avatar_dir, load_export_manifest, cfg)
     if need_onnx:
         with tqdm(desc="export onnx", unit="graph") as bar:

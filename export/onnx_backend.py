@@ -19,6 +19,7 @@ from avatar.errors import BackendError
 from export.artifacts import (CONDITION, ENGINES_DIR, FIELD, MOUTH, REFINE, ExportManifest, check_graph_file,
                               graph_key, load_export_manifest)
 from export.pipeline import StagedBackend
+from export.quantize import int8_key
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class OrtConfig:
     device: str = "auto"  # auto | cpu | cuda | tensorrt (ORT's TensorRT execution provider)
     threads: int | None = None  # intra-op threads on CPU; None = all cores
     fp16: bool = False  # TensorRT execution provider only
+    # on the CPU provider, run the INT8 refine graphs when the export has them (export/quantize.py); False: FP32
+    int8: bool = True
     device_id: int = 0
 
 
@@ -98,7 +101,10 @@ class OnnxRuntimeBackend(StagedBackend):
             os.makedirs(directory / ENGINES_DIR / "ort-trt", exist_ok=True)
         keys = [graph_key(CONDITION)] + [graph_key(FIELD, t) for t in all_tiers] + \
                [graph_key(REFINE, t) for t in all_tiers]
-        self._sessions = {k: self._open(k, manifest, opts, providers) for k in keys}
+        # the INT8 graphs are CPU kernels (VNNI); GPU providers run the FP32 graphs
+        on_cpu = providers[0] == CPU
+        self.graph_files = {k: self._variant(k, manifest, config.int8 and on_cpu) for k in keys}
+        self._sessions = {k: self._open(g, manifest, opts, providers) for k, g in self.graph_files.items()}
         self.providers = self._sessions[graph_key(CONDITION)].get_providers()
         if config.device in ("cuda", "tensorrt") and self.providers[0] == CPU:
             raise BackendError(f"onnxruntime could not start its {config.device} provider here (it fell back to CPU)",
@@ -108,7 +114,20 @@ class OnnxRuntimeBackend(StagedBackend):
         self.name = "onnxruntime"
         self.device = {CPU: "cpu", CUDA: "cuda", TENSORRT_EP: "tensorrt-ep"}.get(self.providers[0], self.providers[0])
         self._mouth = None
-        log.info("onnxruntime %s backend for %s (providers %s)", self.device, self.avatar_dir, ", ".join(self.providers))
+        log.info("onnxruntime %s backend for %s (providers %s; refiners %s)", self.device, self.avatar_dir,
+                 ", ".join(self.providers), ", ".join(f"{t} {p}" for t, p in self.precision.items()))
+
+    def _variant(self, key: str, manifest: ExportManifest, int8: bool) -> str:
+        """Which exported graph runs stage `key`: its INT8 form when wanted and exported, else `key` itself."""
+        if int8 and key.startswith(REFINE + ".") and int8_key(key) in manifest.graphs:
+            return int8_key(key)
+        return key
+
+    @property
+    def precision(self) -> dict[str, str]:
+        """Per tier, the precision its refine graph runs in ("int8" | "fp32"), for reports."""
+        return {t: ("int8" if self.graph_files[graph_key(REFINE, t)].endswith(".int8") else "fp32")
+                for t in self._tiers}
 
     def _open(self, key: str, manifest: ExportManifest, opts: Any, providers: list[Any]) -> Any:
         if key not in manifest.graphs:

@@ -49,6 +49,9 @@ class ExportConfig:
     # tri-plane lookup in the field graphs: "gather" (row gathers + lerps; 2-3x faster than ONNX Runtime's CPU
     # GridSample here) or "grid_sample" (ONNX GridSample). Validation always compares with grid_sample.
     plane_lookup: str = "gather"
+    # also write INT8 refine graphs (export/quantize.py) for ONNX Runtime on CPU; the FP32 ones are always written
+    int8: bool = True
+    int8_frames: int = 24  # renders of the avatar's own pose track: half calibrate the ranges, half check them
 
     @property
     def batch(self) -> dict[str, int]:
@@ -244,10 +247,76 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
                 log.info("exported %s", directory / graph_file(spec.key))
         finally:
             field.set_lookup("grid_sample")  # the reference the graphs are validated against
+        int8_specs, int8_report = [], {}
+        if cfg.int8:
+            int8_specs, int8_report = export_int8_refiners(model, tiers, avatar_dir, directory, cfg, out, progress)
         if cfg.validate:
-            out.validation = {"max_abs_diff": validate_graphs(directory, specs), "batch": 1, "provider": "CPU"}
+            out.validation = {"max_abs_diff": validate_graphs(directory, specs + int8_specs), "batch": 1,
+                              "provider": "CPU"}
+        if int8_report:
+            out.validation["int8_vs_fp32"] = int8_report
     out.save(directory)
     return directory, out
+
+
+def export_int8_refiners(model: Any, tiers: dict[str, Tier], avatar_dir: Path, directory: Path, cfg: ExportConfig,
+                         out: ExportManifest, progress: Callable[[str], None] | None = None
+                         ) -> tuple[list[StageSpec], dict[str, dict[str, float]]]:
+    """`refine.<tier>.int8.onnx` for every tier with a learned refiner, calibrated on the avatar's own renders
+    (export/quantize.py). Adds the graphs to `out`; returns their specs (validated against PyTorch like the
+    others) and, per graph, how far the INT8 colours are from the FP32 graph's on renders not used to calibrate.
+    Skipped, with a log line, when onnxruntime's quantization tools are not installed."""
+    import torch
+
+    from avatar.model.components.refiner import SplitRefiner
+    from export.quantize import compare_with_float, int8_key, quantization_available, quantize_refine_graph
+
+    learned = [t for t in tiers if t in model.refiners]
+    if not learned:
+        return [], {}
+    if not quantization_available():
+        log.warning("onnxruntime is not installed: no INT8 refine graphs (ONNX Runtime will run the FP32 ones)")
+        return [], {}
+    import onnxruntime as ort
+
+    poses = _pose_track(avatar_dir)
+    expressions = _expression_track(avatar_dir, len(poses))
+    pick = np.linspace(0, len(poses) - 1, cfg.int8_frames).round().astype(int)
+    gen = torch.Generator().manual_seed(1)
+    audio = torch.randn(len(pick), model.cfg.audio_window, model.cfg.n_mels, generator=gen)
+    with torch.no_grad():
+        cond = model.encoder(audio, torch.from_numpy(expressions[pick]))
+    specs, report = [], {}
+    for tier in learned:
+        key = int8_key(graph_key(REFINE, tier))
+        if progress:
+            progress(key)
+        head = model.head_renderer(tier)
+        with torch.no_grad():
+            rendered = [head(cond[i:i + 4], torch.from_numpy(poses[pick[i:i + 4]])) for i in range(0, len(pick), 4)]
+        frames = [{"coarse_rgb": r[0][j:j + 1].numpy(), "coarse_alpha": r[1][j:j + 1].numpy(),
+                   "coarse_feat": r[2][j:j + 1].numpy()} for r in rendered for j in range(r[0].shape[0])]
+        split = SplitRefiner(model.refiners[tier]).eval()
+        spec = StageSpec(key, split, {k: torch.from_numpy(np.concatenate([frames[0][k], frames[1][k]]))
+                                      for k in frames[0]}, ["rgb", "alpha"], REFINE, tier)
+        float_path = directory / f"{key}.float.onnx"
+        try:
+            info = export_graph(spec, float_path, cfg)
+            path = directory / graph_file(key)
+            quantize_refine_graph(float_path, path, frames[0::2], split.bilinear.weight.detach().numpy())
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+                        for p in (directory / graph_file(graph_key(REFINE, tier)), path)]
+            report[key] = compare_with_float(*sessions, frames[1::2])
+        finally:
+            float_path.unlink(missing_ok=True)
+        info.file, info.sha256 = path.name, sha256_file(path)
+        out.graphs[key] = info
+        specs.append(spec)
+        log.info("%s: INT8 vs FP32 on %d renders: PSNR %.1f dB, max |diff| %.3f", key, report[key]["frames"],
+                 report[key]["psnr_db"], report[key]["max_abs_diff"])
+    return specs, report
 
 
 def _pose_track(avatar_dir: Path) -> np.ndarray:
@@ -259,6 +328,14 @@ def _pose_track(avatar_dir: Path) -> np.ndarray:
         raise BackendError(f"{avatar_dir / 'pose_track.npz'}: expected poses (N, 3, 4), found {poses.shape}",
                            f"re-run `ideal train` for {avatar_dir}")
     return poses
+
+
+def _expression_track(avatar_dir: Path, n: int) -> np.ndarray:
+    """(n, E) tracked expressions beside the pose track (neutral when the track has none)."""
+    with np.load(avatar_dir / "pose_track.npz") as z:
+        if "expression" in z.files and len(z["expression"]) == n:
+            return np.asarray(z["expression"], dtype=np.float32)
+    return np.zeros((n, _expression_dim()), np.float32)
 
 
 def _mouth() -> tuple[Any | None, tuple[int, int] | None]:

@@ -36,7 +36,7 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
 
         mouth = load_mouth_model(config.mouth_model)
     return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device,
-                          config=StreamerConfig(synthetic_mark=config.synthetic_mark,
+                          config=StreamerConfig(synthetic_mark=config.synthetic_mark, int8=config.int8,
                                                 render_budget_ms=config.render_budget_ms),
                           mouth_model=mouth)
 

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not export missing/stale ONNX graphs at start (with --backend auto the server exports "
                         "them once, ~7 s, since ONNX Runtime is the faster CPU path here)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for rendering (default 1)")
+    p.add_argument("--no-int8", dest="int8", action="store_false",
+                   help="ONNX Runtime on CPU: run the FP32 refine graphs instead of the INT8 ones")
     p.add_argument("--mouth-model", metavar="DIR", help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--driver", action="append", default=[], metavar="NAME=CLIP",
                    help="a driver clip clients may pick as expression source (repeatable)")
@@ -68,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         ice_servers=ice, cert=args.cert, key=args.key,
                         max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=args.token,
                         codec=args.codec, synthetic_mark=args.synthetic_mark,
-                        render_budget_ms=args.render_budget_ms, export=args.export).validate()
+                        render_budget_ms=args.render_budget_ms, export=args.export, int8=args.int8).validate()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ class StreamerConfig:
     ring_seconds: float = 4.0  # history kept by the feature and audio ring buffers
     # --- rendering ---
     backend_threads: int | None = None  # intra-op threads of an exported backend (None: its default)
+    int8: bool = True  # ONNX Runtime on CPU: the INT8 refine graphs when exported (export/quantize.py)
     warmup_repeats: int = 2  # renders per tier at start-up to measure its cost (the first pays lazy init)
     max_batch: int = 8  # render requests of several sessions (same tier) merged into one backend call
     adaptive_tiers: bool = True  # False: every frame at the session's `tier` (benchmarking one tier)

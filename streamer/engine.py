@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
-                  threads: int | None = None) -> tuple[Backend, str]:
+                  threads: int | None = None, int8: bool = True) -> tuple[Backend, str]:
     """The exported backends when the export package is importable (it imports onnxruntime / tensorrt only
     when a backend is created), else the avatar's own PyTorch backend."""
     if backend == "torch":
@@ -54,14 +54,14 @@ def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
             # PyTorch renders one frame as fast (23 vs 29 ms here) but shares the GIL with the event loop and the
             # compositing thread, and in 60 s live runs on the 2-vCPU machines it repeated far more frames (fast
             # tier 38 vs 0, coarse 623 vs 20-104 of 1498; docs/performance.md).
-            choice = choose_backend(avatar_dir, "auto", device, threads=threads, measure=False)
+            choice = choose_backend(avatar_dir, "auto", device, threads=threads, measure=False, int8=int8)
         except BackendError as exc:
             log.info("no exported backend (%s); using PyTorch", exc)
             return loaded.backend, "torch"
         if choice.name == "torch":
             return loaded.backend, "torch"  # the already-loaded one, not a second copy
         return choice.backend, choice.name
-    choice = choose_backend(avatar_dir, backend, device, threads=threads)
+    choice = choose_backend(avatar_dir, backend, device, threads=threads, int8=int8)
     return choice.backend, choice.name
 
 
@@ -113,7 +113,7 @@ class StreamerEngine:
         self.avatar = load_avatar(self.avatar_dir, device=device if device != "auto" else "cpu")
         if isinstance(backend, str):
             self.backend, self.backend_name = _make_backend(self.avatar_dir, self.avatar, backend, device,
-                                                            self.config.backend_threads)
+                                                            self.config.backend_threads, self.config.int8)
         elif isinstance(backend, Backend):
             self.backend, self.backend_name = backend, getattr(backend, "name", type(backend).__name__)
         else:
@@ -207,6 +207,8 @@ class StreamerEngine:
             "avatar": getattr(self.avatar, "name", None) or self.avatar_dir.name,
             "avatar_dir": str(self.avatar_dir),
             "backend": self.backend_name,
+            # per tier, the precision of its refine graph (ONNX Runtime on CPU runs INT8 ones when exported)
+            "refiner": {n: (getattr(self.backend, "precision", None) or {}).get(n, "fp32") for n in self.ordered_tiers},
             "tiers": {n: {**self.tiers[n].to_dict(), "cost_ms": round(1000.0 * (self.costs.estimate(n) or 0.0), 2)}
                       for n in self.ordered_tiers},
             "fps": self.fps,

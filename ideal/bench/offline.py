@@ -210,7 +210,8 @@ class _Run:
             stage_ms={s: round(float(np.mean(v)), 3) for s, v in ps.items() if v},
             stage_p95_ms={s: percentiles(v)["p95"] for s, v in ps.items() if v},
             peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
-            extra={"render_fps": round(1e3 / max(render, 1e-6), 2)})
+            extra={"render_fps": round(1e3 / max(render, 1e-6), 2),
+                   "refiner": (getattr(self.backend, "precision", None) or {}).get(self.tier, "fp32")})
 
 
 def _stack(inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,14 +253,15 @@ class DelayedBackend:
 
 
 def open_backends(avatar: str | None, name: str, device: str, tiers: list[str] | None, fp16: bool,
-                  threads: int | None, inject_delay_ms: float = 0.0) -> tuple[dict[str, Backend], dict[str, str]]:
+                  threads: int | None, inject_delay_ms: float = 0.0,
+                  int8: bool = True) -> tuple[dict[str, Backend], dict[str, str]]:
     """{label: backend} to measure, and {backend: why not} for those that cannot run here."""
     from export.backends import available_backends, choose_backend
 
     if name == "all":
-        found, why = available_backends(avatar, device, tiers, fp16, threads)
+        found, why = available_backends(avatar, device, tiers, fp16, threads, int8=int8)
     else:
-        choice = choose_backend(avatar, name, device, tiers, fp16, threads)
+        choice = choose_backend(avatar, name, device, tiers, fp16, threads, int8=int8)
         found, why = {choice.name: choice.backend}, dict(choice.passed_over)
         if name == "auto":
             log.info("auto: %s", choice.describe())
@@ -269,7 +271,8 @@ def open_backends(avatar: str | None, name: str, device: str, tiers: list[str] |
     return found, why
 
 
-COLUMNS = [("backend", "backend"), ("device", "device"), ("tier", "tier"), ("batch", "batch"), ("fps", "fps"),
+COLUMNS = [("backend", "backend"), ("device", "device"), ("refiner", "refiner"), ("tier", "tier"), ("batch", "batch"),
+           ("fps", "fps"),
            *[(f"ms_{s}", s) for s in STAGES], ("peak_rss_mb", "peak MB")]
 
 
@@ -283,7 +286,7 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
 
     audio = bench_audio(args.audio, silence_s=0.5)
     backends, unavailable = open_backends(args.avatar, args.backend, args.device, args.tier, args.fp16, args.threads,
-                                          args.inject_delay_ms)
+                                          args.inject_delay_ms, int8=getattr(args, "int8", True))
     if not backends:
         raise BackendError("no backend can run here: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
     scene = load_scene(args.avatar, audio.audio)
@@ -296,7 +299,8 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
         results = run_offline(backends, scene, settings, progress=bar.update)
     rows = []
     for r in results:
-        rows.append({"backend": r.backend, "device": r.device, "tier": r.tier, "batch": r.batch, "fps": r.fps,
+        rows.append({"backend": r.backend, "device": r.device, "refiner": r.extra.get("refiner"), "tier": r.tier,
+                     "batch": r.batch, "fps": r.fps,
                      **{f"ms_{s}": r.stage_ms.get(s) for s in STAGES}, "peak_rss_mb": r.peak_rss_mb})
     text = table(rows, COLUMNS)
     if unavailable:

@@ -182,6 +182,7 @@ def summarise(runs: list[SessionRun], signal: np.ndarray, engine: Any, duration_
     late_total = sum(s["late_frames"] for s in per_session)
     return {
         "sessions": len(runs), "duration_s": duration_s, "backend": engine.info.get("backend"),
+        "refiner": engine.info.get("refiner"),
         "min_fps": round(min(fps), 2) if fps else None, "late_share": round(late_total / max(frames_total, 1), 4),
         "latency_ms": percentiles(all_latency), "per_session": per_session, "latency_samples_ms": all_latency,
         "playout_delay_ms": round(engine.info.get("delay_ms", 0.0), 1),
@@ -231,23 +232,21 @@ def run_realtime_mode(args: Any) -> dict[str, Any]:
     audio = bench_audio(args.audio, silence_s=1.0)
     duration = args.duration or 10.0
     backend: Any = "auto" if args.backend == "all" else args.backend
-    config = None
+    from streamer.config import StreamerConfig
+
+    int8 = getattr(args, "int8", True)
+    config = StreamerConfig(backend_threads=args.threads, int8=int8)
     if args.inject_delay_ms:
         from export.backends import create_backend
-        from streamer.config import StreamerConfig
 
-        backend = DelayedBackend(create_backend(args.avatar, backend, args.device, threads=args.threads),
+        backend = DelayedBackend(create_backend(args.avatar, backend, args.device, threads=args.threads, int8=int8),
                                  args.inject_delay_ms / 1e3)
         # the streamer keeps a fixed playout delay: grow its render budget by the injected time, so the slower
         # backend shows up as latency (what is being checked) rather than as late frames
-        config = StreamerConfig()
         config.render_budget_ms += args.inject_delay_ms
     if getattr(args, "pin_tier", False):
-        from streamer.config import StreamerConfig
-
         if not args.tier:
             raise InputError("--pin-tier needs --tier", "e.g. --tier coarse --pin-tier")
-        config = config or StreamerConfig()
         config.adaptive_tiers = False
     engine, startup_s = make_engine(args.avatar, backend, args.device, config)
     tier = args.tier[0] if args.tier else None

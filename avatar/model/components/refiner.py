@@ -41,6 +41,30 @@ class Refiner(nn.Module):
         return out[:, :3], out[:, 3:4]
 
 
+class SplitRefiner(nn.Module):
+    """The same function as a `Refiner`, with the bilinear part as its own convolution (`bilinear`) beside the
+    learned residual (`learned`) instead of folded into the last one. For INT8 export: the learned convolutions
+    are quantized while the image path stays float, because one quantization scale shared by the hidden
+    activations (range ~10) and the colours (range 1) would step the colours by ~10/255."""
+
+    def __init__(self, refiner: Refiner) -> None:
+        super().__init__()
+        self.factor = refiner.factor
+        self.learned = refiner.net[:-1]  # shares the trained weights; PixelShuffle is applied after the sum
+        kernel = refiner.upsample_kernel.to(refiner.net[-2].weight.dtype)
+        self.bilinear = nn.Conv2d(kernel.shape[1], kernel.shape[0], 3, bias=False)
+        with torch.no_grad():
+            self.bilinear.weight.copy_(kernel)
+        self.bilinear.requires_grad_(False)
+
+    def forward(self, rgb: torch.Tensor, alpha: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([rgb, alpha], dim=1)
+        residual = self.learned(torch.cat([x, feat], dim=1))
+        image = self.bilinear(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"))
+        out = nn.functional.pixel_shuffle(residual + image, self.factor).clamp(0.0, 1.0)
+        return out[:, :3], out[:, 3:4]
+
+
 def bilinear_upsample_kernel(channels: int, factor: int) -> torch.Tensor:
     """(channels * factor^2, channels, 3, 3): the 3x3 convolution that, followed by PixelShuffle(factor), is
     bilinear upsampling by `factor` (align_corners=False) of an edge-padded image. Output sub-pixel d of a cell
