@@ -23,6 +23,7 @@ from avatar.errors import AvatarError
 
 FEATHER_FRACTION = 0.03  # of the crop side
 NECK_BAND_FRACTION = 0.015  # of the frame's short side: head pixels this close to the torso stay in the base
+NECK_EXTENSION_FRACTION = 0.03  # of the frame's short side: the neck's top row stretched up into the head hole
 
 
 def base_region(labels: np.ndarray) -> np.ndarray:
@@ -35,6 +36,28 @@ def base_region(labels: np.ndarray) -> np.ndarray:
     k = max(3, int(round(NECK_BAND_FRACTION * min(labels.shape[:2]))) | 1)
     near = cv2.dilate(torso, np.ones((k, k), np.uint8)) > 0
     return (labels == 1) | ((labels == 2) & near)
+
+
+def base_image(rgb: np.ndarray, labels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's base (H, W, 3) uint8 and the mask of the pixels it takes from the frame (H, W) bool: the base
+    region (`base_region`) over the background, with the neck's top row stretched upwards, for
+    NECK_EXTENSION_FRACTION of the frame, into the hole the head left. The rendered chin need not end exactly
+    where this frame's head mask did (another mouth opening, the model's soft opacity at its edge): where it ends
+    a little higher, neck-coloured pixels show instead of a line of the background plate."""
+    region = base_region(labels)
+    out = np.where(region[..., None], rgb, background)
+    k = max(1, int(round(NECK_EXTENSION_FRACTION * min(labels.shape[:2]))))
+    has = region.any(axis=0)
+    top = np.where(has, region.argmax(axis=0), 0)  # first base row per column
+    rows = np.arange(labels.shape[0])[:, None]
+    above = (rows < top[None, :]) & (rows >= top[None, :] - k) & has[None, :]
+    # only into the head's hole (pixels labelled head), and only in columns whose top base pixel meets the head
+    meets = has & (labels[np.maximum(top - 1, 0), np.arange(labels.shape[1])] == 2) & (top > 0)
+    fill = above & meets[None, :] & (labels == 2)
+    if fill.any():
+        ys, xs = np.nonzero(fill)
+        out[ys, xs] = rgb[top[xs], xs]
+    return out, region | fill
 
 
 @dataclass
@@ -98,13 +121,14 @@ class BasePlate:
     @classmethod
     def build(cls, background: np.ndarray, frames, n_frames: int, quality: int = 85) -> "BasePlate":
         """background (H, W, 3) uint8; frames: iterable of (rgb (H, W, 3) uint8, labels (H, W) uint8) ->
-        the base region (torso + neck band, `base_region`) of each frame over the background, JPEG-coded inside the union torso box."""
+        the base of each frame (`base_image`: torso + neck band, neck stretched into the head hole) over the
+        background, JPEG-coded inside the union torso box."""
         import cv2
 
         pasted, union = [], None
         for rgb, labels in frames:
-            torso = base_region(labels)
-            pasted.append(np.where(torso[..., None], rgb, background))
+            image, torso = base_image(rgb, labels, background)
+            pasted.append(image)
             union = torso if union is None else union | torso
         if union is None or len(pasted) != n_frames:
             raise AvatarError(f"base plate: expected {n_frames} frames, got {len(pasted)}", "re-run `ideal prepare`")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.compose import BasePlate, add_synthetic_mark, base_region, composite, composite_over, feather_mask
+from avatar.compose import (BasePlate, add_synthetic_mark, base_image, base_region, composite, composite_over,
+                            feather_mask)
 
 
 def _frames(n: int, h: int = 64, w: int = 80):
@@ -23,6 +24,28 @@ def test_base_region_is_torso_plus_a_thin_neck_band():
     region = base_region(labels)
     assert region[labels == 1].all()
     assert region[39, 30] and not region[20, 30] and not region[5, 5]
+
+
+def test_base_image_stretches_the_neck_into_the_head_hole_not_the_background():
+    """Where the rendered chin ends a little above this frame's head mask, the base must show neck, not a line of
+    the background plate (the seam seen under the built-in avatar's chin in ~1 frame in 10)."""
+    h, w = 200, 200
+    labels = np.zeros((h, w), np.uint8)
+    labels[150:, 10:190] = 1  # torso (shoulders)
+    labels[60:150, 85:115] = 2  # head down to the neck, which meets the torso at row 150
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[labels == 1] = (0, 0, 255)
+    rgb[labels == 2] = (180, 120, 90)  # skin
+    background = np.full((h, w, 3), (0, 200, 0), np.uint8)
+    image, taken = base_image(rgb, labels, background)
+    band = base_region(labels)
+    top = int(np.argmax(band[:, 100]))  # first base row of a neck column
+    k = 6  # NECK_EXTENSION_FRACTION of 200 px
+    assert top < 150 and taken[top - k:top, 100].all()
+    assert (image[top - k:top, 100] == rgb[top, 100]).all()  # neck colour above the neck band
+    assert (image[top - k - 2, 100] == background[0, 0]).all()  # no further: the head hole stays plate
+    assert (image[140:150, 50] == background[0, 0]).all() and not taken[140:150, 50].any()  # beside the neck
+    assert taken[band].all()  # everything base_region takes is still taken
 
 
 def test_base_plate_round_trip(tmp_path):

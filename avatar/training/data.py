@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
-from avatar.compose import base_region
+from avatar.compose import base_image
 from avatar.errors import InputError
 from avatar.expression import EXPRESSION_DIM, LIPS
 from avatar.manifest import load_dataset_manifest, sha256_file
@@ -178,7 +178,7 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
         lab = cut_crop(labels, crop, size, cv2.INTER_NEAREST)
         head[i] = lab == HEAD
         # the same base the compositor uses at run time (torso + neck band over the background plate)
-        full_base = np.where(base_region(labels)[..., None], rgb, background)
+        full_base, _ = base_image(rgb, labels, background)
         base[i] = cut_crop(np.ascontiguousarray(full_base), crop, size)
     x0, y0, side = crop
     lips = landmarks[:n, list(LIPS), :2]
