@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     plan, facts = dub(args.avatar, args.audio, args.output, cfg, mouth_model=mouth_model)
     if args.save_drive is not None:
         np.savez(args.save_drive, expression=plan.expression, pose=plan.pose,
-                 audio_mouth_open=plan.audio_mouth_open, fps=plan.fps)
+                 audio_mouth_open=plan.audio_mouth_open, track_index=plan.track_index, fps=plan.fps)
     for note in facts["notes"]:
         print(f"note: {note}")
     print(f"wrote {args.output}: {facts['frames']} frames ({facts['frames'] / plan.fps:.1f} s) at tier "
