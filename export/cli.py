@@ -111,3 +111,8 @@ def _print_graphs(directory, manifest) -> None:
         size = (directory / info.file).stat().st_size / 1e6
         diff = f"{diffs[key]:.1e}" if key in diffs else "-"
         print(f"{key:<18} {ins[:48]:<48} {size:6.2f} {diff:>15}")
+    int8 = manifest.validation.get("int8_vs_fp32", {})
+    if int8:
+        print("INT8 refiners (ONNX Runtime on CPU) against their FP32 graphs, on renders not used to calibrate: "
+              + ", ".join(f"{k.split('.')[1]} {v['psnr_db']:.1f} dB (max |diff| {v['max_abs_diff']:.3f})"
+                          for k, v in int8.items()))
