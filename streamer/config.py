@@ -26,6 +26,9 @@ class StreamerConfig:
     int8: bool = True  # ONNX Runtime on CPU: the INT8 refine graphs when exported (export/quantize.py)
     warmup_repeats: int = 2  # renders per tier at start-up to measure its cost (the first pays lazy init)
     max_batch: int = 8  # render requests of several sessions (same tier) merged into one backend call
+    # nice value added to the compositing thread, so the model thread (the critical path) wins the cores; live
+    # coarse tier on 2 vCPUs, 40 s runs: 0/0/0 late frames at 5 vs 11/0/1 at 0 (docs/performance.md)
+    compose_nice: int = 5
     adaptive_tiers: bool = True  # False: every frame at the session's `tier` (benchmarking one tier)
     progressive: bool = True  # render a finer tier after the base one when the deadline allows
     step_up_after: int = 50  # frames in a row with room to spare before the base tier steps up

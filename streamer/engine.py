@@ -141,7 +141,8 @@ class StreamerEngine:
         self.clips = ClipLibrary(self.fps)
         self.blink_depth = _blink_depth(self.avatar)
         self.costs = CostModel()
-        self.render_queue = RenderQueue(self.backend, self.clock, self.costs, self.config.max_batch)
+        self.render_queue = RenderQueue(self.backend, self.clock, self.costs, self.config.max_batch,
+                                        self.config.compose_nice)
         # per-frame expression work (audio-to-mouth, prosody) of every session, off the event loop
         self.expression_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-expression")
         self.sessions: dict[str, Session] = {}

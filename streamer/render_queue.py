@@ -61,7 +61,8 @@ class RenderRequest:
 
 
 class RenderQueue:
-    def __init__(self, backend: Backend, clock: Clock, costs: CostModel, max_batch: int = 8) -> None:
+    def __init__(self, backend: Backend, clock: Clock, costs: CostModel, max_batch: int = 8,
+                 compose_nice: int = 0) -> None:
         self.backend = backend
         self.clock = clock
         self.costs = costs
@@ -69,7 +70,8 @@ class RenderQueue:
         self._heap: list[tuple[int, float, int, RenderRequest]] = []
         self._seq = itertools.count()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-render")
-        self._compose_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-compose")
+        self._compose_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-compose",
+                                                    initializer=lower_thread_priority, initargs=(compose_nice,))
         self._composing: set[asyncio.Task] = set()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,6 +216,23 @@ class RenderQueue:
         self._heap.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._compose_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by `nice` (Linux: per thread; elsewhere, or without permission, a
+    no-op). The compositing thread takes this: a frame's compositing has slack until its deadline, while the model
+    thread's render of the next frame is the critical path, and with both on two cores ONNX Runtime's parallel
+    loops wait for whichever of their threads the compositor preempted."""
+    import os
+    import threading
+
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        log.debug("could not lower the compositing thread's priority (%s)", exc)
 
 
 def warm_up(backend: Backend, tiers: list[str], audio: np.ndarray, expression: np.ndarray, pose: np.ndarray,

@@ -413,3 +413,30 @@ async def test_clip_source_drives_the_upper_face_and_switching_cross_fades(tiny_
     np.testing.assert_allclose(weights[k:], expected, atol=1e-4)
     with pytest.raises(InputError, match="unknown expression source"):
         session.set_expression("clip")
+
+
+def test_the_compositing_thread_yields_the_cores_to_the_model_thread():
+    """Compositing has slack until its frame's deadline; the model's next render is the critical path. On Linux
+    the compositing thread runs `compose_nice` steps nicer than the process, the model thread does not."""
+    import os
+    import threading
+
+    from streamer.config import StreamerConfig
+    from streamer.render_queue import RenderQueue
+    from streamer.scheduler import CostModel
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("per-thread priorities need Linux")
+    queue = RenderQueue(backend=None, clock=VirtualClock(), costs=CostModel(),
+                        compose_nice=StreamerConfig().compose_nice)
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert queue._compose_executor.submit(nice).result() == min(19, base + StreamerConfig().compose_nice) > base
+        assert queue._executor.submit(nice).result() == base
+    finally:
+        queue._executor.shutdown()
+        queue._compose_executor.shutdown()
