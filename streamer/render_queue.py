@@ -2,7 +2,8 @@
 
 Requests are served earliest-deadline-first, base renders before refinements; requests of several sessions for
 the same tier are merged into one batched backend call (the backend's batch dimension is dynamic). A request
-whose deadline has passed before it starts is skipped (its frame was already emitted as late). If a batched
+that can no longer be ready by its deadline (by its tier's typical cost) is skipped when a later base request
+waits (its frame is emitted as late), so an overloaded renderer degrades gracefully (`_take_batch`). If a batched
 call raises, each request is re-run alone so only the session whose input broke it is failed.
 
 Compositing (crop onto the base plate, badge) is pipelined on its own thread: while frame i is composited the
@@ -104,8 +105,13 @@ class RenderQueue:
             if first.cancelled or first.future.done():
                 continue
             est = self.costs.estimate(first.tier) or 0.0
-            late = now > first.deadline if first.kind == BASE else now + est > first.deadline
-            if late:
+            # A request that cannot be ready by its deadline (by the tier's typical cost) is skipped -- a base
+            # render too, when a later base request is waiting: under overload, rendering it anyway would finish it
+            # late and start the next one late as well, until every frame misses (earliest-deadline-first's domino
+            # effect); skipping it keeps the later ones on time, so an overloaded renderer degrades to fewer fresh
+            # frames, not to none. The newest base request is rendered even when hopeless: its picture is still
+            # the newest (a slow avatar, not a frozen one), and its cost is how the estimate learns of a recovery.
+            if now + est > first.deadline and (first.kind != BASE or self.pending(BASE) > 0):
                 first.future.set_exception(Expired())
                 continue
             batch = [first]
