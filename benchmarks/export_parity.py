@@ -68,7 +68,8 @@ def main() -> int:
     windows = windows_for_frames(mel, n, loaded.fps, loaded.window, loaded.mel_config)
     # the avatar's own tracked expressions and poses: frames where the head must render
     inputs = (windows[idx], loaded.expression_track[idx], loaded.pose_track[idx])
-    backends, why = available_backends(avatar_dir, "auto", fp16=args.fp16, threads=args.threads)
+    # FP32 parity is the contract; the INT8 refiners have their own figure (export.json validation.int8_vs_fp32)
+    backends, why = available_backends(avatar_dir, "auto", fp16=args.fp16, threads=args.threads, int8=False)
     rows = []
     for tier in loaded.tiers:
         ref = loaded.backend.render(*inputs, tier)
