@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--no-export", dest="export", action="store_false",
                    help="do not export missing/stale ONNX graphs at start (with --backend auto the server exports "
-                        "them once, ~7 s, since ONNX Runtime is the faster CPU path here)")
+                        "them once, ~18 s, since ONNX Runtime is the faster CPU path here)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for rendering (default 1)")
     p.add_argument("--no-int8", dest="int8", action="store_false",
                    help="ONNX Runtime on CPU: run the FP32 refine graphs instead of the INT8 ones")
