@@ -128,8 +128,9 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
     """Export the avatar's ONNX graphs when onnxruntime is installed and they are missing or stale, so that the
     streamer's `auto` can use ONNX Runtime: on the project's 2-vCPU machines it holds 25 fresh fps where PyTorch
     repeats frames (docs/performance.md). One-time cost ~18 s for the built-in avatar (with the INT8 refiners);
-    the graphs go beside the avatar, or into the user cache when it is read-only. Returns "current", "exported", or why nothing was done;
-    never raises for a failed export (serving on PyTorch still works), it logs the reason."""
+    the graphs go beside the avatar, or into the user cache when it is read-only. Returns "current", "exported",
+    or why nothing was done; never raises for a failed export (serving on PyTorch still works), it logs the
+    reason."""
     from avatar.manifest import load_avatar_manifest
     from export.artifacts import load_export_manifest
 
