@@ -59,6 +59,7 @@ class RenderRequest:
     submitted: float = 0.0
     cancelled: bool = False
     seq: int = field(default=0)
+    owner: str = ""  # the session it renders for (fair skipping under overload)
 
 
 class RenderQueue:
@@ -74,6 +75,7 @@ class RenderQueue:
         self._compose_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideal-compose",
                                                     initializer=lower_thread_priority, initargs=(compose_nice,))
         self._composing: set[asyncio.Task] = set()
+        self._skipped: dict[str, int] = {}  # per session, base renders skipped as hopeless and not yet made up
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -111,9 +113,17 @@ class RenderQueue:
             # effect); skipping it keeps the later ones on time, so an overloaded renderer degrades to fewer fresh
             # frames, not to none. The newest base request is rendered even when hopeless: its picture is still
             # the newest (a slow avatar, not a frozen one), and its cost is how the estimate learns of a recovery.
+            if first.kind == BASE:
+                first = self._fairest(first, est)
             if now + est > first.deadline and (first.kind != BASE or self.pending(BASE) > 0):
+                if first.kind == BASE:
+                    self._skipped[first.owner] = self._skipped.get(first.owner, 0) + 1
                 first.future.set_exception(Expired())
                 continue
+            if first.kind == BASE and self._skipped.get(first.owner):
+                self._skipped[first.owner] -= 1  # made up for; at 0 the entry goes (sessions come and go)
+                if not self._skipped[first.owner]:
+                    del self._skipped[first.owner]
             batch = [first]
             rest = []
             while self._heap and len(batch) < self.max_batch:
@@ -129,6 +139,26 @@ class RenderQueue:
                 heapq.heappush(self._heap, item)
             return batch
         return []
+
+    def _fairest(self, first: RenderRequest, est: float) -> RenderRequest:
+        """Among base requests whose deadlines tie with `first`'s (within one render), the one of the session that
+        had the most renders skipped: sessions opened together have equal deadlines, and without this the one
+        opened first would win every tie and the other would absorb every skip of an overload."""
+        owed = self._skipped.get(first.owner, 0)
+        best = None
+        for item in self._heap:
+            r = item[3]
+            if (item[0] == BASE and not r.cancelled and not r.future.done() and r.owner != first.owner
+                    and r.tier == first.tier and r.deadline <= first.deadline + est
+                    and self._skipped.get(r.owner, 0) > owed):
+                if best is None or self._skipped.get(r.owner, 0) > self._skipped.get(best[3].owner, 0):
+                    best = item
+        if best is None:
+            return first
+        self._heap.remove(best)
+        heapq.heapify(self._heap)
+        heapq.heappush(self._heap, (first.kind, first.deadline, first.seq, first))
+        return best[3]
 
     async def _run(self) -> None:
         assert self._wake is not None

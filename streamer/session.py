@@ -393,7 +393,7 @@ class Session:
         req = RenderRequest(kind=kind, tier=tier, deadline=job.deadline, audio=job.render_audio,
                             expression=job.drive.expression, pose=job.drive.pose,
                             compose=self._engine.composer(job.drive.track_index),
-                            future=loop.create_future())
+                            future=loop.create_future(), owner=self.id)
         job.requests.append(req)
         self._engine.render_queue.submit(req)
         req.future.add_done_callback(lambda fut, job=job, req=req: self._on_rendered(job, req, fut))

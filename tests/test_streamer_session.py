@@ -296,7 +296,7 @@ async def test_an_overloaded_renderer_skips_hopeless_frames_instead_of_missing_t
     """Two sessions on a backend that takes 30 ms per call, one frame per call: 60 ms of rendering per 40 ms
     frame period. Rendering every frame earliest-deadline-first would finish each one late and push the next
     one late too, until (nearly) every frame misses; skipping the frames that can no longer make it keeps the
-    rest on time, so both sessions keep more than half their frames fresh and no frame is emitted out of order."""
+    rest on time, so the sessions keep more than half their frames fresh, shared fairly, in order."""
     clock = VirtualClock(compute_scale=0.0)
     probe = StreamerEngine(tiny_avatar, backend="torch", clock=clock)
     slow = SlowBackend(probe.backend, clock)
@@ -317,8 +317,9 @@ async def test_an_overloaded_renderer_skips_hopeless_frames_instead_of_missing_t
         assert [f.index for f in seen] == list(range(len(seen))) and len(seen) >= 75
         fresh.append(1.0 - sum(f.late for f in seen[10:]) / len(seen[10:]))
     print(f"fresh share per session under overload: {fresh}")
-    # (the split between the two is uneven: their deadlines tie and the earlier-opened session wins every tie)
-    assert sum(fresh) / 2 > 0.5 and min(fresh) > 0.15, f"fresh frames under overload: {fresh}"
+    # and fairly: their deadlines tie, and the session that had more renders skipped wins the tie (without that
+    # the session opened first won every tie: 97% / 21%)
+    assert sum(fresh) / 2 > 0.5 and min(fresh) > 0.4, f"fresh frames under overload: {fresh}"
     # the renderer never idled while frames waited: about every 30 ms one call over the 3.2 s
     assert len(slow.calls) >= 0.8 * 3.2 / 0.030
 
