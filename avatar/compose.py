@@ -38,21 +38,29 @@ def base_region(labels: np.ndarray) -> np.ndarray:
     return (labels == 1) | ((labels == 2) & near)
 
 
+def neck_top(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the base region meets the head's hole: the base region (H, W) bool, the first base row of every
+    column (W,) int, and which columns' top base pixel has the head label right above it (W,) bool -- the
+    columns of the neck, where a rendered chin ending too high would uncover the background plate."""
+    region = base_region(labels)
+    has = region.any(axis=0)
+    top = np.where(has, region.argmax(axis=0), 0)
+    meets = has & (top > 0) & (labels[np.maximum(top - 1, 0), np.arange(labels.shape[1])] == 2)
+    return region, top, meets
+
+
 def base_image(rgb: np.ndarray, labels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One frame's base (H, W, 3) uint8 and the mask of the pixels it takes from the frame (H, W) bool: the base
     region (`base_region`) over the background, with the neck's top row stretched upwards, for
     NECK_EXTENSION_FRACTION of the frame, into the hole the head left. The rendered chin need not end exactly
     where this frame's head mask did (another mouth opening, the model's soft opacity at its edge): where it ends
     a little higher, neck-coloured pixels show instead of a line of the background plate."""
-    region = base_region(labels)
+    region, top, meets = neck_top(labels)
     out = np.where(region[..., None], rgb, background)
     k = max(1, int(round(NECK_EXTENSION_FRACTION * min(labels.shape[:2]))))
-    has = region.any(axis=0)
-    top = np.where(has, region.argmax(axis=0), 0)  # first base row per column
     rows = np.arange(labels.shape[0])[:, None]
-    above = (rows < top[None, :]) & (rows >= top[None, :] - k) & has[None, :]
-    # only into the head's hole (pixels labelled head), and only in columns whose top base pixel meets the head
-    meets = has & (labels[np.maximum(top - 1, 0), np.arange(labels.shape[1])] == 2) & (top > 0)
+    above = (rows < top[None, :]) & (rows >= top[None, :] - k)
+    # only into the head's hole (pixels labelled head), and only in the neck's columns
     fill = above & meets[None, :] & (labels == 2)
     if fill.any():
         ys, xs = np.nonzero(fill)

@@ -23,12 +23,10 @@ MATCH = 30  # sum of |RGB difference| to the plate below which a pixel is "backg
 def neck_strips(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(row, columns) of the strip above the neck of one frame's labels: columns where the base region's top
     meets the head mask, rows from the base top up STRIP_FRACTION of the short side."""
-    from avatar.compose import base_region
+    from avatar.compose import neck_top
 
-    region = base_region(labels)
-    has = region.any(axis=0)
-    top = np.where(has, region.argmax(axis=0), 0)
-    cols = np.flatnonzero(has & (top > 0) & (labels[np.maximum(top - 1, 0), np.arange(labels.shape[1])] == 2))
+    _, top, meets = neck_top(labels)
+    cols = np.flatnonzero(meets)
     if not len(cols):
         return []
     k = max(1, int(round(STRIP_FRACTION * min(labels.shape))))

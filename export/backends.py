@@ -162,10 +162,12 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
 
 def _lacks_int8(manifest) -> bool:  # noqa: ANN001 - export.artifacts.ExportManifest
     """An export from before INT8 refine graphs existed, on a machine that can make them."""
-    from export.quantize import INT8, quantization_available
+    from export.artifacts import REFINE, graph_key
+    from export.quantize import int8_key, quantization_available
 
-    learned = any(t.get("refine") for t in manifest.tiers.values())
-    return learned and not any(k.endswith("." + INT8) for k in manifest.graphs) and quantization_available()
+    missing = [t for t, v in manifest.tiers.items() if v.get("refine")
+               and int8_key(graph_key(REFINE, t)) not in manifest.graphs]
+    return bool(missing) and quantization_available()
 
 
 def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:

@@ -126,7 +126,7 @@ class OnnxRuntimeBackend(StagedBackend):
     @property
     def precision(self) -> dict[str, str]:
         """Per tier, the precision its refine graph runs in ("int8" | "fp32"), for reports."""
-        return {t: ("int8" if self.graph_files[graph_key(REFINE, t)].endswith(".int8") else "fp32")
+        return {t: ("int8" if self.graph_files[graph_key(REFINE, t)] == int8_key(graph_key(REFINE, t)) else "fp32")
                 for t in self._tiers}
 
     def _open(self, key: str, manifest: ExportManifest, opts: Any, providers: list[Any]) -> Any:
