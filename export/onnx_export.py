@@ -249,7 +249,8 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
             field.set_lookup("grid_sample")  # the reference the graphs are validated against
         int8_specs, int8_report = [], {}
         if cfg.int8:
-            int8_specs, int8_report = export_int8_refiners(model, tiers, avatar_dir, directory, cfg, out, progress)
+            int8_specs, int8_report = export_int8_refiners(model, tiers, poses, avatar_dir, directory, cfg,
+                                                           out, progress)
         if cfg.validate:
             out.validation = {"max_abs_diff": validate_graphs(directory, specs + int8_specs), "batch": 1,
                               "provider": "CPU"}
@@ -259,8 +260,8 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     return directory, out
 
 
-def export_int8_refiners(model: Any, tiers: dict[str, Tier], avatar_dir: Path, directory: Path, cfg: ExportConfig,
-                         out: ExportManifest, progress: Callable[[str], None] | None = None
+def export_int8_refiners(model: Any, tiers: dict[str, Tier], poses: np.ndarray, avatar_dir: Path, directory: Path,
+                         cfg: ExportConfig, out: ExportManifest, progress: Callable[[str], None] | None = None
                          ) -> tuple[list[StageSpec], dict[str, dict[str, float]]]:
     """`refine.<tier>.int8.onnx` for every tier with a learned refiner, calibrated on the avatar's own renders
     (export/quantize.py). Adds the graphs to `out`; returns their specs (validated against PyTorch like the
@@ -279,7 +280,6 @@ def export_int8_refiners(model: Any, tiers: dict[str, Tier], avatar_dir: Path, d
         return [], {}
     import onnxruntime as ort
 
-    poses = _pose_track(avatar_dir)
     expressions = _expression_track(avatar_dir, len(poses))
     pick = np.linspace(0, len(poses) - 1, cfg.int8_frames).round().astype(int)
     gen = torch.Generator().manual_seed(1)
