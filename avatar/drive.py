@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from avatar.clock import FrameClock
 from avatar.expression import EXPRESSION_DIM, SLICES
 from avatar.idle import IdleMotion
+
+if TYPE_CHECKING:
+    from avatar.mouth.calibration import MouthCalibration
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +115,34 @@ class AudioMouth:
     """Mouth slices (10,) per video frame from speech, gated and smoothed causally.
 
     `raw` are the mouth model's outputs per frame (from `predict_mouth`, or one row at a time while
-    streaming); `step(raw_row, frame_samples)` returns the gated, smoothed row for the next frame.
+    streaming); `step(raw_row, frame_samples)` returns the gated, smoothed row for the next frame. With the
+    avatar's `calibration` (avatar.mouth.calibration) the output is in this face's range, and silence rests the
+    mouth at its own rest pose instead of the neutral (most closed) one.
     """
 
     def __init__(self, fps: float = 25.0, cfg: GateConfig = GateConfig(),
-                 initial_floor_db: float | None = None, scale: np.ndarray | None = None) -> None:
+                 initial_floor_db: float | None = None, calibration: MouthCalibration | None = None) -> None:
         self.cfg = cfg
         self.gate = SilenceGate(fps, cfg, initial_floor_db)
-        self.scale = None if scale is None else np.asarray(scale, np.float32)  # the avatar's mouth calibration
+        self.calibration = calibration
         self._state: np.ndarray | None = None
 
-    def step(self, raw_mouth: np.ndarray, frame_samples: np.ndarray) -> np.ndarray:
-        g = self.gate.step(frame_samples)
+    def step(self, raw_mouth: np.ndarray, frame_samples: np.ndarray, voiced: bool = True) -> np.ndarray:
+        """`voiced=False` (a VAD's verdict) holds the mouth at rest even where the level gate would open."""
+        g = self.gate.step(frame_samples) if voiced else self._close_gate(frame_samples)
         raw = np.asarray(raw_mouth, dtype=np.float32)
-        if self.scale is not None:
-            raw = raw * self.scale
-        target = g * raw  # neutral mouth (closed) is the zero vector
+        cal = self.calibration
+        if cal is not None:
+            raw = cal.apply(raw)
+        target = g * raw if cal is None else g * raw + (1.0 - g) * cal.rest
         a = self.cfg.smooth_alpha
         self._state = target if self._state is None else a * target + (1 - a) * self._state
         return self._state.astype(np.float32)
+
+    def _close_gate(self, frame_samples: np.ndarray) -> float:
+        self.gate.step(frame_samples)  # the noise floor keeps following the background
+        self.gate.gain = 0.0
+        return 0.0
 
 
 def predict_mouth(mouth_model, audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
@@ -142,11 +154,11 @@ def predict_mouth(mouth_model, audio_16k: np.ndarray, n_frames: int, fps: float)
 
 def gated_mouth_track(raw: np.ndarray, audio_16k: np.ndarray, fps: float, lookahead_ms: float,
                       cfg: GateConfig = GateConfig(),
-                      scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Run `AudioMouth` over a whole clip: raw (N, 10) -> (gated mouth (N, 10), gate (N,)); `scale` is the
-    avatar's mouth calibration (avatar.mouth.calibration), None for the model's own range."""
+                      calibration: MouthCalibration | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run `AudioMouth` over a whole clip: raw (N, 10) -> (gated mouth (N, 10), gate (N,)); `calibration` is
+    the avatar's (avatar.mouth.calibration), None for the model's own range and a zero mouth in silence."""
     clock = FrameClock(fps)
-    am = AudioMouth(fps, cfg, initial_floor_db=noise_floor_db(audio_16k, fps), scale=scale)
+    am = AudioMouth(fps, cfg, initial_floor_db=noise_floor_db(audio_16k, fps), calibration=calibration)
     out = np.zeros_like(raw, dtype=np.float32)
     gates = np.zeros(len(raw), dtype=np.float32)
     for i in range(len(raw)):

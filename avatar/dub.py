@@ -101,7 +101,7 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
         mouth_model = load_mouth_model()
     raw = predict_mouth(mouth_model, audio_16k, n, fps)
     audio_mouth, _ = gated_mouth_track(raw, audio_16k, fps, mouth_model.window.lookahead_ms,
-                                       scale=avatar.mouth_calibration.scale)
+                                       calibration=avatar.mouth_calibration)
 
     clip = None
     if driver_expression is not None:

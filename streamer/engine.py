@@ -172,7 +172,7 @@ class StreamerEngine:
         cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
         idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
         return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth,
-                               mouth_scale=self.avatar.mouth_calibration.scale,
+                               mouth_calibration=self.avatar.mouth_calibration,
                                listening_pose_speed=self.config.listening_pose_speed)
 
     def plate_index(self, pose: np.ndarray) -> int:

@@ -5,8 +5,8 @@ ping-pong) lives in `avatar.drive` / `avatar.idle` and is shared with the offlin
 one frame at a time from the session's rings:
 
 - the mouth always comes from the live audio (the speaker-independent audio-to-mouth model on the frame's
-  window, then `AudioMouth`'s causal silence gate and smoothing), additionally held closed while the VAD's
-  hysteresis says "no speech", so background noise does not move the lips;
+  window, then `AudioMouth`'s causal silence gate and smoothing), additionally held at the face's rest while the
+  VAD's hysteresis says "no speech", so background noise does not move the lips;
 - the upper face (brows, eyes, gaze) comes from the selected source: "audio" (the avatar's prosody
   predictor), "neutral" (idle blinks and saccades only) or "clip:PATH" (another person's tracked video,
   looped ping-pong, cross-identity);
@@ -31,6 +31,7 @@ from avatar.drive import AudioExpression, AudioMouth, ClipExpression, DriveFrame
     NeutralExpression, UpperFace
 from avatar.errors import InputError
 from avatar.idle import IdleMotion
+from avatar.mouth.calibration import MouthCalibration
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class StreamingDriver:
     def __init__(self, mouth_model: Any, idle: IdleMotion, fps: float, prosody: Any | None = None,
                  clips: ClipLibrary | None = None, blink_depth: float | None = None,
                  gate: GateConfig = GateConfig(), transition_frames: int = 8, vad_gate: bool = True,
-                 mouth_scale: np.ndarray | None = None, listening_pose_speed: float = 1.0) -> None:
+                 mouth_calibration: MouthCalibration | None = None, listening_pose_speed: float = 1.0) -> None:
         self.mouth_model = mouth_model
         self.prosody = prosody
         self.idle = idle
@@ -133,7 +134,7 @@ class StreamingDriver:
         self.blink_depth = blink_depth
         self.transition_frames = transition_frames
         self.vad_gate = vad_gate
-        self._mouth = AudioMouth(fps, gate, scale=mouth_scale)  # in the avatar's mouth range (calibration)
+        self._mouth = AudioMouth(fps, gate, calibration=mouth_calibration)  # in the avatar's mouth range
         # the head replays the pose track (recorded while the person spoke) slower while listening: a listener
         # moves less, and lip motion then stands out against head motion; the speed eases between the two
         self.listening_pose_speed = float(listening_pose_speed)
@@ -194,9 +195,8 @@ class StreamingDriver:
     # --- per frame ----------------------------------------------------------------------------------------
     def frame(self, inputs: FrameInputs) -> DriveFrame:
         raw = self.mouth_model.predict(inputs.mouth_window[None])[0]
-        if self.vad_gate and not inputs.speech:
-            raw = np.zeros_like(raw)  # the gate and smoothing then close the mouth gradually
-        mouth = self._mouth.step(raw, inputs.gate_samples)
+        # the VAD holds the mouth at rest through background noise; the smoothing eases it there
+        mouth = self._mouth.step(raw, inputs.gate_samples, voiced=inputs.speech or not self.vad_gate)
         if self.prosody is not None and inputs.prosody_window is not None:
             self._prosody_upper.row = self.prosody.predict_expression(inputs.prosody_window[None])
         out = ExpressionDriver(upper=self._upper, idle=self.idle).frame(inputs.index, mouth)

@@ -5,6 +5,8 @@ under an artificially slow backend, isolation of failing sessions, idle timeout,
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -151,16 +153,22 @@ async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, sp
     assert stats["latency_ms"]["p95"] <= delay * 1000 + 1e-6
 
 
-async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, shared_data):
+async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, shared_data, tmp_path):
     """44.1 kHz stereo speech between stretches of digital silence: each frame carries exactly its slice of the
-    resampled signal, the VAD flags the speech frames, and the mouth opens in speech and closes in silence."""
+    resampled signal, the VAD flags the speech frames, and the mouth opens in speech and rests at the avatar's
+    own rest mouth (its calibration) in silence."""
+    avatar = shutil.copytree(tiny_avatar, tmp_path / "avatar")
+    manifest = json.loads((avatar / "avatar.json").read_text())
+    rest_open = 0.25
+    manifest["mouth_calibration"]["rest"] = [rest_open] + [0.0] * 9
+    (avatar / "avatar.json").write_text(json.dumps(manifest))
     pcm, rate = sf.read(str(shared_data / "speech/speech_1.wav"), dtype="int16", always_2d=True)
     assert rate == 44100 and pcm.shape[1] == 2
     speech = pcm[: rate * 2]
     silence = np.zeros((rate * 3 // 5, 2), np.int16)
     signal = np.concatenate([silence, speech, silence])
     clock = VirtualClock(compute_scale=0.0)
-    engine = _engine(tiny_avatar, clock)
+    engine = _engine(avatar, clock)
     try:
         session = engine.open_session(seed=2, tier=engine.ordered_tiers[0])
         got = await _run(session, clock, _live_chunks(signal, _every(882), rate, 2), until_s=3.5)
@@ -178,7 +186,7 @@ async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny
     assert not any(frames[i].speech for i in silent_frames)
     mouth_speech = np.array([frames[i].mouth_open for i in speech_frames])
     mouth_silent = np.array([frames[i].mouth_open for i in silent_frames])
-    assert np.abs(mouth_silent).max() < 0.05  # closed
+    assert np.abs(mouth_silent - rest_open).max() < 0.02  # at rest
     assert mouth_speech.max() > 0.3 and mouth_speech.std() > 0.05  # moving with the syllables
     # the silence was pushed (it is audio that arrived), so every frame has a latency
     assert all(f.latency_ms is not None for f in frames[1:78])

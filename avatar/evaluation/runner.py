@@ -24,6 +24,7 @@ from avatar.evaluation.face_metrics import TrackedFrames, face_metrics
 from avatar.evaluation.heldout import HeldOut, load_heldout, paste_crop
 from avatar.evaluation.image_metrics import head_crop_metrics, image_metrics
 from avatar.expression import replace
+from avatar.mouth.calibration import MouthCalibration
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,14 @@ def track_crops(held: HeldOut, crops: np.ndarray, frame_numbers: np.ndarray | No
     return track_frames(frames, held.neutral)
 
 
-def audio_mouth_for(held: HeldOut, mouth_model, scale: np.ndarray | None = None) -> np.ndarray:
+def audio_mouth_for(held: HeldOut, mouth_model, calibration: MouthCalibration | None = None) -> np.ndarray:
     """Mouth slices of the held-out frames from the dataset audio, as `ideal dub` computes them (with the
-    avatar's mouth calibration `scale`): (V, 10)."""
+    avatar's mouth `calibration`): (V, 10)."""
     from avatar.drive import gated_mouth_track, predict_mouth
 
     raw = predict_mouth(mouth_model, held.audio_16k, held.n_frames, held.fps)
-    gated, _ = gated_mouth_track(raw, held.audio_16k, held.fps, mouth_model.window.lookahead_ms, scale=scale)
+    gated, _ = gated_mouth_track(raw, held.audio_16k, held.fps, mouth_model.window.lookahead_ms,
+                                  calibration=calibration)
     return gated[held.index]
 
 
@@ -160,7 +162,7 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
     def drives_for(av) -> dict[str, np.ndarray]:
         """Both modes' expressions; the audio mode's mouth through this avatar's own mouth calibration."""
         expr_audio = held.expression.copy()
-        expr_audio[:, SLICES["mouth"].indices] = audio_mouth_for(held, mouth_model, av.mouth_calibration.scale)
+        expr_audio[:, SLICES["mouth"].indices] = audio_mouth_for(held, mouth_model, av.mouth_calibration)
         return {"reconstruction": held.expression, "audio": expr_audio}
 
     t = time.perf_counter()

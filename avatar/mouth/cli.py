@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--cache", type=Path, default=None, help="tracking cache directory")
     ca = sub.add_parser("calibrate", help="scale the mouth model's output to an avatar's own mouth range",
                         description="Fit the avatar's mouth calibration (per mouth field: RMS of the tracked mouth "
-                                    "over RMS of the mouth model's output, on the training frames' speech) from the "
+                                    "over RMS of the mouth model's output, on the training frames' speech; the rest "
+                                    "mouth, its mean in their silence) from the "
                                     "dataset it was trained on, and write it into its avatar.json. `ideal train` "
                                     "does this; use it for avatars trained before, or after a new mouth model.")
     ca.add_argument("avatar", type=Path, help="avatar dir to update")
@@ -82,7 +83,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     manifest["mouth_calibration"] = cal.to_dict()
     path = rewrite_avatar_manifest(args.avatar, manifest)
     print(f"{path}: mouth calibration from {cal.speech_frames} speech frames: "
-          + " ".join(f"{s:.2f}" for s in cal.scale))
+          + " ".join(f"{s:.2f}" for s in cal.scale)
+          + f"; rest mouth from {cal.silent_frames} silent frames: opening {cal.rest[0]:.2f}")
     return 0
 
 

@@ -39,8 +39,9 @@ def mouth_calibration_for(data: TrainingData):
     from avatar.mouth.calibration import calibration_from_dataset
 
     cal = calibration_from_dataset(data.directory, frames=data.train_idx)
-    log.info("mouth calibration (tracked RMS / mouth-model RMS on %d speech frames): %s", cal.speech_frames,
-             " ".join(f"{s:.2f}" for s in cal.scale))
+    log.info("mouth calibration (tracked RMS / mouth-model RMS on %d speech frames): %s; rest opening %.2f "
+             "(%d silent frames)", cal.speech_frames, " ".join(f"{s:.2f}" for s in cal.scale), cal.rest[0],
+             cal.silent_frames)
     return cal
 
 
