@@ -211,16 +211,44 @@ def test_init_from_starts_at_the_avatars_weights(obama_dataset: Path, tiny_avata
     from avatar.loading import load_avatar
 
     out = tmp_path / "ft"
-    args = _train_args(obama_dataset, out, "--init-from", str(tiny_avatar), "--mouth-weight", "60")
+    args = _train_args(obama_dataset, out, "--init-from", str(tiny_avatar), "--mouth-weight", "60", "--eye-weight", "30")
     args[args.index("--steps") + 1] = "1"
     assert main(args) == 0
     config = json.loads((out / "avatar.json").read_text())["training"]["config"]
     assert config["mouth_weight"] == 60.0 and config["init_from"] == str(tiny_avatar.resolve())
+    assert config["eye_weight"] == 30.0
     tiny = load_avatar(tiny_avatar).model.state_dict()
     tuned = load_avatar(out).model.state_dict()
     planes = "ray_renderer.field.planes"
     # one Adam step at the planes' rate moves each value by at most ~lr; from scratch they would be unrelated
     assert float((tuned[planes] - tiny[planes]).abs().mean()) < 0.05
+
+
+def test_eye_weight_draws_rays_at_the_eyes_of_each_frame(obama_dataset: Path):
+    """--eye-weight adds a sampling blob on each eye, placed per frame from the tracked eye corners (as the mouth
+    blob is from the lips), so a frame's eyes get more rays than its cheeks."""
+    from avatar.audio.features import AudioWindow
+    from avatar.model.config import ModelConfig, default_tiers
+    from avatar.training.config import TrainConfig
+    from avatar.training.data import head_box_from_neutral, load_training_data
+    from avatar.training.trainer import Trainer
+
+    size = 256
+    data = load_training_data(obama_dataset, size, AudioWindow(length=16, lookahead_ms=40.0), max_frames=4)
+    box_min, box_max = head_box_from_neutral(data.neutral)
+    model_cfg = ModelConfig(box_min=box_min, box_max=box_max, tiers=default_tiers(size))
+    plain = Trainer(data, TrainConfig(max_frames=4), model_cfg).sampling
+    eyed = Trainer(data, TrainConfig(max_frames=4, eye_weight=30.0), model_cfg).sampling
+    cell = size // plain.shape[-1]
+    for i in range(4):
+        for x, y, radius in data.eyes[i]:
+            assert 0 < radius < size / 8 and 0 <= x < size and 0 <= y < size
+            gy, gx = int(y // cell), int(x // cell)
+            assert eyed[i, gy, gx] - plain[i, gy, gx] > 25.0  # the blob's peak sits on the eye
+        right, left = data.eyes[i, :, 0]
+        assert right < left  # the person's right eye is on the image's left
+    far = (plain.shape[-1] - 1, 0)  # a bottom corner: no eye near
+    assert torch.allclose(eyed[:, far[0], far[1]], plain[:, far[0], far[1]], atol=1e-3)
 
 
 def test_init_from_refuses_an_avatar_of_another_crop(obama_dataset: Path, tiny_avatar: Path, tmp_path: Path, capsys):

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "optimiser and learning-rate schedule, e.g. with --audio-dropout to strengthen the lips")
     p.add_argument("--mouth-weight", type=float, default=None,
                    help="extra ray-sampling weight around the mouth (default 20; the head has 6)")
+    p.add_argument("--eye-weight", type=float, default=None,
+                   help="extra ray-sampling weight around each eye (default 0): sharper lids, truer blinks")
     p.add_argument("--overwrite", action="store_true", help="replace an existing avatar dir")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     p.add_argument("--no-ray-culling", action="store_true",
@@ -120,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         if args.mouth_weight < 0:
             raise InputError(f"--mouth-weight {args.mouth_weight}: must be >= 0", "e.g. --mouth-weight 60")
         cfg.mouth_weight = args.mouth_weight
+    if args.eye_weight is not None:
+        if args.eye_weight < 0:
+            raise InputError(f"--eye-weight {args.eye_weight}: must be >= 0", "e.g. --eye-weight 20")
+        cfg.eye_weight = args.eye_weight
     cfg.init_from = str(Path(args.init_from).resolve()) if args.init_from else None
     threads = set_threads(cfg.threads)
     manifest = load_dataset_manifest(args.dataset)

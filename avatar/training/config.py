@@ -28,6 +28,7 @@ class TrainConfig:
     w_tv: float = 1e-3
     head_weight: float = 6.0  # ray sampling weight inside the (dilated) head mask, over 1 elsewhere
     mouth_weight: float = 20.0  # extra sampling weight around the mouth
+    eye_weight: float = 0.0  # extra sampling weight around each eye (lids: blinks and the blink AU)
     checkpoint_every: int = 500
     eval_every: int = 500
     eval_frames: int = 8

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
 from avatar.compose import base_image
 from avatar.errors import InputError
-from avatar.expression import EXPRESSION_DIM, LIPS
+from avatar.expression import EXPRESSION_DIM, L_EYE_INNER, L_EYE_OUTER, LIPS, R_EYE_INNER, R_EYE_OUTER
 from avatar.manifest import load_dataset_manifest, sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class TrainingData:
     pose: np.ndarray  # (N, 3, 4) float32
     head_boxes: np.ndarray  # (N, 4) x0, y0, x1, y1 full-frame pixels (prepare's per-frame head box)
     mouth: np.ndarray  # (N, 3) float32 mouth centre x, y in crop pixels (S units) and radius
+    eyes: np.ndarray  # (N, 2, 3) float32 right and left eye centre x, y in crop pixels and radius
     train_idx: np.ndarray
     val_idx: np.ndarray
     neutral: np.ndarray  # (478, 3) canonical neutral face
@@ -185,6 +186,8 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     centre = (lips.mean(axis=1) - np.array([x0, y0])) * size / side
     radius = (lips.max(axis=1) - lips.min(axis=1)).max(axis=1) * size / side * 0.75
     mouth = np.concatenate([centre, radius[:, None]], axis=1).astype(np.float32)
+    eyes = np.stack([_eye_blob(landmarks[:n], outer, inner, crop, size)
+                     for outer, inner in ((R_EYE_OUTER, R_EYE_INNER), (L_EYE_OUTER, L_EYE_INNER))], axis=1)
     # The dataset's mel.npy may predate a change of the feature code: recompute from audio.wav with this
     # version's MelConfig, which is what the streamer computes live and what avatar.json records.
     mel = _recompute_mel(directory / "audio.wav", mel_config)
@@ -194,8 +197,18 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     if len(val) == 0:
         val = train[-max(1, len(train) // 10):]
     return TrainingData(manifest=manifest, directory=directory, crop=crop, size=size, frames=frames, head=head,
-                        base=base, head_boxes=head_boxes[:n], audio=audio, expression=expression[:n], pose=pose[:n], mouth=mouth,
+                        base=base, head_boxes=head_boxes[:n], audio=audio, expression=expression[:n], pose=pose[:n], mouth=mouth, eyes=eyes,
                         train_idx=train, val_idx=val, neutral=neutral, mel=mel, window=window, mel_config=mel_config)
+
+
+def _eye_blob(landmarks: np.ndarray, outer: int, inner: int, crop: tuple[float, float, float],
+              size: int) -> np.ndarray:
+    """(N, 3) eye centre x, y in crop pixels and a radius that covers the lids (0.75 of the corner distance)."""
+    x0, y0, side = crop
+    a, b = landmarks[:, outer, :2], landmarks[:, inner, :2]
+    centre = (0.5 * (a + b) - np.array([x0, y0])) * size / side
+    radius = np.linalg.norm(a - b, axis=1) * size / side * 0.75
+    return np.concatenate([centre, radius[:, None]], axis=1).astype(np.float32)
 
 
 def dataset_hash(directory: Path, manifest: dict) -> str:

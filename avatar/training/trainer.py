@@ -82,15 +82,23 @@ class Trainer:
     # --- batches -------------------------------------------------------------------------------------------
     def _make_sampling_grid(self) -> torch.Tensor:
         """(N, G, G) ray sampling weights on a coarse grid of cells (G = S / cell): 1 everywhere, + head_weight
-        in the dilated head (so the silhouette edge is sampled), + mouth_weight in a blob around the mouth."""
+        in the dilated head (so the silhouette edge is sampled), + mouth_weight in a blob around the mouth,
+        + eye_weight in a blob around each eye."""
         s, c = self.data.size, self.cell
         g = s // c
         head = torch.from_numpy(self.data.head_dilated_cells(c)).float()  # (N, G, G) in [0, 1]
         yy, xx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
-        m = self.mouth / c
-        d2 = (xx[None] + 0.5 - m[:, 0, None, None]) ** 2 + (yy[None] + 0.5 - m[:, 1, None, None]) ** 2
-        mouth = torch.exp(-d2 / (2 * m[:, 2, None, None].clamp_min(1.0) ** 2))
-        return 1.0 + self.cfg.head_weight * head + self.cfg.mouth_weight * mouth
+
+        def blob(b: torch.Tensor) -> torch.Tensor:  # (N, 3) centre x, y and radius in pixels -> (N, G, G)
+            m = b / c
+            d2 = (xx[None] + 0.5 - m[:, 0, None, None]) ** 2 + (yy[None] + 0.5 - m[:, 1, None, None]) ** 2
+            return torch.exp(-d2 / (2 * m[:, 2, None, None].clamp_min(1.0) ** 2))
+
+        weights = 1.0 + self.cfg.head_weight * head + self.cfg.mouth_weight * blob(self.mouth)
+        if self.cfg.eye_weight:
+            eyes = torch.from_numpy(self.data.eyes)
+            weights = weights + self.cfg.eye_weight * (blob(eyes[:, 0]) + blob(eyes[:, 1]))
+        return weights
 
     def _sample_pixels(self, idx: torch.Tensor, n: int) -> torch.Tensor:
         """(B, n) flat S x S pixel indices drawn from the frames' sampling weights (inverse CDF over cells,
