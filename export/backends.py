@@ -83,7 +83,7 @@ def create_backend(avatar_dir: str | Path | None = None, name: str = "auto", dev
                    tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
                    int8: bool = True) -> Backend:
     """A ready backend for the avatar (None: the built-in one). `device`: auto | cpu | cuda[:N]; `int8`: ONNX Runtime
-    on CPU runs the INT8 field and refine graphs when exported (export/quantize.py)."""
+    on CPU runs the INT8 refine graphs when exported (export/quantize.py)."""
     return choose_backend(avatar_dir, name, device, tiers, fp16, threads, int8=int8).backend
 
 
@@ -127,7 +127,7 @@ def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", dev
 def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
     """Export the avatar's ONNX graphs when onnxruntime is installed and they are missing or stale, so that the
     streamer's `auto` can use ONNX Runtime: on the project's 2-vCPU machines it holds 25 fresh fps where PyTorch
-    repeats frames (docs/performance.md). One-time cost ~18 s for the built-in avatar (with the INT8 graphs);
+    repeats frames (docs/performance.md). One-time cost ~18 s for the built-in avatar (with the INT8 refiners);
     the graphs go beside the avatar, or into the user cache when it is read-only. Returns "current", "exported",
     or why nothing was done; never raises for a failed export (serving on PyTorch still works), it logs the
     reason."""
@@ -145,7 +145,7 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
         _, manifest = load_export_manifest(avatar_dir)
         if not _lacks_int8(manifest):
             return "current"
-        log.info("exporting %s for ONNX Runtime once more (INT8 graphs missing: exported by an older version)",
+        log.info("exporting %s for ONNX Runtime once more (no INT8 refine graphs: exported by an older version)",
                  avatar_dir)
     except BackendError as exc:
         log.info("exporting %s for ONNX Runtime once (%s)", avatar_dir, exc)
@@ -161,13 +161,12 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
 
 
 def _lacks_int8(manifest) -> bool:  # noqa: ANN001 - export.artifacts.ExportManifest
-    """An export from before its INT8 graphs existed (refine: fifth session, field: sixth), on a machine that
-    can make them."""
-    from export.artifacts import FIELD, REFINE, graph_key
+    """An export from before INT8 refine graphs existed, on a machine that can make them."""
+    from export.artifacts import REFINE, graph_key
     from export.quantize import int8_key, quantization_available
 
-    missing = [t for t, v in manifest.tiers.items() if int8_key(graph_key(FIELD, t)) not in manifest.graphs
-               or (v.get("refine") and int8_key(graph_key(REFINE, t)) not in manifest.graphs)]
+    missing = [t for t, v in manifest.tiers.items() if v.get("refine")
+               and int8_key(graph_key(REFINE, t)) not in manifest.graphs]
     return bool(missing) and quantization_available()
 
 

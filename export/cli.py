@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "grid_sample (ONNX GridSample); both are validated against PyTorch's grid_sample")
     parser.add_argument("--no-mouth", action="store_true", help="leave out the audio-to-mouth model graph")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="leave out the INT8 field and refine graphs (ONNX Runtime on CPU then runs the FP32 ones)")
+                        help="leave out the INT8 refine graphs (ONNX Runtime on CPU then runs the FP32 ones)")
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
 
@@ -113,6 +113,6 @@ def _print_graphs(directory, manifest) -> None:
         print(f"{key:<18} {ins[:48]:<48} {size:6.2f} {diff:>15}")
     int8 = manifest.validation.get("int8_vs_fp32", {})
     if int8:
-        print("INT8 graphs (ONNX Runtime on CPU) against their FP32 graphs, on renders not used to calibrate: "
-              + ", ".join(f"{k.removesuffix('.int8')} {v['psnr_db']:.1f} dB (max |diff| {v['max_abs_diff']:.3f})"
+        print("INT8 refiners (ONNX Runtime on CPU) against their FP32 graphs, on renders not used to calibrate: "
+              + ", ".join(f"{k.split('.')[1]} {v['psnr_db']:.1f} dB (max |diff| {v['max_abs_diff']:.3f})"
                           for k, v in int8.items()))

@@ -41,7 +41,7 @@ class OrtConfig:
     device: str = "auto"  # auto | cpu | cuda | tensorrt (ORT's TensorRT execution provider)
     threads: int | None = None  # intra-op threads on CPU; None = all cores
     fp16: bool = False  # TensorRT execution provider only
-    # on the CPU provider, run the INT8 field and refine graphs when the export has them (export/quantize.py); False: FP32
+    # on the CPU provider, run the INT8 refine graphs when the export has them (export/quantize.py); False: FP32
     int8: bool = True
     device_id: int = 0
 
@@ -114,26 +114,20 @@ class OnnxRuntimeBackend(StagedBackend):
         self.name = "onnxruntime"
         self.device = {CPU: "cpu", CUDA: "cuda", TENSORRT_EP: "tensorrt-ep"}.get(self.providers[0], self.providers[0])
         self._mouth = None
-        log.info("onnxruntime %s backend for %s (providers %s; precision %s)", self.device, self.avatar_dir,
+        log.info("onnxruntime %s backend for %s (providers %s; refiners %s)", self.device, self.avatar_dir,
                  ", ".join(self.providers), ", ".join(f"{t} {p}" for t, p in self.precision.items()))
 
     def _variant(self, key: str, manifest: ExportManifest, int8: bool) -> str:
         """Which exported graph runs stage `key`: its INT8 form when wanted and exported, else `key` itself."""
-        if int8 and key.startswith((FIELD + ".", REFINE + ".")) and int8_key(key) in manifest.graphs:
+        if int8 and key.startswith(REFINE + ".") and int8_key(key) in manifest.graphs:
             return int8_key(key)
         return key
 
     @property
     def precision(self) -> dict[str, str]:
-        """Per tier, the precision its field and refine graphs run in, for reports: "int8" (both), "fp32"
-        (neither) or e.g. "field fp32, refine int8" (an export with INT8 refiners only)."""
-        out = {}
-        for t in self._tiers:
-            stages = {stage: "int8" if self.graph_files[graph_key(stage, t)] == int8_key(graph_key(stage, t))
-                      else "fp32" for stage in (FIELD, REFINE)}
-            same = set(stages.values())
-            out[t] = same.pop() if len(same) == 1 else ", ".join(f"{k} {v}" for k, v in stages.items())
-        return out
+        """Per tier, the precision its refine graph runs in ("int8" | "fp32"), for reports."""
+        return {t: ("int8" if self.graph_files[graph_key(REFINE, t)] == int8_key(graph_key(REFINE, t)) else "fp32")
+                for t in self._tiers}
 
     def _open(self, key: str, manifest: ExportManifest, opts: Any, providers: list[Any]) -> Any:
         if key not in manifest.graphs:

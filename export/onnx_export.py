@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -249,8 +249,8 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
             field.set_lookup("grid_sample")  # the reference the graphs are validated against
         int8_specs, int8_report = [], {}
         if cfg.int8:
-            int8_specs, int8_report = export_int8_graphs(model, tiers, poses, avatar_dir, directory, cfg, out,
-                                                         progress)
+            int8_specs, int8_report = export_int8_refiners(model, tiers, poses, avatar_dir, directory, cfg,
+                                                           out, progress)
         if cfg.validate:
             out.validation = {"max_abs_diff": validate_graphs(directory, specs + int8_specs), "batch": 1,
                               "provider": "CPU"}
@@ -260,22 +260,23 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     return directory, out
 
 
-def export_int8_graphs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, avatar_dir: Path, directory: Path,
-                       cfg: ExportConfig, out: ExportManifest, progress: Callable[[str], None] | None = None
-                       ) -> tuple[list[StageSpec], dict[str, dict[str, float]]]:
-    """`field.<tier>.int8.onnx` for every tier and `refine.<tier>.int8.onnx` for every tier with a learned
-    refiner, calibrated on the avatar's own renders (export/quantize.py). Adds the graphs to `out`; returns their
-    specs (validated against PyTorch like the others) and, per graph, how far the INT8 colours are from the FP32
-    graph's on renders not used to calibrate. Skipped, with a log line, when onnxruntime's quantization tools
-    are not installed."""
+def export_int8_refiners(model: Any, tiers: dict[str, Tier], poses: np.ndarray, avatar_dir: Path, directory: Path,
+                         cfg: ExportConfig, out: ExportManifest, progress: Callable[[str], None] | None = None
+                         ) -> tuple[list[StageSpec], dict[str, dict[str, float]]]:
+    """`refine.<tier>.int8.onnx` for every tier with a learned refiner, calibrated on the avatar's own renders
+    (export/quantize.py). Adds the graphs to `out`; returns their specs (validated against PyTorch like the
+    others) and, per graph, how far the INT8 colours are from the FP32 graph's on renders not used to calibrate.
+    Skipped, with a log line, when onnxruntime's quantization tools are not installed."""
     import torch
 
     from avatar.model.components.refiner import SplitRefiner
-    from export.quantize import (compare_with_float, int8_key, quantization_available, quantize_field_graph,
-                                 quantize_refine_graph)
+    from export.quantize import compare_with_float, int8_key, quantization_available, quantize_refine_graph
 
+    learned = [t for t in tiers if t in model.refiners]
+    if not learned:
+        return [], {}
     if not quantization_available():
-        log.warning("onnxruntime is not installed: no INT8 graphs (ONNX Runtime will run the FP32 ones)")
+        log.warning("onnxruntime is not installed: no INT8 refine graphs (ONNX Runtime will run the FP32 ones)")
         return [], {}
     import onnxruntime as ort
 
@@ -285,31 +286,12 @@ def export_int8_graphs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, av
     audio = torch.randn(len(pick), model.cfg.audio_window, model.cfg.n_mels, generator=gen)
     with torch.no_grad():
         cond = model.encoder(audio, torch.from_numpy(expressions[pick]))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-
-    def session(key: str) -> Any:
-        return ort.InferenceSession(str(directory / graph_file(key)), opts, providers=["CPUExecutionProvider"])
-
     specs, report = [], {}
-    for tier in tiers:
-        head = model.head_renderer(tier)
-        field_key = graph_key(FIELD, tier)
-        key = int8_key(field_key)
-        if progress:
-            progress(key)
-        feeds = [{"cond": cond[i:i + 1].numpy(), "pose": poses[pick[i]:pick[i] + 1]} for i in range(len(pick))]
-        quantize_field_graph(directory / graph_file(field_key), directory / graph_file(key), feeds[0::2])
-        report[key] = compare_with_float(session(field_key), session(key), feeds[1::2])
-        _add_int8(out, directory, key, field_key)
-        specs.append(StageSpec(key, head, {"cond": cond[:2], "pose": torch.from_numpy(poses[pick[:2]])},
-                               ["rgb", "alpha", "feat"], FIELD, tier))
-        _log_int8(key, report[key])
-        if tier not in model.refiners:
-            continue
+    for tier in learned:
         key = int8_key(graph_key(REFINE, tier))
         if progress:
             progress(key)
+        head = model.head_renderer(tier)
         with torch.no_grad():
             rendered = [head(cond[i:i + 4], torch.from_numpy(poses[pick[i:i + 4]])) for i in range(0, len(pick), 4)]
         frames = [{"coarse_rgb": r[0][j:j + 1].numpy(), "coarse_alpha": r[1][j:j + 1].numpy(),
@@ -320,27 +302,21 @@ def export_int8_graphs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, av
         float_path = directory / f"{key}.float.onnx"
         try:
             info = export_graph(spec, float_path, cfg)
-            quantize_refine_graph(float_path, directory / graph_file(key), frames[0::2],
-                                  split.bilinear.weight.detach().numpy())
-            report[key] = compare_with_float(session(graph_key(REFINE, tier)), session(key), frames[1::2])
+            path = directory / graph_file(key)
+            quantize_refine_graph(float_path, path, frames[0::2], split.bilinear.weight.detach().numpy())
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+                        for p in (directory / graph_file(graph_key(REFINE, tier)), path)]
+            report[key] = compare_with_float(*sessions, frames[1::2])
         finally:
             float_path.unlink(missing_ok=True)
-        info.file, info.sha256 = graph_file(key), sha256_file(directory / graph_file(key))
+        info.file, info.sha256 = path.name, sha256_file(path)
         out.graphs[key] = info
         specs.append(spec)
-        _log_int8(key, report[key])
+        log.info("%s: INT8 vs FP32 on %d renders: PSNR %.1f dB, max |diff| %.3f", key, report[key]["frames"],
+                 report[key]["psnr_db"], report[key]["max_abs_diff"])
     return specs, report
-
-
-def _add_int8(out: ExportManifest, directory: Path, key: str, float_key: str) -> None:
-    """Record an INT8 graph quantized from the exported FP32 graph `float_key` (same inputs and outputs)."""
-    out.graphs[key] = replace(out.graphs[float_key], file=graph_file(key),
-                              sha256=sha256_file(directory / graph_file(key)))
-
-
-def _log_int8(key: str, figures: dict[str, float]) -> None:
-    log.info("%s: INT8 vs FP32 on %d renders: PSNR %.1f dB, max |diff| %.3f", key, figures["frames"],
-             figures["psnr_db"], figures["max_abs_diff"])
 
 
 def _pose_track(avatar_dir: Path) -> np.ndarray:

@@ -1,20 +1,14 @@
-"""INT8 graphs for ONNX Runtime on CPU: `<stage>.<tier>.int8.onnx` beside the FP32 `<stage>.<tier>.onnx`.
+"""INT8 refine graphs for ONNX Runtime on CPU: `refine.<tier>.int8.onnx` beside the FP32 `refine.<tier>.onnx`.
 
-On a CPU with VNNI ONNX Runtime runs convolutions in INT8 at ~2x the FP32 speed (docs/performance.md). Two
-stages of a frame are dense enough to gain:
+The refiner's convolutions are the densest arithmetic of a frame (64 -> 512 px: 36 -> 256 channels at 64 x 64),
+and on a CPU with VNNI ONNX Runtime runs them in INT8 at ~2x the FP32 speed (docs/performance.md). Only the
+learned convolutions are quantized: the graph is exported in the `SplitRefiner` form, whose bilinear image path
+stays FP32, so the colours are not stepped by the hidden activations' scale; weights per output channel (int8),
+activations per tensor (uint8) with ranges calibrated (min/max) on the avatar's own renders -- the pose track's
+poses and tracked expressions -- so the ranges are those the live stream will see.
 
-- **refine**: the refiner's convolutions (64 -> 512 px: 36 -> 256 channels at 64 x 64). Only the learned ones
-  are quantized: the graph is exported in the `SplitRefiner` form, whose bilinear image path stays FP32, so the
-  colours are not stepped by the hidden activations' scale.
-- **field**: the GA decoder's per-point 1x1 convolutions (48 -> 64 -> 64 -> 12 channels over every sample point
-  of every ray: a third of the field graph's time). The tri-plane lookup, the attention over the tokens and
-  the volume rendering stay FP32.
-
-Weights per output channel (int8), activations per tensor (uint8) with ranges calibrated (min/max) on the
-avatar's own renders -- the pose track's poses and tracked expressions -- so the ranges are those the live
-stream will see. Static QDQ quantization (`onnxruntime.quantization.quantize_static`): the graph keeps float
-inputs and outputs, so the backend feeds it exactly like the FP32 one. TensorRT never sees these graphs (it
-builds from the FP32 ones).
+Static QDQ quantization (`onnxruntime.quantization.quantize_static`): the graph keeps float inputs and outputs, so
+the backend feeds it exactly like the FP32 one. TensorRT never sees these graphs (it builds from the FP32 ones).
 """
 
 from __future__ import annotations
@@ -49,6 +43,7 @@ def quantize_refine_graph(float_graph: Path, out: Path, calibration: list[dict[s
     weight equals `image_kernel`; write the QDQ graph to `out` (atomically)."""
     import onnx
     from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(float_graph))
     weights = {init.name: init for init in model.graph.initializer}
@@ -61,23 +56,8 @@ def quantize_refine_graph(float_graph: Path, out: Path, calibration: list[dict[s
         if value is not None and value.shape == image_kernel.shape and np.allclose(value, image_kernel, atol=1e-7):
             continue
         learned.append(node.name)
-    _quantize(float_graph, out, calibration, learned)
-
-
-def quantize_field_graph(float_graph: Path, out: Path, calibration: list[dict[str, np.ndarray]]) -> None:
-    """Quantize the convolutions of a field graph (they are exactly the GA decoder's per-point layers: nothing
-    else in it is a Conv); write the QDQ graph to `out` (atomically)."""
-    import onnx
-
-    model = onnx.load(str(float_graph), load_external_data=False)
-    _quantize(float_graph, out, calibration, [n.name for n in model.graph.node if n.op_type == "Conv"])
-
-
-def _quantize(float_graph: Path, out: Path, calibration: list[dict[str, np.ndarray]], nodes: list[str]) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    if not nodes:
-        raise ValueError(f"{float_graph}: no convolution found to quantize")
+    if not learned:
+        raise ValueError(f"{float_graph}: no learned convolution found to quantize")
 
     class Frames(CalibrationDataReader):
         def __init__(self) -> None:
@@ -87,21 +67,10 @@ def _quantize(float_graph: Path, out: Path, calibration: list[dict[str, np.ndarr
             return next(self._it, None)
 
     tmp = out.with_suffix(".onnx.partial")
-    root = logging.getLogger()
-    root.addFilter(_no_preprocessing_advice)
-    try:
-        quantize_static(str(float_graph), str(tmp), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, nodes_to_quantize=nodes)
-    finally:
-        root.removeFilter(_no_preprocessing_advice)
+    quantize_static(str(float_graph), str(tmp), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, nodes_to_quantize=learned)
     tmp.replace(out)
-    log.info("quantized %d convolutions of %s -> %s", len(nodes), float_graph.name, out.name)
-
-
-def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
-    """Drop the quantizer's advice (logged on the root logger, twice per graph) to run its shape-inference
-    pre-processing: these graphs have static frame shapes and quantize as they are."""
-    return "pre-processing" not in record.getMessage()
+    log.info("quantized %d convolutions of %s -> %s", len(learned), float_graph.name, out.name)
 
 
 def compare_with_float(session_float: Any, session_int8: Any, frames: list[dict[str, np.ndarray]]) -> dict[str, float]:

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "them once, ~18 s, since ONNX Runtime is the faster CPU path here)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for rendering (default 1)")
     p.add_argument("--no-int8", dest="int8", action="store_false",
-                   help="ONNX Runtime on CPU: run the FP32 field and refine graphs instead of the INT8 ones")
+                   help="ONNX Runtime on CPU: run the FP32 refine graphs instead of the INT8 ones")
     p.add_argument("--mouth-model", metavar="DIR", help="audio-to-mouth model dir (default: the shipped one)")
     p.add_argument("--driver", action="append", default=[], metavar="NAME=CLIP",
                    help="a driver clip clients may pick as expression source (repeatable)")

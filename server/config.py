@@ -52,7 +52,7 @@ class ServerConfig:
     # export each avatar's ONNX graphs at start when they are missing or stale (backend auto / onnxruntime), so the
     # faster ONNX Runtime path is there without a separate `ideal export` (`ideal serve` turns it on)
     export: bool = False
-    int8: bool = True  # ONNX Runtime on CPU: the INT8 field and refine graphs when exported (export/quantize.py)
+    int8: bool = True  # ONNX Runtime on CPU: the INT8 refine graphs when exported (export/quantize.py)
     # Driver clips a client may pick as expression source, by name (clips are server-side paths, never uploads).
     drivers: dict[str, str] = field(default_factory=dict)
     ice_servers: list[IceServer] = field(default_factory=list)

@@ -23,7 +23,7 @@ class StreamerConfig:
     ring_seconds: float = 4.0  # history kept by the feature and audio ring buffers
     # --- rendering ---
     backend_threads: int | None = None  # intra-op threads of an exported backend (None: its default)
-    int8: bool = True  # ONNX Runtime on CPU: the INT8 field and refine graphs when exported (export/quantize.py)
+    int8: bool = True  # ONNX Runtime on CPU: the INT8 refine graphs when exported (export/quantize.py)
     warmup_repeats: int = 2  # renders per tier at start-up to measure its cost (the first pays lazy init)
     max_batch: int = 8  # render requests of several sessions (same tier) merged into one backend call
     # nice value added to the compositing thread, so the model thread (the critical path) wins the cores; live

@@ -208,8 +208,8 @@ class StreamerEngine:
             "avatar": getattr(self.avatar, "name", None) or self.avatar_dir.name,
             "avatar_dir": str(self.avatar_dir),
             "backend": self.backend_name,
-            # per tier, the precision of its field and refine graphs (ONNX Runtime on CPU runs INT8 ones when exported)
-            "precision": {n: (getattr(self.backend, "precision", None) or {}).get(n, "fp32") for n in self.ordered_tiers},
+            # per tier, the precision of its refine graph (ONNX Runtime on CPU runs INT8 ones when exported)
+            "refiner": {n: (getattr(self.backend, "precision", None) or {}).get(n, "fp32") for n in self.ordered_tiers},
             "tiers": {n: {**self.tiers[n].to_dict(), "cost_ms": round(1000.0 * (self.costs.estimate(n) or 0.0), 2)}
                       for n in self.ordered_tiers},
             "fps": self.fps,

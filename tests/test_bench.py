@@ -71,7 +71,7 @@ def test_offline_mode_every_backend_and_tier(bench_avatar: Path, shared_data: Pa
         assert all(v >= 0 for v in r["stage_ms"].values())
         assert r["peak_rss_mb"] and r["peak_rss_mb"] > 50
         # ONNX Runtime on CPU runs the INT8 refiner the export wrote; PyTorch its own FP32 one
-        assert r["extra"]["precision"] == ("int8" if r["backend"] == "onnxruntime" else "fp32")
+        assert r["extra"]["refiner"] == ("int8" if r["backend"] == "onnxruntime" else "fp32")
     assert png.stat().st_size > 10_000
     text = capsys.readouterr().out
     assert "onnxruntime" in text and "fps" in text
@@ -127,7 +127,7 @@ def test_realtime_mode_on_the_wall_clock(bench_avatar: Path, shared_data: Path, 
                  "--plot", str(tmp_path / "rt.png")]) == 0
     report = json.loads(out.read_text())
     run = report["runs"][0]
-    assert set(run["precision"].values()) == {"fp32"}  # --no-int8: the A/B switch reaches the streamer's backend
+    assert set(run["refiner"].values()) == {"fp32"}  # --no-int8: the A/B switch reaches the streamer's backend
     session = run["per_session"][0]
     assert report["startup_s"] > 0 and run["sessions"] == 1 and session["frames"] > 0
     assert {"p50", "p95", "p99", "n"} <= set(run["latency_ms"])

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime")
     parser.add_argument("--fp16", action="store_true", help="FP16 engines (TensorRT)")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="ONNX Runtime on CPU: run the FP32 field and refine graphs, not the INT8 ones (A/B)")
+                        help="ONNX Runtime on CPU: run the FP32 refine graphs, not the INT8 ones (A/B)")
     parser.add_argument("--trials", type=int, default=3, help="webrtc: speech onsets measured (one peer each)")
     parser.add_argument("--interleave", action="store_true",
                         help="offline: backends and tiers take turns frame by frame (fair on a loaded machine)")

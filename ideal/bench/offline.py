@@ -211,7 +211,7 @@ class _Run:
             stage_p95_ms={s: percentiles(v)["p95"] for s, v in ps.items() if v},
             peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
             extra={"render_fps": round(1e3 / max(render, 1e-6), 2),
-                   "precision": (getattr(self.backend, "precision", None) or {}).get(self.tier, "fp32")})
+                   "refiner": (getattr(self.backend, "precision", None) or {}).get(self.tier, "fp32")})
 
 
 def _stack(inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -271,7 +271,7 @@ def open_backends(avatar: str | None, name: str, device: str, tiers: list[str] |
     return found, why
 
 
-COLUMNS = [("backend", "backend"), ("device", "device"), ("precision", "precision"), ("tier", "tier"), ("batch", "batch"),
+COLUMNS = [("backend", "backend"), ("device", "device"), ("refiner", "refiner"), ("tier", "tier"), ("batch", "batch"),
            ("fps", "fps"),
            *[(f"ms_{s}", s) for s in STAGES], ("peak_rss_mb", "peak MB")]
 
@@ -299,7 +299,7 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
         results = run_offline(backends, scene, settings, progress=bar.update)
     rows = []
     for r in results:
-        rows.append({"backend": r.backend, "device": r.device, "precision": r.extra.get("precision"), "tier": r.tier,
+        rows.append({"backend": r.backend, "device": r.device, "refiner": r.extra.get("refiner"), "tier": r.tier,
                      "batch": r.batch, "fps": r.fps,
                      **{f"ms_{s}": r.stage_ms.get(s) for s in STAGES}, "peak_rss_mb": r.peak_rss_mb})
     text = table(rows, COLUMNS)

@@ -182,7 +182,7 @@ def summarise(runs: list[SessionRun], signal: np.ndarray, engine: Any, duration_
     late_total = sum(s["late_frames"] for s in per_session)
     return {
         "sessions": len(runs), "duration_s": duration_s, "backend": engine.info.get("backend"),
-        "precision": engine.info.get("precision"),
+        "refiner": engine.info.get("refiner"),
         "min_fps": round(min(fps), 2) if fps else None, "late_share": round(late_total / max(frames_total, 1), 4),
         "latency_ms": percentiles(all_latency), "per_session": per_session, "latency_samples_ms": all_latency,
         "playout_delay_ms": round(engine.info.get("delay_ms", 0.0), 1),
