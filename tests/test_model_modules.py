@@ -76,15 +76,26 @@ def test_expression_tokens_follow_their_slices():
 
 
 def test_eaa_mixes_modalities_and_concat_does_not():
-    """The ablation switch: with EAA every audio position depends on the expression tokens; with plain
-    concatenation the audio positions ignore them."""
+    """The ablation switch: with EAA every audio position depends on the expression tokens once trained; with
+    plain concatenation the audio positions ignore them whatever the weights. A fresh EAA starts with its
+    attention branch silent (zero output projection): exactly the ablation's per-token function."""
+    torch.manual_seed(0)
     a = torch.randn(B, 4, 32)
     e1, e2 = torch.randn(B, 4, 32), torch.randn(B, 4, 32)
     eaa, cat = EAAModule(32, 4, 2), ConcatFusion(32, 4, 2)
     for m in (eaa, cat):
         out = m(a, e1)
         assert out.shape == (B, 8, 32)
-    assert (eaa(a, e1)[:, :4] - eaa(a, e2)[:, :4]).abs().max() > 1e-4
+    assert torch.allclose(eaa(a, e1)[:, :4], eaa(a, e2)[:, :4])  # fresh: no exchange yet
+    # a task only the exchange can solve (audio positions must report the expression tokens' mean), a few steps
+    opt = torch.optim.Adam([*eaa.parameters(), *cat.parameters()], lr=1e-2)
+    for _ in range(20):
+        e = torch.randn(B, 4, 32)
+        loss = sum((m(a, e)[:, :4] - e.mean(1, keepdim=True)).square().mean() for m in (eaa, cat))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (eaa(a, e1)[:, :4] - eaa(a, e2)[:, :4]).abs().max() > 1e-2
     assert torch.allclose(cat(a, e1)[:, :4], cat(a, e2)[:, :4])
     maps = eaa.attention_maps(a, e1)
     assert len(maps) == 2 and maps[0].shape == (B, 8, 8)

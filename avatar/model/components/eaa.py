@@ -22,6 +22,11 @@ class EAALayer(nn.Module):
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        # the attention branch starts silent (zero output projection), so a fresh EAA layer is exactly the
+        # ablation's per-token MLP layer and the exchange between positions grows in as training finds it
+        # useful; with a random projection the untrained attention mixed noise into every token at first
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
