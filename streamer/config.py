@@ -36,6 +36,11 @@ class StreamerConfig:
     synthetic_mark: bool = True  # the visible "synthetic" mark on every frame
     # --- idle behaviour ---
     listening_pose_speed: float = 0.5  # pose-track playback speed while silent (1 = as while speaking)
+    # the mouth in silence: "closed" (lips touching) or "rest" (the avatar's calibrated rest mouth, lips a little
+    # apart, as `ideal dub` renders pauses). Live defaults to closed, an idle listener's look: in the browser test
+    # the tracked lip gap changed 0.0041 face heights per picture in silence when closed and 0.0052 at rest
+    # (speech 0.0085-0.0096), so parted lips at rest read less steady
+    silence_mouth: str = "closed"
     frame_queue: int = 8  # emitted frames waiting for the consumer; the oldest is dropped beyond this
     stats_window: int = 1500  # frames kept for percentiles (bounded memory)
 

@@ -13,6 +13,7 @@ avatar's pose track and base plate, and the tracked driver clips. Sessions own e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,6 +101,8 @@ class StreamerEngine:
         from avatar.mouth import LIVE_MOUTH_MODEL_DIR, load_mouth_model
 
         self.config = config or StreamerConfig()
+        if self.config.silence_mouth not in ("closed", "rest"):
+            raise InputError(f"silence_mouth {self.config.silence_mouth!r}: unknown", "use 'closed' or 'rest'")
         self.clock: Clock = clock or MonotonicClock()
         import cv2
 
@@ -166,13 +169,20 @@ class StreamerEngine:
                                              padding_value(spec))
         return streams, "mouth", spec.mel
 
+    def _live_mouth_calibration(self) -> Any:
+        """The avatar's mouth calibration, with its rest mouth unless the config closes the mouth in silence."""
+        cal = self.avatar.mouth_calibration
+        if self.config.silence_mouth == "closed":
+            return dataclasses.replace(cal, rest=np.zeros_like(cal.rest))
+        return cal
+
     def make_driver(self, seed: int) -> StreamingDriver:
         from avatar.idle import IdleConfig, IdleMotion
 
         cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
         idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
         return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth,
-                               mouth_calibration=self.avatar.mouth_calibration,
+                               mouth_calibration=self._live_mouth_calibration(),
                                listening_pose_speed=self.config.listening_pose_speed)
 
     def plate_index(self, pose: np.ndarray) -> int:

@@ -5,8 +5,9 @@ ping-pong) lives in `avatar.drive` / `avatar.idle` and is shared with the offlin
 one frame at a time from the session's rings:
 
 - the mouth always comes from the live audio (the speaker-independent audio-to-mouth model on the frame's
-  window, then `AudioMouth`'s causal silence gate and smoothing), additionally held at the face's rest while the
-  VAD's hysteresis says "no speech", so background noise does not move the lips;
+  window, then `AudioMouth`'s causal silence gate and smoothing), additionally held closed (or at the face's
+  rest, `StreamerConfig.silence_mouth`) while the VAD's hysteresis says "no speech", so background noise does
+  not move the lips;
 - the upper face (brows, eyes, gaze) comes from the selected source: "audio" (the avatar's prosody
   predictor), "neutral" (idle blinks and saccades only) or "clip:PATH" (another person's tracked video,
   looped ping-pong, cross-identity);

@@ -153,10 +153,12 @@ async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, sp
     assert stats["latency_ms"]["p95"] <= delay * 1000 + 1e-6
 
 
-async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, shared_data, tmp_path):
+@pytest.mark.parametrize("silence_mouth", ["closed", "rest"])
+async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, shared_data, tmp_path,
+                                                                            silence_mouth):
     """44.1 kHz stereo speech between stretches of digital silence: each frame carries exactly its slice of the
-    resampled signal, the VAD flags the speech frames, and the mouth opens in speech and rests at the avatar's
-    own rest mouth (its calibration) in silence."""
+    resampled signal, the VAD flags the speech frames, and the mouth opens in speech and in silence is closed
+    (the live default) or at the avatar's own rest mouth (its calibration), as configured."""
     avatar = shutil.copytree(tiny_avatar, tmp_path / "avatar")
     manifest = json.loads((avatar / "avatar.json").read_text())
     rest_open = 0.25
@@ -168,7 +170,7 @@ async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny
     silence = np.zeros((rate * 3 // 5, 2), np.int16)
     signal = np.concatenate([silence, speech, silence])
     clock = VirtualClock(compute_scale=0.0)
-    engine = _engine(avatar, clock)
+    engine = _engine(avatar, clock, silence_mouth=silence_mouth)
     try:
         session = engine.open_session(seed=2, tier=engine.ordered_tiers[0])
         got = await _run(session, clock, _live_chunks(signal, _every(882), rate, 2), until_s=3.5)
@@ -186,7 +188,8 @@ async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny
     assert not any(frames[i].speech for i in silent_frames)
     mouth_speech = np.array([frames[i].mouth_open for i in speech_frames])
     mouth_silent = np.array([frames[i].mouth_open for i in silent_frames])
-    assert np.abs(mouth_silent - rest_open).max() < 0.02  # at rest
+    expected = rest_open if silence_mouth == "rest" else 0.0
+    assert np.abs(mouth_silent - expected).max() < 0.02
     assert mouth_speech.max() > 0.3 and mouth_speech.std() > 0.05  # moving with the syllables
     # the silence was pushed (it is audio that arrived), so every frame has a latency
     assert all(f.latency_ms is not None for f in frames[1:78])
@@ -409,6 +412,8 @@ async def test_bad_inputs_are_clear_errors(tiny_avatar, tmp_path):
         await engine2.aclose()
     with pytest.raises(IdealError, match="no such avatar directory|not an avatar directory"):
         StreamerEngine(tmp_path / "nope", backend="torch", clock=clock)
+    with pytest.raises(InputError, match="silence_mouth 'open'"):
+        _engine(tiny_avatar, clock, silence_mouth="open")
 
 
 # --- expression sources ---------------------------------------------------------------------------------------
