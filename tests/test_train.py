@@ -211,7 +211,8 @@ def test_init_from_starts_at_the_avatars_weights(obama_dataset: Path, tiny_avata
     from avatar.loading import load_avatar
 
     out = tmp_path / "ft"
-    args = _train_args(obama_dataset, out, "--init-from", str(tiny_avatar), "--mouth-weight", "60", "--eye-weight", "30")
+    args = _train_args(obama_dataset, out, "--init-from", str(tiny_avatar), "--mouth-weight", "60",
+                       "--eye-weight", "30")
     args[args.index("--steps") + 1] = "1"
     assert main(args) == 0
     config = json.loads((out / "avatar.json").read_text())["training"]["config"]

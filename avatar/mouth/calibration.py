@@ -10,10 +10,11 @@ not move the mouth.
 In silence the gate hands the mouth to the calibration's `rest`: the mean tracked mouth slice of the training
 clip's silent frames. A zero mouth opening is lips touching (the other mouth fields are deltas from the neutral
 frame, the clip's most closed mouth), and people rest with their lips a little apart: mouth opening 0.17-0.33
-expression units in the three training clips' pauses, against 0.23-0.48 in their speech. Gating to the zero vector pressed the lips shut in every
-pause; gating to this face's own rest follows the real mouth better (r of the gated track against the tracked
-mouth, leave-one-speaker-out mouth models, whole clips: obama 0.500 -> 0.515, german 0.496 -> 0.562, macron
-0.304 -> 0.355; docs/mouth.md).
+expression units in the three training clips' pauses, against 0.23-0.48 in their speech. Gating to the zero
+vector pressed the lips shut in every pause; gating to this face's own rest follows the real mouth better (r of
+the gated track against the tracked mouth, leave-one-speaker-out mouth models, whole clips: obama 0.500 ->
+0.515, german 0.496 -> 0.562, macron 0.304 -> 0.355; docs/mouth.md). `ideal dub` and `ideal evaluate` use it;
+the live streamer closes the mouth in silence unless configured otherwise (`StreamerConfig.silence_mouth`).
 
 Stored in avatar.json `mouth_calibration` (written by `ideal train`, or `ideal mouth calibrate` for an
 existing avatar); `load_calibration(manifest)` gives identity scales for avatars without one.

@@ -197,7 +197,8 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     if len(val) == 0:
         val = train[-max(1, len(train) // 10):]
     return TrainingData(manifest=manifest, directory=directory, crop=crop, size=size, frames=frames, head=head,
-                        base=base, head_boxes=head_boxes[:n], audio=audio, expression=expression[:n], pose=pose[:n], mouth=mouth, eyes=eyes,
+                        base=base, head_boxes=head_boxes[:n], audio=audio, expression=expression[:n], pose=pose[:n],
+                        mouth=mouth, eyes=eyes,
                         train_idx=train, val_idx=val, neutral=neutral, mel=mel, window=window, mel_config=mel_config)
 
 
