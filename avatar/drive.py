@@ -71,7 +71,9 @@ class SilenceGate:
         self._since_voiced = 10 ** 6
         self.gain = 0.0
 
-    def step(self, samples: np.ndarray) -> float:
+    def step(self, samples: np.ndarray, vad_speech: bool = True) -> float:
+        """`vad_speech=False` (a VAD's verdict) closes the gate whatever the level; the noise floor still follows
+        the background."""
         cfg = self.cfg
         x = np.asarray(samples, dtype=np.float64)
         level = 10.0 * np.log10(np.mean(x * x) + 1e-12) if x.size else -120.0
@@ -81,7 +83,9 @@ class SilenceGate:
         self._floor_db = min(level, self._floor_db + cfg.noise_rise_db_per_s / self.fps)
         voiced = level > max(cfg.abs_floor_db, self._floor_db + cfg.above_noise_db)
         self._since_voiced = 0 if voiced else self._since_voiced + 1
-        if self._since_voiced <= cfg.hangover_frames:
+        if not vad_speech:
+            self.gain = 0.0
+        elif self._since_voiced <= cfg.hangover_frames:
             self.gain = 1.0
         else:
             self.gain = max(0.0, self.gain - 1.0 / max(cfg.release_frames, 1))
@@ -129,7 +133,7 @@ class AudioMouth:
 
     def step(self, raw_mouth: np.ndarray, frame_samples: np.ndarray, voiced: bool = True) -> np.ndarray:
         """`voiced=False` (a VAD's verdict) holds the mouth at rest even where the level gate would open."""
-        g = self.gate.step(frame_samples) if voiced else self._close_gate(frame_samples)
+        g = self.gate.step(frame_samples, voiced)
         raw = np.asarray(raw_mouth, dtype=np.float32)
         cal = self.calibration
         if cal is not None:
@@ -138,11 +142,6 @@ class AudioMouth:
         a = self.cfg.smooth_alpha
         self._state = target if self._state is None else a * target + (1 - a) * self._state
         return self._state.astype(np.float32)
-
-    def _close_gate(self, frame_samples: np.ndarray) -> float:
-        self.gate.step(frame_samples)  # the noise floor keeps following the background
-        self.gate.gain = 0.0
-        return 0.0
 
 
 def predict_mouth(mouth_model, audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,7 @@ from avatar.drive import gated_mouth_track, predict_mouth
 from avatar.manifest import load_dataset_manifest
 from avatar.mouth.calibration import MOUTH, calibration_from_clip
 from avatar.mouth.model import load_mouth_model
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1])
+from avatar.mouth.training import pearson
 
 
 def compare(dataset: Path, mouth_model) -> dict:
@@ -39,7 +35,7 @@ def compare(dataset: Path, mouth_model) -> dict:
     train, held_out = np.arange(*manifest["split"]["train"]), np.arange(*manifest["split"]["val"])
     raw = predict_mouth(mouth_model, audio, n, fps)
     with_rest = calibration_from_clip(mouth_model, audio, tracked, fps, train)
-    variants = {"neutral (zero)": replace(with_rest, rest=np.zeros_like(with_rest.rest)), "rest": with_rest}
+    variants = {"neutral (zero)": with_rest.without_rest(), "rest": with_rest}
     out = {"dataset": str(dataset), "frames": n, "held_out": len(held_out),
            "rest_mouth_open": round(float(with_rest.rest[0]), 3), "silent_frames": with_rest.silent_frames}
     for name, cal in variants.items():

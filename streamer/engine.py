@@ -13,7 +13,6 @@ avatar's pose track and base plate, and the tracked driver clips. Sessions own e
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -173,7 +172,7 @@ class StreamerEngine:
         """The avatar's mouth calibration, with its rest mouth unless the config closes the mouth in silence."""
         cal = self.avatar.mouth_calibration
         if self.config.silence_mouth == "closed":
-            return dataclasses.replace(cal, rest=np.zeros_like(cal.rest))
+            return cal.without_rest()
         return cal
 
     def make_driver(self, seed: int) -> StreamingDriver:

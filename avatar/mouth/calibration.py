@@ -22,7 +22,7 @@ existing avatar); `load_calibration(manifest)` gives identity scales for avatars
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class MouthCalibration:
     @property
     def is_identity(self) -> bool:
         return bool(np.all(self.scale == 1.0) and not np.any(self.rest))
+
+    def without_rest(self) -> "MouthCalibration":
+        """The same scales with the mouth closed (the zero vector) in silence."""
+        return replace(self, rest=np.zeros_like(self.rest))
 
     def apply(self, raw_mouth: np.ndarray) -> np.ndarray:
         """(..., 10) mouth-model output -> the same in this avatar's range."""
