@@ -2,5 +2,3 @@
 
 Lower stages never import higher ones: nothing here imports `export`, `streamer` or `server`.
 """
-
-__version__ = "0.1.0"

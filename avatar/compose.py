@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.errors import AvatarError
+from ideal.avatar.errors import AvatarError
 
 FEATHER_FRACTION = 0.03  # of the crop side
 NECK_BAND_FRACTION = 0.015  # of the frame's short side: head pixels this close to the torso stay in the base

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from avatar.clock import FrameClock
-from avatar.expression import EXPRESSION_DIM, SLICES
-from avatar.idle import IdleMotion
+from ideal.avatar.clock import FrameClock
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.avatar.idle import IdleMotion
 
 if TYPE_CHECKING:
-    from avatar.mouth.calibration import MouthCalibration
+    from ideal.avatar.mouth.calibration import MouthCalibration
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class AudioMouth:
 
 def predict_mouth(mouth_model, audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     """Raw mouth-model output for frames 0..n-1 of a whole clip: (n_frames, 10)."""
-    from avatar.mouth.inference import predict_frames
+    from ideal.avatar.mouth.inference import predict_frames
 
     return predict_frames(mouth_model, audio_16k, n_frames, fps)
 
@@ -216,7 +216,7 @@ class ClipExpression:
             raise ValueError("empty driver clip")
 
     def source_index(self, index: int) -> int:
-        from avatar.idle import pingpong_index
+        from ideal.avatar.idle import pingpong_index
 
         n = len(self.expression)
         if index < n:

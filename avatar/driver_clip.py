@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,10 @@ def track_driver(video: str | Path, fps: float, max_gap_s: float = 1.0, progress
     Raises InputError when the file is not a video, or shows no face (or too little of one)."""
     from tqdm import tqdm
 
-    from avatar.prepare.gaps import check_gaps
-    from avatar.prepare.track import solve_pose_and_expression
-    from avatar.prepare.tracking import FaceTracker
-    from avatar.prepare.video import iter_frames, probe_video
+    from ideal.avatar.prepare.gaps import check_gaps
+    from ideal.avatar.prepare.track import solve_pose_and_expression
+    from ideal.avatar.prepare.tracking import FaceTracker
+    from ideal.avatar.prepare.video import iter_frames, probe_video
 
     video = Path(video)
     info = probe_video(video)  # InputError for missing / not a video

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class DubPlan:
 
 def check_speech(audio_16k: np.ndarray, path: Path, fps: float) -> None:
     """InputError for audio that is empty, shorter than one frame or silent."""
-    from avatar.drive import frame_levels_db
+    from ideal.avatar.drive import frame_levels_db
 
     if audio_16k.size == 0:
         raise InputError(f"{path}: audio is empty", "pass a file with speech in it")
@@ -78,12 +78,12 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
 
     driver_expression: (M, 20) tracked driver clip at the avatar's fps (required when cfg.expression is a
     video path or cfg.mouth == "driver")."""
-    from avatar.audio.features import compute_features, windows_for_frames
-    from avatar.clock import FrameClock
-    from avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, NeutralExpression,
+    from ideal.avatar.audio.features import compute_features, windows_for_frames
+    from ideal.avatar.clock import FrameClock
+    from ideal.avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, NeutralExpression,
                               gated_mouth_track, predict_mouth)
-    from avatar.expression import mouth_opening
-    from avatar.idle import IdleConfig, IdleMotion, blink_depth_from_expressions
+    from ideal.avatar.expression import mouth_opening
+    from ideal.avatar.idle import IdleConfig, IdleMotion, blink_depth_from_expressions
 
     fps = float(avatar.fps)
     n = FrameClock(fps).frames_for_samples(len(audio_16k))
@@ -96,7 +96,7 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
     idle = IdleMotion(avatar.pose_track, fps, seed=cfg.seed, cfg=IdleConfig(blink_depth=depth))
 
     if mouth_model is None:
-        from avatar.mouth import load_mouth_model
+        from ideal.avatar.mouth import load_mouth_model
 
         mouth_model = load_mouth_model()
     raw = predict_mouth(mouth_model, audio_16k, n, fps)
@@ -110,7 +110,7 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
         if note:
             notes.append(note)
     if cfg.expression == "audio":
-        from avatar.audio.features import windows_for_frames as wff
+        from ideal.avatar.audio.features import windows_for_frames as wff
 
         pw = avatar.prosody_predictor.window
         prosody = avatar.prosody_predictor.predict_expression(wff(mel, n, fps, pw, avatar.mel_config))
@@ -135,9 +135,9 @@ def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool 
 
     from tqdm import tqdm
 
-    from avatar.compose import add_synthetic_mark, composite
-    from avatar.evaluation.runner import best_tier
-    from avatar.video_io import VideoWriter
+    from ideal.avatar.compose import add_synthetic_mark, composite
+    from ideal.avatar.evaluation.runner import best_tier
+    from ideal.avatar.video_io import VideoWriter
 
     tier = cfg.tier or best_tier(avatar.tiers)
     if tier not in avatar.tiers:
@@ -163,9 +163,9 @@ def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool 
 def dub(avatar_path: str | Path | None, audio_path: str | Path, out: str | Path, cfg: DubConfig = DubConfig(),
         progress: bool = True, mouth_model=None) -> tuple[DubPlan, dict]:
     """The whole `ideal dub`: validate inputs, plan, render. Returns the plan and the render facts."""
-    from avatar.audio.io import load_audio
-    from avatar.clock import DEFAULT_FPS
-    from avatar.manifest import resolve_avatar
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.clock import DEFAULT_FPS
+    from ideal.avatar.manifest import resolve_avatar
 
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -180,12 +180,12 @@ def dub(avatar_path: str | Path | None, audio_path: str | Path, out: str | Path,
     audio_path = Path(audio_path)
     audio = load_audio(audio_path)  # cheap checks first: a bad audio file fails before any model loads
     check_speech(audio, audio_path, DEFAULT_FPS)
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     avatar = load_avatar(resolve_avatar(avatar_path))
     driver_expr = None
     if driver is not None:
-        from avatar.driver_clip import track_driver
+        from ideal.avatar.driver_clip import track_driver
 
         driver_expr = track_driver(driver, float(avatar.fps), progress=progress)
     plan = plan_dub(avatar, audio, cfg, mouth_model, driver_expr)
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                     tier=args.tier, mark=not args.no_mark, batch_size=args.batch_size)
     mouth_model = None
     if args.mouth_model is not None:
-        from avatar.mouth import load_mouth_model
+        from ideal.avatar.mouth import load_mouth_model
 
         mouth_model = load_mouth_model(args.mouth_model)
     plan, facts = dub(args.avatar, args.audio, args.output, cfg, mouth_model=mouth_model)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
 
 
 @dataclass(frozen=True)

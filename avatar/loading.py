@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.audio.features import AudioWindow, MelConfig
-from avatar.backend import RenderOutput, Tier
-from avatar.compose import BasePlate, composite
-from avatar.errors import AvatarError, InputError
-from avatar.expression import EXPRESSION_DIM
-from avatar.manifest import load_avatar_manifest, resolve_avatar
-from avatar.mouth.calibration import MouthCalibration, load_calibration
-from avatar.occupancy import load as load_occupancy
+from ideal.avatar.audio.features import AudioWindow, MelConfig
+from ideal.avatar.backend import RenderOutput, Tier
+from ideal.avatar.compose import BasePlate, composite
+from ideal.avatar.errors import AvatarError, InputError
+from ideal.avatar.expression import EXPRESSION_DIM
+from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar
+from ideal.avatar.mouth.calibration import MouthCalibration, load_calibration
+from ideal.avatar.occupancy import load as load_occupancy
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,9 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu", culling: bo
     ray even where the avatar has an occupancy grid (`ideal occupancy`)."""
     import torch
 
-    from avatar.model.components.prosody import ProsodyExpressionPredictor
-    from avatar.model.config import ModelConfig
-    from avatar.model.models import IdealNeRF
+    from ideal.avatar.model.components.prosody import ProsodyExpressionPredictor
+    from ideal.avatar.model.config import ModelConfig
+    from ideal.avatar.model.models import IdealNeRF
 
     directory = resolve_avatar(path)
     m = load_avatar_manifest(directory)

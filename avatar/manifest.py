@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from avatar.errors import AvatarError, InputError
+from ideal.avatar.errors import AvatarError, InputError
 
 DATASET_FORMAT_VERSION = 1
 AVATAR_FORMAT_VERSION = 1

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar.errors import AvatarError
+from ideal.avatar.errors import AvatarError
 
 OCCUPANCY_FILE = "occupancy.npz"
 DEFAULT_OPACITY = 0.1
@@ -31,7 +31,7 @@ def measure(model, expression_track: np.ndarray, pose_track: np.ndarray, audio_w
     tier's {"rays", "footprint"} for its pose track."""
     import torch
 
-    from avatar.model.components.culling import (RayCulling, estimate_occupancy, occupancy_conditions,
+    from ideal.avatar.model.components.culling import (RayCulling, estimate_occupancy, occupancy_conditions,
                                                   ray_budgets)
 
     rr = model.ray_renderer
@@ -46,7 +46,7 @@ def measure(model, expression_track: np.ndarray, pose_track: np.ndarray, audio_w
 def write(directory: Path, manifest: dict[str, Any], grid: np.ndarray, budgets: dict[str, dict[str, int]],
           opacity: float) -> dict[str, Any]:
     """Write occupancy.npz into the avatar dir and return the manifest's `ray_culling` entry (not written)."""
-    from avatar.manifest import sha256_file
+    from ideal.avatar.manifest import sha256_file
 
     path = directory / OCCUPANCY_FILE
     tmp = directory / (OCCUPANCY_FILE + ".partial.npz")
@@ -87,9 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avatar.errors import InputError
-    from avatar.loading import load_avatar
-    from avatar.manifest import load_avatar_manifest, resolve_avatar, rewrite_avatar_manifest
+    from ideal.avatar.errors import InputError
+    from ideal.avatar.loading import load_avatar
+    from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar, rewrite_avatar_manifest
 
     if not 0.0 < args.opacity < 1.0:
         raise InputError(f"--opacity {args.opacity}: out of range", "use a value in (0, 1), e.g. 0.1")

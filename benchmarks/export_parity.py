@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def face_alpha(alpha: np.ndarray) -> float:
@@ -41,14 +40,14 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from avatar.audio.features import compute_features, windows_for_frames
-    from avatar.audio.io import load_audio
-    from avatar.errors import BackendError
-    from avatar.loading import load_avatar
-    from avatar.manifest import resolve_avatar
-    from export.artifacts import load_export_manifest
-    from export.backends import available_backends
-    from export.onnx_export import export_avatar
+    from ideal.avatar.audio.features import compute_features, windows_for_frames
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.errors import BackendError
+    from ideal.avatar.loading import load_avatar
+    from ideal.avatar.manifest import resolve_avatar
+    from ideal.export.artifacts import load_export_manifest
+    from ideal.export.backends import available_backends
+    from ideal.export.onnx_export import export_avatar
 
     avatar_dir = resolve_avatar(args.avatar)
     try:
@@ -56,7 +55,7 @@ def main() -> int:
     except BackendError:
         export_avatar(avatar_dir)
     try:
-        from export.tensorrt_build import build_engines
+        from ideal.export.tensorrt_build import build_engines
 
         build_engines(avatar_dir, fp16=args.fp16)
     except BackendError as exc:

@@ -24,9 +24,9 @@ def main() -> None:
     ap.add_argument("--tier", default="coarse")
     ap.add_argument("--keep", type=Path, default=None, help="copy the dubbed video here")
     args = ap.parse_args()
-    from avatar.audio.io import load_audio, write_wav
-    from avatar.mouth.training import pearson
-    from avatar.prepare import track_clip
+    from ideal.avatar.audio.io import load_audio, write_wav
+    from ideal.avatar.mouth.training import pearson
+    from ideal.avatar.prepare import track_clip
     from ideal.cli import main as ideal
 
     work = Path(tempfile.mkdtemp(prefix="lip_follow_"))

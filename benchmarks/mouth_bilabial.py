@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.mouth.data import load_clip, shared_clips
+from ideal.avatar.mouth.data import load_clip, shared_clips
 
 REPO = Path(__file__).resolve().parents[1]
 BILABIAL = {"P", "B", "M"}

@@ -32,10 +32,10 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mouth_results" / "dub.json")
     args = ap.parse_args()
-    from avatar.audio.io import write_wav
-    from avatar.mouth.data import load_clip
-    from avatar.mouth.training import pearson
-    from avatar.prepare import track_clip
+    from ideal.avatar.audio.io import write_wav
+    from ideal.avatar.mouth.data import load_clip
+    from ideal.avatar.mouth.training import pearson
+    from ideal.avatar.prepare import track_clip
     from ideal.cli import main as ideal
 
     real = load_clip(args.video, args.audio, cache_dir=args.cache)

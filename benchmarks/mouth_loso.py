@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.audio.features import AudioWindow
-from avatar.mouth.augmentation import AugmentConfig
-from avatar.mouth.bank import Sequence, build_bank
-from avatar.mouth.data import MouthClip, load_clip, shared_clips
-from avatar.mouth.features import FeatureSpec
-from avatar.mouth.model import MouthModel
-from avatar.mouth.training import TrainConfig, bootstrap_offsets, build_index, pearson, predict_sequence, \
+from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.mouth.augmentation import AugmentConfig
+from ideal.avatar.mouth.bank import Sequence, build_bank
+from ideal.avatar.mouth.data import MouthClip, load_clip, shared_clips
+from ideal.avatar.mouth.features import FeatureSpec
+from ideal.avatar.mouth.model import MouthModel
+from ideal.avatar.mouth.training import TrainConfig, bootstrap_offsets, build_index, pearson, predict_sequence, \
     train_mouth_net
 
 log = logging.getLogger("mouth_loso")
@@ -171,12 +171,12 @@ def main() -> None:
                      "train_config": cfg.to_dict(), "augment": aug.to_dict(), "window": window.to_dict(),
                      "methods": {}, "lookahead": {}}
     # 1. per-clip A/V offsets: energy envelope (no model) and the bootstrap
-    from avatar.mouth.offset import estimate_offset
+    from ideal.avatar.mouth.offset import estimate_offset
 
     results["offset_energy"] = {c.name: estimate_offset(c.audio, c.mouth_open, c.fps, model=None).to_dict()
                                 for c in clips}
     if args.offsets:
-        from avatar.mouth.pipeline import read_offsets
+        from ideal.avatar.mouth.pipeline import read_offsets
 
         known = read_offsets(args.offsets)
         offsets = {i: known[c.name] for i, c in enumerate(clips)}

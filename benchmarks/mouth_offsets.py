@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from avatar.mouth.data import load_clip, shared_clips
-from avatar.mouth.offset import estimate_offset
+from ideal.avatar.mouth.data import load_clip, shared_clips
+from ideal.avatar.mouth.offset import estimate_offset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mouth_results" / "offsets_shipped.json")
     args = ap.parse_args()
-    from avatar.mouth.model import load_mouth_model
+    from ideal.avatar.mouth.model import load_mouth_model
 
     model = load_mouth_model(args.model)
     res = {}

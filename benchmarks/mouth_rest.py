@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.audio.io import load_audio
-from avatar.drive import gated_mouth_track, predict_mouth
-from avatar.manifest import load_dataset_manifest
-from avatar.mouth.calibration import MOUTH, calibration_from_clip
-from avatar.mouth.model import load_mouth_model
-from avatar.mouth.training import pearson
+from ideal.avatar.audio.io import load_audio
+from ideal.avatar.drive import gated_mouth_track, predict_mouth
+from ideal.avatar.manifest import load_dataset_manifest
+from ideal.avatar.mouth.calibration import MOUTH, calibration_from_clip
+from ideal.avatar.mouth.model import load_mouth_model
+from ideal.avatar.mouth.training import pearson
 
 
 def compare(dataset: Path, mouth_model) -> dict:

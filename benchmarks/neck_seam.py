@@ -23,7 +23,7 @@ MATCH = 30  # sum of |RGB difference| to the plate below which a pixel is "backg
 def neck_strips(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(row, columns) of the strip above the neck of one frame's labels: columns where the base region's top
     meets the head mask, rows from the base top up STRIP_FRACTION of the short side."""
-    from avatar.compose import neck_top
+    from ideal.avatar.compose import neck_top
 
     _, top, meets = neck_top(labels)
     cols = np.flatnonzero(meets)
@@ -45,9 +45,9 @@ def main() -> None:
     args = ap.parse_args()
     import cv2
 
-    from avatar.audio.io import load_audio, write_wav
-    from avatar.compose import BasePlate
-    from avatar.manifest import resolve_avatar
+    from ideal.avatar.audio.io import load_audio, write_wav
+    from ideal.avatar.compose import BasePlate
+    from ideal.avatar.manifest import resolve_avatar
     from ideal.cli import main as ideal
 
     avatar = resolve_avatar(args.avatar)

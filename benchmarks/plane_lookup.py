@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup, grid_sample_xy_lookup
+from ideal.avatar.model.fields.lookup import gather_lookup, grid_sample_lookup, grid_sample_xy_lookup
 
 
 class _Lookup(torch.nn.Module):

@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from server.app import start_server  # noqa: E402
-from server.config import DEFAULT_RENDER_BUDGET_MS, ServerConfig  # noqa: E402
+from ideal.server.app import start_server  # noqa: E402
+from ideal.server.config import DEFAULT_RENDER_BUDGET_MS, ServerConfig  # noqa: E402
 
 log = logging.getLogger("serve_capacity")
 HOLD_FPS = 24.0
@@ -37,7 +36,7 @@ HOLD_FPS = 24.0
 
 async def measure(url: str, state, sessions: int, viewers: int, wav: str, duration: float) -> dict:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.client", url, "--sessions", str(sessions), "--viewers", str(viewers),
+        sys.executable, "-m", "ideal.server.client", url, "--sessions", str(sessions), "--viewers", str(viewers),
         "--wav", wav, "--duration", str(duration), cwd=str(REPO), stdout=subprocess.PIPE)
     # sample the server's sessions while the clients run
     samples: dict[str, list[tuple[float, int, int, str]]] = collections.defaultdict(list)
@@ -101,8 +100,8 @@ def render_cpu_ms(engine, repeats: int = 6) -> dict[str, float]:
     depends on what else the machine runs, so it gives a load-independent capacity estimate."""
     import numpy as np
 
-    from avatar.audio.features import silence_value
-    from avatar.expression import EXPRESSION_DIM
+    from ideal.avatar.audio.features import silence_value
+    from ideal.avatar.expression import EXPRESSION_DIM
 
     mel = np.full((engine.window.length, engine.mel_config.n_mels), silence_value(engine.mel_config), np.float32)
     expr = np.zeros(EXPRESSION_DIM, np.float32)
@@ -135,7 +134,7 @@ def encoder_cpu_ms(video: str, n: int = 60) -> dict[str, float]:
             if i >= n:
                 break
             rgb.append(f.to_ndarray(format="rgb24"))
-    from server.broadcast import rgb_to_yuv420p
+    from ideal.server.broadcast import rgb_to_yuv420p
 
     t = time.process_time()
     yuv = [rgb_to_yuv420p(x) for x in rgb]

@@ -20,7 +20,6 @@ import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 class ReusedRender:
@@ -36,7 +35,7 @@ class ReusedRender:
     def render(self, audio, expression, pose, tier):
         import numpy as np
 
-        from avatar.backend import RenderOutput
+        from ideal.avatar.backend import RenderOutput
 
         if tier not in self._out:
             self._out[tier] = self.inner.render(audio[:1], expression[:1], pose[:1], tier)
@@ -45,13 +44,13 @@ class ReusedRender:
 
 
 async def run(avatar: str | None, minutes: int, audio_path: str) -> list[tuple[float, float, float]]:
-    from avatar.audio.io import load_audio
-    from avatar.loading import load_avatar
-    from streamer.benchmark import feed
-    from streamer.clock import VirtualClock
-    from streamer.config import StreamerConfig
-    from streamer.engine import StreamerEngine
-    from streamer.stats import rss_mb
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.loading import load_avatar
+    from ideal.streamer.benchmark import feed
+    from ideal.streamer.clock import VirtualClock
+    from ideal.streamer.config import StreamerConfig
+    from ideal.streamer.engine import StreamerEngine
+    from ideal.streamer.stats import rss_mb
 
     clock = VirtualClock(compute_scale=0.0)
     engine = StreamerEngine(avatar, backend=ReusedRender(load_avatar(avatar).backend), clock=clock,

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from avatar.audio.io import load_audio
-    from streamer.benchmark import run_realtime, tier_quality
-    from streamer.config import StreamerConfig
-    from streamer.engine import StreamerEngine
+    from ideal.avatar.audio.io import load_audio
+    from ideal.streamer.benchmark import run_realtime, tier_quality
+    from ideal.streamer.config import StreamerConfig
+    from ideal.streamer.engine import StreamerEngine
 
     audio = load_audio(args.audio)
     n = int(args.seconds * 16000)

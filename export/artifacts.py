@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avatar.errors import BackendError
-from avatar.manifest import AVATAR_MANIFEST, cache_dir_for, sha256_file
+from ideal.avatar.errors import BackendError
+from ideal.avatar.manifest import AVATAR_MANIFEST, cache_dir_for, sha256_file
 
 EXPORT_FORMAT_VERSION = 1
 EXPORT_MANIFEST = "export.json"

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avatar.backend import Backend
-from avatar.errors import BackendError, InputError
-from avatar.manifest import resolve_avatar
+from ideal.avatar.backend import Backend
+from ideal.avatar.errors import BackendError, InputError
+from ideal.avatar.manifest import resolve_avatar
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _cuda_available() -> bool:
 
 
 def _torch(avatar_dir: Path, device: str, tiers: list[str] | None) -> Backend:
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     if device in ("auto", "tensorrt"):
         device = "cuda" if _cuda_available() else "cpu"
@@ -65,13 +65,13 @@ def _torch(avatar_dir: Path, device: str, tiers: list[str] | None) -> Backend:
 
 def _onnxruntime(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool, threads: int | None,
                  int8: bool = True) -> Backend:
-    from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+    from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
 
     return OnnxRuntimeBackend(avatar_dir, tiers, OrtConfig(device=device, threads=threads, fp16=fp16, int8=int8))
 
 
 def _tensorrt(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool) -> Backend:
-    from export.tensorrt_backend import TensorRTBackend
+    from ideal.export.tensorrt_backend import TensorRTBackend
 
     if device == "cpu":
         raise BackendError("TensorRT runs on NVIDIA GPUs only", "use --backend onnxruntime or torch for --device cpu")
@@ -131,8 +131,8 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
     the graphs go beside the avatar, or into the user cache when it is read-only. Returns "current", "exported",
     or why nothing was done; never raises for a failed export (serving on PyTorch still works), it logs the
     reason."""
-    from avatar.manifest import load_avatar_manifest
-    from export.artifacts import load_export_manifest
+    from ideal.avatar.manifest import load_avatar_manifest
+    from ideal.export.artifacts import load_export_manifest
 
     avatar_dir = resolve_avatar(avatar_dir)
     load_avatar_manifest(avatar_dir)  # a missing or broken avatar is the user's error to hear about, not ours to skip
@@ -149,7 +149,7 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
                  avatar_dir)
     except BackendError as exc:
         log.info("exporting %s for ONNX Runtime once (%s)", avatar_dir, exc)
-    from export.onnx_export import ExportConfig, export_avatar
+    from ideal.export.onnx_export import ExportConfig, export_avatar
 
     try:
         directory, _ = export_avatar(avatar_dir, ExportConfig())
@@ -162,8 +162,8 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
 
 def _lacks_int8(manifest) -> bool:  # noqa: ANN001 - export.artifacts.ExportManifest
     """An export from before INT8 refine graphs existed, on a machine that can make them."""
-    from export.artifacts import REFINE, graph_key
-    from export.quantize import int8_key, quantization_available
+    from ideal.export.artifacts import REFINE, graph_key
+    from ideal.export.quantize import int8_key, quantization_available
 
     missing = [t for t, v in manifest.tiers.items() if v.get("refine")
                and int8_key(graph_key(REFINE, t)) not in manifest.graphs]
@@ -177,8 +177,8 @@ def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
 
     import numpy as np
 
-    from avatar.expression import EXPRESSION_DIM
-    from avatar.manifest import load_avatar_manifest
+    from ideal.avatar.expression import EXPRESSION_DIM
+    from ideal.avatar.manifest import load_avatar_manifest
 
     manifest = load_avatar_manifest(avatar_dir)
     with np.load(avatar_dir / "pose_track.npz") as z:

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _tensorrt_ready(fp16: bool) -> str | None:
     """None when this machine can build engines, else why not (checked before any work is done)."""
-    from avatar.errors import BackendError
-    from export.tensorrt_build import current_target, import_tensorrt
+    from ideal.avatar.errors import BackendError
+    from ideal.export.tensorrt_build import current_target, import_tensorrt
 
     try:
         current_target(import_tensorrt(), fp16)
@@ -51,10 +51,10 @@ def _tensorrt_ready(fp16: bool) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from avatar.errors import BackendError, InputError
-    from avatar.manifest import load_avatar_manifest, resolve_avatar
-    from export.artifacts import export_dir_for, load_export_manifest
-    from export.onnx_export import ExportConfig, export_avatar
+    from ideal.avatar.errors import BackendError, InputError
+    from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar
+    from ideal.export.artifacts import export_dir_for, load_export_manifest
+    from ideal.export.onnx_export import ExportConfig, export_avatar
 
     avatar_dir = resolve_avatar(args.avatar)
     load_avatar_manifest(avatar_dir)  # a missing / old-format avatar fails here with the command that fixes it
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if trt_problem:
             print(f"tensorrt: skipped ({trt_problem})")
         else:
-            from export.tensorrt_build import build_engines
+            from ideal.export.tensorrt_build import build_engines
 
             engines = build_engines(avatar_dir, fp16=args.fp16, tiers=args.tiers, force=args.force,
                                     workspace_gb=args.workspace_gb)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stale_or_missing(avatar_dir, load_export_manifest, cfg) -> bool:
-    from avatar.errors import BackendError
+    from ideal.avatar.errors import BackendError
 
     try:
         _, manifest = load_export_manifest(avatar_dir)

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backend import Tier
-from avatar.errors import BackendError
-from export.artifacts import (CONDITION, ENGINES_DIR, FIELD, MOUTH, REFINE, ExportManifest, check_graph_file,
+from ideal.avatar.backend import Tier
+from ideal.avatar.errors import BackendError
+from ideal.export.artifacts import (CONDITION, ENGINES_DIR, FIELD, MOUTH, REFINE, ExportManifest, check_graph_file,
                               graph_key, load_export_manifest)
-from export.pipeline import StagedBackend
-from export.quantize import int8_key
+from ideal.export.pipeline import StagedBackend
+from ideal.export.quantize import int8_key
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.backend import Tier
-from avatar.errors import BackendError, InputError
-from avatar.manifest import AVATAR_FORMAT_VERSION, load_avatar_manifest, sha256_file
-from export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, ExportManifest, GraphInfo,
+from ideal.avatar.backend import Tier
+from ideal.avatar.errors import BackendError, InputError
+from ideal.avatar.manifest import AVATAR_FORMAT_VERSION, load_avatar_manifest, sha256_file
+from ideal.export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, ExportManifest, GraphInfo,
                               avatar_fingerprint, export_dir_for, graph_file, graph_key)
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def stage_specs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, mouth_mod
 
 
 def _expression_dim() -> int:
-    from avatar.expression import neutral_expression
+    from ideal.avatar.expression import neutral_expression
 
     return int(np.asarray(neutral_expression()).shape[-1])
 
@@ -212,7 +212,7 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
         raise InputError(f"unknown plane lookup {cfg.plane_lookup!r}", f"use one of {', '.join(PLANE_LOOKUPS)}")
     avatar_dir = Path(avatar_dir)
     manifest = load_avatar_manifest(avatar_dir)  # refuses missing / old-format avatars with the fix
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     loaded = load_avatar(avatar_dir, device="cpu")
     model = loaded.backend.model if hasattr(loaded, "backend") and hasattr(loaded.backend, "model") else loaded.model
@@ -269,8 +269,8 @@ def export_int8_refiners(model: Any, tiers: dict[str, Tier], poses: np.ndarray, 
     Skipped, with a log line, when onnxruntime's quantization tools are not installed."""
     import torch
 
-    from avatar.model.components.refiner import SplitRefiner
-    from export.quantize import compare_with_float, int8_key, quantization_available, quantize_refine_graph
+    from ideal.avatar.model.components.refiner import SplitRefiner
+    from ideal.export.quantize import compare_with_float, int8_key, quantization_available, quantize_refine_graph
 
     learned = [t for t in tiers if t in model.refiners]
     if not learned:
@@ -340,7 +340,7 @@ def _expression_track(avatar_dir: Path, n: int) -> np.ndarray:
 
 def _mouth() -> tuple[Any | None, tuple[int, int] | None]:
     try:
-        from avatar.mouth.model import load_mouth_model
+        from ideal.avatar.mouth.model import load_mouth_model
 
         mouth = load_mouth_model()
     except Exception as exc:  # the shipped model is optional for rendering; the graph is then left out

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backend import RenderOutput, Tier
-from avatar.errors import InputError
-from export.artifacts import CONDITION, FIELD, REFINE, graph_key
+from ideal.avatar.backend import RenderOutput, Tier
+from ideal.avatar.errors import InputError
+from ideal.export.artifacts import CONDITION, FIELD, REFINE, graph_key
 
 
 class StagedBackend:

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backend import Tier
-from avatar.errors import BackendError
-from export.artifacts import (CONDITION, ENGINES_DIR, FIELD, REFINE, EngineTarget, graph_key,
+from ideal.avatar.backend import Tier
+from ideal.avatar.errors import BackendError
+from ideal.export.artifacts import (CONDITION, ENGINES_DIR, FIELD, REFINE, EngineTarget, graph_key,
                               load_export_manifest)
-from export.artifacts import engine_status
-from export.pipeline import StagedBackend
-from export.tensorrt_build import current_target, import_tensorrt
+from ideal.export.artifacts import engine_status
+from ideal.export.pipeline import StagedBackend
+from ideal.export.tensorrt_build import current_target, import_tensorrt
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from avatar.errors import BackendError
-from avatar.manifest import sha256_file
-from export.artifacts import (ENGINES_DIR, EngineTarget, ExportManifest, check_graph_file, engine_status,
+from ideal.avatar.errors import BackendError
+from ideal.avatar.manifest import sha256_file
+from ideal.export.artifacts import (ENGINES_DIR, EngineTarget, ExportManifest, check_graph_file, engine_status,
                               load_export_manifest, sidecar_path)
 
 log = logging.getLogger(__name__)

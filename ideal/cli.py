@@ -12,18 +12,18 @@ import importlib
 import logging
 import sys
 
-from avatar.errors import IdealError
+from ideal.avatar.errors import IdealError
 
 # name -> (module, one-line help). Order is the order of the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("avatar.prepare.cli", "turn a talking-head video into a training dataset"),
-    "train": ("avatar.training.cli", "train an IDEAL-NeRF avatar from a prepared dataset"),
-    "occupancy": ("avatar.occupancy", "measure where an avatar's head can be, so tiers render only those rays"),
-    "evaluate": ("avatar.evaluation.cli", "held-out metrics of an avatar (reconstruction and audio-driven)"),
-    "dub": ("avatar.dub", "render an avatar speaking any audio, optionally driven by another person's clip"),
-    "mouth": ("avatar.mouth.cli", "train or evaluate the speaker-independent audio-to-mouth model"),
-    "export": ("export.cli", "export an avatar to ONNX graphs and TensorRT engines"),
-    "serve": ("server.cli", "serve avatars over WebRTC to the browser client"),
+    "prepare": ("ideal.avatar.prepare.cli", "turn a talking-head video into a training dataset"),
+    "train": ("ideal.avatar.training.cli", "train an IDEAL-NeRF avatar from a prepared dataset"),
+    "occupancy": ("ideal.avatar.occupancy", "measure where an avatar's head can be, so tiers render only those rays"),
+    "evaluate": ("ideal.avatar.evaluation.cli", "held-out metrics of an avatar (reconstruction and audio-driven)"),
+    "dub": ("ideal.avatar.dub", "render an avatar speaking any audio, optionally driven by another person's clip"),
+    "mouth": ("ideal.avatar.mouth.cli", "train or evaluate the speaker-independent audio-to-mouth model"),
+    "export": ("ideal.export.cli", "export an avatar to ONNX graphs and TensorRT engines"),
+    "serve": ("ideal.server.cli", "serve avatars over WebRTC to the browser client"),
     "bench": ("ideal.bench.cli", "benchmark latency and throughput (offline, realtime, webrtc)"),
 }
 

@@ -20,7 +20,7 @@ def main() -> None:
     args = ap.parse_args()
     import cv2
 
-    from avatar.compose import BasePlate
+    from ideal.avatar.compose import BasePlate
 
     old = BasePlate.load(args.avatar / "base_plate.npz")
     n = old.n_frames

@@ -30,14 +30,14 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-import web as web_client  # the static client package (see WEB_DIR)
-from avatar.errors import IdealError, InputError
-from server.avatars import AvatarCatalog, EngineFactory
-from server.config import ServerConfig
-from server.metrics import ServerMetrics, to_prometheus
-from server.offers import parse_offer
-from server.peers import CapacityError, NotFoundError, PeerManager
-from server.rooms import RoomRegistry
+from ideal import web as web_client  # the static client package (see WEB_DIR)
+from ideal.avatar.errors import IdealError, InputError
+from ideal.server.avatars import AvatarCatalog, EngineFactory
+from ideal.server.config import ServerConfig
+from ideal.server.metrics import ServerMetrics, to_prometheus
+from ideal.server.offers import parse_offer
+from ideal.server.peers import CapacityError, NotFoundError, PeerManager
+from ideal.server.rooms import RoomRegistry
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from avatar.errors import InputError
-from avatar.manifest import DEFAULT_AVATAR_DIR, resolve_avatar
-from server.config import ServerConfig
-from server.mouth_region import engine_mouth_box
+from ideal.avatar.errors import InputError
+from ideal.avatar.manifest import DEFAULT_AVATAR_DIR, resolve_avatar
+from ideal.server.config import ServerConfig
+from ideal.server.mouth_region import engine_mouth_box
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +20,19 @@ BASE_EXPRESSIONS = ("audio", "neutral")
 
 
 def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
-    from streamer.config import StreamerConfig
-    from streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
+    from ideal.streamer.config import StreamerConfig
+    from ideal.streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
 
     import torch
 
     torch.set_num_threads(config.threads)
     if config.export and config.backend in ("auto", "onnxruntime"):
-        from export.backends import ensure_onnx_export
+        from ideal.export.backends import ensure_onnx_export
 
         ensure_onnx_export(avatar)
     mouth = None
     if config.mouth_model:
-        from avatar.mouth import load_mouth_model
+        from ideal.avatar.mouth import load_mouth_model
 
         mouth = load_mouth_model(config.mouth_model)
     return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device,

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from scipy.signal import firwin, lfilter
 
-from server.metrics import FrameRate, ServerMetrics
-from server.tracks import AUDIO_RATE, AvatarVideoTrack, LipAlignedAudioTrack
+from ideal.server.metrics import FrameRate, ServerMetrics
+from ideal.server.tracks import AUDIO_RATE, AvatarVideoTrack, LipAlignedAudioTrack
 
 log = logging.getLogger(__name__)
 

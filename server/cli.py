@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sys
 
-from server.config import DEFAULT_MAX_SESSIONS, DEFAULT_MAX_VIEWERS, DEFAULT_RENDER_BUDGET_MS, IceServer, ServerConfig
+from ideal.server.config import DEFAULT_MAX_SESSIONS, DEFAULT_MAX_VIEWERS, DEFAULT_RENDER_BUDGET_MS, IceServer, ServerConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    from avatar.errors import InputError
+    from ideal.avatar.errors import InputError
 
     drivers = {}
     for item in args.driver:
@@ -74,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.app import serve_forever
+    from ideal.server.app import serve_forever
 
     config = config_from_args(args)
 

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     one JSON line."""
     import argparse
 
-    from avatar.audio.io import load_audio, resample
+    from ideal.avatar.audio.io import load_audio, resample
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("url")

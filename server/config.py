@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 # Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machine (docs/serve.md): one session
 # is served at ~24-25 new pictures/s (85 ms render budget, its client on the same cores); a local viewer beside

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from avatar.expression import LIPS
+from ideal.avatar.expression import LIPS
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from avatar.errors import InputError
-from server.rooms import check_room_name
+from ideal.avatar.errors import InputError
+from ideal.server.rooms import check_room_name
 
 MODES = ("avatar", "watch")
 _PEER_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -20,13 +20,13 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from avatar.errors import IdealError, InputError
-from server.avatars import AvatarCatalog
-from server.broadcast import AvatarBroadcast, Subscription
-from server.config import ServerConfig
-from server.metrics import ServerMetrics
-from server.offers import OfferRequest
-from server.rooms import Participant, RoomRegistry
+from ideal.avatar.errors import IdealError, InputError
+from ideal.server.avatars import AvatarCatalog
+from ideal.server.broadcast import AvatarBroadcast, Subscription
+from ideal.server.config import ServerConfig
+from ideal.server.metrics import ServerMetrics
+from ideal.server.offers import OfferRequest
+from ideal.server.rooms import Participant, RoomRegistry
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from avatar.errors import InputError
-from server.config import ROOM_NAME
+from ideal.avatar.errors import InputError
+from ideal.server.config import ROOM_NAME
 
 
 def check_room_name(name: str) -> str:

@@ -1,7 +1,7 @@
 """The live engine: microphone audio in (any chunking, rate, gaps), lip-synced avatar frames out on a steady
 frame clock, with deadlines, quality tiers and per-frame stats. See docs/streamer.md.
 
-    from streamer import StreamerEngine
+    from ideal.streamer import StreamerEngine
     engine = StreamerEngine(avatar_dir)                 # one loaded avatar + backend, shared by sessions
     session = engine.open_session("audio")              # in the event loop
     session.push_audio(pcm, 48000, 2)
@@ -15,14 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "StreamerEngine": "streamer.engine",
-    "Session": "streamer.session",
-    "StreamFrame": "streamer.session",
-    "StreamerConfig": "streamer.config",
-    "SessionStats": "streamer.stats",
-    "Clock": "streamer.clock",
-    "MonotonicClock": "streamer.clock",
-    "VirtualClock": "streamer.clock",
+    "StreamerEngine": "ideal.streamer.engine",
+    "Session": "ideal.streamer.session",
+    "StreamFrame": "ideal.streamer.session",
+    "StreamerConfig": "ideal.streamer.config",
+    "SessionStats": "ideal.streamer.stats",
+    "Clock": "ideal.streamer.clock",
+    "MonotonicClock": "ideal.streamer.clock",
+    "VirtualClock": "ideal.streamer.clock",
 }
 
 __all__ = list(_EXPORTS)

@@ -21,9 +21,9 @@ from typing import Callable, Protocol
 import numpy as np
 import soxr
 
-from avatar.audio.io import to_mono
-from avatar.clock import SAMPLE_RATE
-from avatar.errors import InputError
+from ideal.avatar.audio.io import to_mono
+from ideal.avatar.clock import SAMPLE_RATE
+from ideal.avatar.errors import InputError
 
 MIN_RATE, MAX_RATE = 8_000, 192_000
 MAX_CHANNELS = 8

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
-from streamer.stats import TierFigures, percentiles, rss_mb
+from ideal.avatar.clock import SAMPLE_RATE
+from ideal.streamer.stats import TierFigures, percentiles, rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,16 @@ def tier_quality(engine: Any, audio_16k: np.ndarray, n_frames: int = 25, stride:
     the crop and output sizes, and the render time per frame (batch 1) on this machine."""
     import cv2
 
-    from avatar.audio.features import compute_features, window_for_frame
-    from avatar.expression import EXPRESSION_DIM, SLICES
+    from ideal.avatar.audio.features import compute_features, window_for_frame
+    from ideal.avatar.expression import EXPRESSION_DIM, SLICES
 
     mel = compute_features(audio_16k, engine.mel_config)
     idx = [i * stride for i in range(n_frames)]
     audio = np.stack([window_for_frame(mel, i, engine.fps, engine.window, engine.mel_config) for i in idx])
     expr = np.zeros((len(idx), EXPRESSION_DIM), np.float32)
     # the mouth from the audio-to-mouth model, so the comparison includes moving lips
-    from avatar.mouth.features import compute_mouth_features, padding_value
-    from avatar.mouth.inference import frame_end_indices, gather_windows
+    from ideal.avatar.mouth.features import compute_mouth_features, padding_value
+    from ideal.avatar.mouth.inference import frame_end_indices, gather_windows
 
     feats = compute_mouth_features(audio_16k, engine.mouth.spec)
     ends = frame_end_indices(max(idx) + 1, engine.fps, engine.mouth.window, engine.mouth.spec)[idx]

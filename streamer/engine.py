@@ -20,18 +20,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.audio.features import AudioWindow, MelConfig, silence_value
-from avatar.backend import Backend
-from avatar.errors import BackendError, InputError
-from avatar.expression import EXPRESSION_DIM
-from avatar.manifest import resolve_avatar
-from streamer.audio_frontend import FeatureStreamSpec
-from streamer.clock import Clock, MonotonicClock
-from streamer.config import StreamerConfig
-from streamer.expression_source import ClipLibrary, StreamingDriver, parse_expression
-from streamer.render_queue import RenderQueue, warm_up
-from streamer.scheduler import CostModel, order_tiers
-from streamer.session import Session
+from ideal.avatar.audio.features import AudioWindow, MelConfig, silence_value
+from ideal.avatar.backend import Backend
+from ideal.avatar.errors import BackendError, InputError
+from ideal.avatar.expression import EXPRESSION_DIM
+from ideal.avatar.manifest import resolve_avatar
+from ideal.streamer.audio_frontend import FeatureStreamSpec
+from ideal.streamer.clock import Clock, MonotonicClock
+from ideal.streamer.config import StreamerConfig
+from ideal.streamer.expression_source import ClipLibrary, StreamingDriver, parse_expression
+from ideal.streamer.render_queue import RenderQueue, warm_up
+from ideal.streamer.scheduler import CostModel, order_tiers
+from ideal.streamer.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
     if backend == "torch":
         return loaded.backend, "torch"
     try:
-        from export.backends import choose_backend
+        from ideal.export.backends import choose_backend
     except ImportError:
         if backend != "auto":
             raise BackendError(f"backend {backend!r} needs the export package", "use --backend torch") from None
@@ -82,7 +82,7 @@ def _blink_depth(avatar: Any) -> float | None:
     expr = getattr(avatar, "expression_track", getattr(avatar, "training_expression", None))
     if expr is None:
         return None
-    from avatar.idle import blink_depth_from_expressions
+    from ideal.avatar.idle import blink_depth_from_expressions
 
     return blink_depth_from_expressions(np.asarray(expr))
 
@@ -96,8 +96,8 @@ class StreamerEngine:
     def __init__(self, avatar: str | Path | None = None, backend: str | Backend = "auto", device: str = "cpu",
                  clock: Clock | None = None, config: StreamerConfig | None = None, *,
                  mouth_model: Any | None = None) -> None:
-        from avatar.loading import load_avatar
-        from avatar.mouth import LIVE_MOUTH_MODEL_DIR, load_mouth_model
+        from ideal.avatar.loading import load_avatar
+        from ideal.avatar.mouth import LIVE_MOUTH_MODEL_DIR, load_mouth_model
 
         self.config = config or StreamerConfig()
         if self.config.silence_mouth not in ("closed", "rest"):
@@ -105,7 +105,7 @@ class StreamerEngine:
         self.clock: Clock = clock or MonotonicClock()
         import cv2
 
-        from avatar.allocator import keep_freed_memory
+        from ideal.avatar.allocator import keep_freed_memory
 
         keep_freed_memory()  # per-frame temporaries: no page faults in bursts (avatar/allocator.py)
         # compositing runs on the render thread next to the model; OpenCV's own worker pool only fights the
@@ -155,8 +155,8 @@ class StreamerEngine:
 
     # --- what sessions share ------------------------------------------------------------------------------
     def _feature_streams(self) -> tuple[dict[str, FeatureStreamSpec], str, MelConfig]:
-        from avatar.audio.features import StreamingMelFeatures
-        from avatar.mouth.features import StreamingMouthFeatures, padding_value
+        from ideal.avatar.audio.features import StreamingMelFeatures
+        from ideal.avatar.mouth.features import StreamingMouthFeatures, padding_value
 
         mel_cfg = self.mel_config
         streams = {"mel": FeatureStreamSpec(lambda: StreamingMelFeatures(mel_cfg), mel_cfg.n_mels,
@@ -176,7 +176,7 @@ class StreamerEngine:
         return cal
 
     def make_driver(self, seed: int) -> StreamingDriver:
-        from avatar.idle import IdleConfig, IdleMotion
+        from ideal.avatar.idle import IdleConfig, IdleMotion
 
         cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
         idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
@@ -191,7 +191,7 @@ class StreamerEngine:
 
     def compose(self, rgb: np.ndarray, alpha: np.ndarray, plate: int) -> np.ndarray:
         """Crop rgb (S,S,3), alpha (S,S,1) -> the full (H, W, 3) uint8 frame, marked unless disabled."""
-        from avatar.compose import add_synthetic_mark
+        from ideal.avatar.compose import add_synthetic_mark
 
         frame = self.avatar.composite(rgb, alpha, plate)
         return add_synthetic_mark(frame) if self.config.synthetic_mark else frame

@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.drive import AudioExpression, AudioMouth, ClipExpression, DriveFrame, ExpressionDriver, GateConfig, \
+from ideal.avatar.drive import AudioExpression, AudioMouth, ClipExpression, DriveFrame, ExpressionDriver, GateConfig, \
     NeutralExpression, UpperFace
-from avatar.errors import InputError
-from avatar.idle import IdleMotion
-from avatar.mouth.calibration import MouthCalibration
+from ideal.avatar.errors import InputError
+from ideal.avatar.idle import IdleMotion
+from ideal.avatar.mouth.calibration import MouthCalibration
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ClipLibrary:
         key = path.resolve()
         with self._lock:
             if key not in self._cache:
-                from avatar.driver_clip import track_driver
+                from ideal.avatar.driver_clip import track_driver
 
                 log.info("tracking expression clip %s", path)
                 self._cache[key] = np.asarray(track_driver(key, self.fps, progress=False), dtype=np.float32)

@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.backend import Backend
-from streamer.clock import Clock
-from streamer.scheduler import CostModel
+from ideal.avatar.backend import Backend
+from ideal.streamer.clock import Clock
+from ideal.streamer.scheduler import CostModel
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avatar.backend import Tier
+from ideal.avatar.backend import Tier
 
 
 def tier_cost(t: Tier) -> float:

@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import numpy as np
 
-from avatar.clock import FrameClock, SAMPLE_RATE
-from avatar.drive import DriveFrame
-from avatar.errors import InputError
-from avatar.expression import SLICES
-from streamer.audio_frontend import AudioFrontend, EdgeConverter, resampler_holdback_ms, validate_pcm
-from streamer.expression_source import FrameInputs, StreamingDriver
-from streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderRequest
-from streamer.scheduler import FrameTiming, TierPolicy
-from streamer.stats import FrameRecord, SessionStats, StatsRecorder
+from ideal.avatar.clock import FrameClock, SAMPLE_RATE
+from ideal.avatar.drive import DriveFrame
+from ideal.avatar.errors import InputError
+from ideal.avatar.expression import SLICES
+from ideal.streamer.audio_frontend import AudioFrontend, EdgeConverter, resampler_holdback_ms, validate_pcm
+from ideal.streamer.expression_source import FrameInputs, StreamingDriver
+from ideal.streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderRequest
+from ideal.streamer.scheduler import FrameTiming, TierPolicy
+from ideal.streamer.stats import FrameRecord, SessionStats, StatsRecorder
 
 if TYPE_CHECKING:
-    from streamer.engine import StreamerEngine
+    from ideal.streamer.engine import StreamerEngine
 
 log = logging.getLogger(__name__)
 

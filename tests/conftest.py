@@ -27,7 +27,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def mouth_model_dir() -> Path:
     """The shipped audio-to-mouth model (IDEAL_MOUTH_MODEL overrides it, e.g. while it is being retrained)."""
-    from avatar.manifest import MOUTH_MODEL_DIR
+    from ideal.avatar.manifest import MOUTH_MODEL_DIR
 
     path = Path(os.environ.get("IDEAL_MOUTH_MODEL", MOUTH_MODEL_DIR))
     if not (path / "mouth.json").exists():

@@ -29,7 +29,7 @@ def tiny_avatar(obama_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def default_avatar() -> Path:
     """The built-in avatar (avatar/assets/default_avatar)."""
-    from avatar.manifest import AVATAR_MANIFEST, DEFAULT_AVATAR_DIR
+    from ideal.avatar.manifest import AVATAR_MANIFEST, DEFAULT_AVATAR_DIR
 
     if not (DEFAULT_AVATAR_DIR / AVATAR_MANIFEST).exists():
         pytest.skip(f"the built-in avatar is not in this checkout yet ({DEFAULT_AVATAR_DIR})")

@@ -18,7 +18,7 @@ OBAMA_EXCERPT_S = 7.0
 @pytest.fixture(scope="session")
 def obama_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared dataset dir of the first 7 s of obama_20s.mp4 (175 frames at 25 fps, 450x450)."""
-    from avatar.prepare.dataset import PrepareConfig, prepare_dataset
+    from ideal.avatar.prepare.dataset import PrepareConfig, prepare_dataset
 
     out = tmp_path_factory.mktemp("datasets") / "obama"
     prepare_dataset(PrepareConfig(video=shared_data / "train" / "obama_20s.mp4", output=out, start=0.0,

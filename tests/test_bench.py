@@ -17,8 +17,8 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module", autouse=True)
 def shipped_mouth_model() -> None:
     """Every mode drives the mouth from audio through the shipped audio-to-mouth model."""
-    from avatar.mouth.model import MOUTH_MANIFEST
-    import avatar.mouth.model as mouth
+    from ideal.avatar.mouth.model import MOUTH_MANIFEST
+    import ideal.avatar.mouth.model as mouth
 
     if not (mouth.MOUTH_MODEL_DIR / MOUTH_MANIFEST).exists():
         pytest.skip(f"the shipped audio-to-mouth model is not in this checkout yet ({mouth.MOUTH_MODEL_DIR})")
@@ -27,7 +27,7 @@ def shipped_mouth_model() -> None:
 @pytest.fixture(scope="module")
 def bench_avatar(default_avatar: Path, tmp_path_factory) -> Path:
     """A copy of the built-in avatar with its ONNX export (so the onnxruntime backend is available)."""
-    from export.onnx_export import ExportConfig, export_avatar
+    from ideal.export.onnx_export import ExportConfig, export_avatar
 
     dst = tmp_path_factory.mktemp("bench") / "avatar"
     shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
@@ -82,11 +82,11 @@ def test_realtime_latency_sees_an_injected_delay(bench_avatar: Path, speech):
     machine) one engine runs a session with a plain backend, then one whose every call takes 30 ms longer --
     slower, yet under the 40 ms frame period, so 25 fps still holds -- with the render budget grown to match (the
     streamer keeps a fixed playout delay). The bench must measure exactly that much more latency."""
-    from export.backends import create_backend
+    from ideal.export.backends import create_backend
     from ideal.bench.offline import DelayedBackend
     from ideal.bench.realtime import make_engine, run_sessions
-    from streamer.clock import VirtualClock
-    from streamer.config import StreamerConfig
+    from ideal.streamer.clock import VirtualClock
+    from ideal.streamer.config import StreamerConfig
 
     clock = VirtualClock(compute_scale=0.0)
     tier = _cheapest_tier(bench_avatar)
@@ -163,7 +163,7 @@ def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, shared_data:
 def test_av_lag_recovers_a_known_offset_between_picture_and_sound(shared_data: Path):
     """The sync estimate finds the delay put between a mouth-opening track and a loudness track that follows it
     (real speech's loudness, with frames and packets at their own rates and arrival jitter)."""
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.io import load_audio
     from ideal.bench.mouth import av_lag_ms
 
     speech = load_audio(shared_data / "speech" / "test_13s.wav")[: 16000 * 4]

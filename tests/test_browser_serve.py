@@ -97,7 +97,7 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def mic_wav(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 kHz PCM WAV for Chromium's fake microphone: SILENCE_S of silence, then SPEECH_S of real speech."""
-    from avatar.audio.io import load_audio, resample
+    from ideal.avatar.audio.io import load_audio, resample
 
     speech = load_audio(shared_data / "speech" / "test_13s.wav")[: int(SPEECH_S * 16_000)]
     audio = np.concatenate([np.zeros(int(SILENCE_S * 16_000), np.float32), speech])
@@ -108,8 +108,8 @@ def mic_wav(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def real_server(default_avatar: Path):
-    from server.app import start_server
-    from server.config import ServerConfig
+    from ideal.server.app import start_server
+    from ideal.server.config import ServerConfig
 
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[str(default_avatar)], max_sessions=2, max_viewers=2)
     server = await start_server(config)
@@ -313,8 +313,8 @@ async def test_browser_messages_mic_denied_server_gone_and_reconnect(tiny_avatar
 
     from playwright.async_api import async_playwright
 
-    from server.app import start_server
-    from server.config import ServerConfig
+    from ideal.server.app import start_server
+    from ideal.server.config import ServerConfig
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, GateConfig, NeutralExpression,
+from ideal.avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, GateConfig, NeutralExpression,
                           gated_mouth_track)
-from avatar.expression import EXPRESSION_DIM, SLICES
-from avatar.idle import IdleMotion, blink_closure, blink_depth_from_expressions, pingpong_index
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.avatar.idle import IdleMotion, blink_closure, blink_depth_from_expressions, pingpong_index
 
 FPS = 25.0
 
@@ -143,7 +143,7 @@ def test_driver_routes_slices():
 def test_pose_at_interpolates_the_track_and_the_listening_head_moves_slower():
     """`pose_at` is `pose` on whole positions and linear between them; the streaming driver replays the track
     at `listening_pose_speed` in silence and at full speed in speech, easing between the two."""
-    from streamer.expression_source import FrameInputs, StreamingDriver
+    from ideal.streamer.expression_source import FrameInputs, StreamingDriver
 
     track = np.load(_REPO / "avatar/assets/default_avatar/pose_track.npz")["pose"].astype(np.float32)
     idle = IdleMotion(track, 25.0, seed=3)

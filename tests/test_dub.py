@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.audio.io import load_audio, write_wav
-from avatar.video_io import SYNTHETIC_TAG, read_frames, read_metadata
+from ideal.avatar.audio.io import load_audio, write_wav
+from ideal.avatar.video_io import SYNTHETIC_TAG, read_frames, read_metadata
 from ideal.cli import main
 
 
@@ -30,7 +30,7 @@ def speech_44k_stereo(tmp_path_factory, shared_data: Path) -> Path:
     import av
 
     pcm = load_audio(shared_data / "speech" / "test_13s.wav")[16000 * 1: 16000 * 3]
-    from avatar.audio.io import resample
+    from ideal.avatar.audio.io import resample
 
     x = resample(pcm, 16000, 44100)
     path = tmp_path_factory.mktemp("dub") / "speech.m4a"
@@ -53,8 +53,8 @@ def speech_44k_stereo(tmp_path_factory, shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def short_driver(tmp_path_factory, shared_data: Path) -> Path:
     """1.2 s of another person's face (Obama_clip2, 30 fps, no audio track): shorter than the speech."""
-    from avatar.prepare.video import iter_frames
-    from avatar.video_io import VideoWriter
+    from ideal.avatar.prepare.video import iter_frames
+    from ideal.avatar.video_io import VideoWriter
 
     path = tmp_path_factory.mktemp("dub") / "driver.mp4"
     with VideoWriter(path, 30.0) as w:

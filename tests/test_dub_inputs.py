@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.audio.io import write_wav
+from ideal.avatar.audio.io import write_wav
 from ideal.cli import main
 
 
@@ -65,9 +65,9 @@ def test_bad_options(tmp_path: Path, capsys, shared_data: Path, argv, message):
 
 
 def test_driver_without_a_face(tmp_path: Path):
-    from avatar.driver_clip import track_driver
-    from avatar.errors import InputError
-    from avatar.video_io import VideoWriter
+    from ideal.avatar.driver_clip import track_driver
+    from ideal.avatar.errors import InputError
+    from ideal.avatar.video_io import VideoWriter
 
     video = tmp_path / "wall.mp4"
     y, x = np.mgrid[0:128, 0:128]
@@ -79,8 +79,8 @@ def test_driver_without_a_face(tmp_path: Path):
 
 
 def test_driver_that_is_not_a_video(tmp_path: Path, shared_data: Path):
-    from avatar.driver_clip import track_driver
-    from avatar.errors import InputError
+    from ideal.avatar.driver_clip import track_driver
+    from ideal.avatar.errors import InputError
 
     with pytest.raises(InputError, match="test_13s.wav"):
         track_driver(shared_data / "speech" / "test_13s.wav", 25.0, progress=False)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 
-from avatar.evaluation.runner import HEADLINE, MODES
-from avatar.video_io import read_frames, read_metadata
+from ideal.avatar.evaluation.runner import HEADLINE, MODES
+from ideal.avatar.video_io import read_frames, read_metadata
 from ideal.cli import main
 
 

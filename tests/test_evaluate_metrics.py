@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar.evaluation.face_metrics import (AU_PROXIES, FACE_POINTS, MOUTH_POINTS, TrackedFrames, au_values,
+from ideal.avatar.evaluation.face_metrics import (AU_PROXIES, FACE_POINTS, MOUTH_POINTS, TrackedFrames, au_values,
                                             face_metrics, lmd, lmdv, pose_angle_deg)
-from avatar.evaluation.image_metrics import PSNR_CAP_DB, crop, l1, psnr, ssim
-from avatar.expression import EXPRESSION_DIM, FIELDS
+from ideal.avatar.evaluation.image_metrics import PSNR_CAP_DB, crop, l1, psnr, ssim
+from ideal.avatar.expression import EXPRESSION_DIM, FIELDS
 
 
 def _image(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -139,7 +139,7 @@ def test_face_metrics_skips_untracked_frames_and_reports_detection_rate():
 
 
 def test_baseline_picks_the_nearest_audio_window():
-    from avatar.evaluation.baseline import nearest_by_audio
+    from ideal.avatar.evaluation.baseline import nearest_by_audio
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(50, 16, 80)).astype(np.float32)
@@ -149,7 +149,7 @@ def test_baseline_picks_the_nearest_audio_window():
 
 
 def test_cohens_d_of_known_samples():
-    from avatar.evaluation.emotion import cohens_d
+    from ideal.avatar.evaluation.emotion import cohens_d
 
     a = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
     b = a + 1.58113883  # shift by one pooled sd (sd of a = 1.5811)
@@ -159,8 +159,8 @@ def test_cohens_d_of_known_samples():
 
 
 def test_head_box_maps_into_the_render_crop():
-    from avatar.compose import box_in_render_crop
-    from avatar.evaluation.image_metrics import head_crop_metrics
+    from ideal.avatar.compose import box_in_render_crop
+    from ideal.avatar.evaluation.image_metrics import head_crop_metrics
 
     # obama: the crop is the whole 450 px frame, rendered at 512
     assert box_in_render_crop(np.array([105, 26, 367, 381]), (0, 0, 450), 512) == (119, 29, 418, 434)

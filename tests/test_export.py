@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.errors import AvatarError, BackendError
+from ideal.avatar.errors import AvatarError, BackendError
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -23,7 +23,7 @@ TOL = 2.0 / 255.0
 @pytest.fixture(scope="module")
 def avatar_copy(default_avatar: Path, tmp_path_factory) -> Path:
     """A writable copy of the built-in avatar (export writes beside it), exported once for this module."""
-    from export.onnx_export import ExportConfig, export_avatar
+    from ideal.export.onnx_export import ExportConfig, export_avatar
 
     dst = tmp_path_factory.mktemp("export") / "avatar"
     shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
@@ -35,9 +35,9 @@ def avatar_copy(default_avatar: Path, tmp_path_factory) -> Path:
 def frames(avatar_copy: Path, shared_data: Path):
     """Real inputs of 3 frames: windows of real speech, and the expressions and poses the avatar was trained on
     (frames of its own tracked video, where the head must render)."""
-    from avatar.audio.features import compute_features, windows_for_frames
-    from avatar.audio.io import load_audio
-    from avatar.loading import load_avatar
+    from ideal.avatar.audio.features import compute_features, windows_for_frames
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.loading import load_avatar
 
     loaded = load_avatar(avatar_copy, device="cpu")
     mel = compute_features(load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3], loaded.mel_config)
@@ -53,7 +53,7 @@ def face_alpha(alpha: np.ndarray) -> float:
 
 
 def test_export_writes_checked_per_stage_graphs_with_dynamic_batch(avatar_copy: Path):
-    from export.artifacts import EXPORT_MANIFEST
+    from ideal.export.artifacts import EXPORT_MANIFEST
 
     directory = avatar_copy / "exported"
     manifest = json.loads((directory / EXPORT_MANIFEST).read_text())
@@ -86,7 +86,7 @@ def test_export_writes_checked_per_stage_graphs_with_dynamic_batch(avatar_copy: 
 
 
 def test_onnxruntime_renders_the_same_frames_as_pytorch(avatar_copy: Path, frames):
-    from export.backends import create_backend
+    from ideal.export.backends import create_backend
 
     loaded, audio, expression, pose = frames
     backend = create_backend(avatar_copy, "onnxruntime", "cpu", int8=False)
@@ -111,7 +111,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_onnxruntime_runs_the_int8_refiners_by_default_close_to_pytorch(avatar_copy: Path, frames):
     """On CPU the exported backend runs the INT8 refine graphs: the same frames as PyTorch within quantization
     error (PSNR > 40 dB over the crop, where the model itself is ~31.6 dB from the real frames), per tier."""
-    from export.backends import create_backend
+    from ideal.export.backends import create_backend
 
     loaded, audio, expression, pose = frames
     backend = create_backend(avatar_copy, "onnxruntime", "cpu")
@@ -134,7 +134,7 @@ def test_streamer_on_onnxruntime_runs_torch_single_threaded_and_restores_it(avat
 
     import torch
 
-    from streamer import StreamerEngine
+    from ideal.streamer import StreamerEngine
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -149,7 +149,7 @@ def test_streamer_on_onnxruntime_runs_torch_single_threaded_and_restores_it(avat
 
 
 def test_auto_picks_the_fastest_available_and_says_which(avatar_copy: Path):
-    from export.backends import choose_backend
+    from ideal.export.backends import choose_backend
 
     choice = choose_backend(avatar_copy, "auto", "cpu", threads=1)
     # no TensorRT here; ONNX Runtime and PyTorch are both timed on one frame and the faster one kept
@@ -162,9 +162,9 @@ def test_auto_picks_the_fastest_available_and_says_which(avatar_copy: Path):
 
 
 def test_read_only_avatar_exports_into_the_user_cache(avatar_copy: Path, tmp_path: Path, monkeypatch):
-    import avatar.manifest as manifest_mod
-    from avatar.manifest import cache_dir_for
-    from export.onnx_export import ExportConfig, export_avatar
+    import ideal.avatar.manifest as manifest_mod
+    from ideal.avatar.manifest import cache_dir_for
+    from ideal.export.onnx_export import ExportConfig, export_avatar
 
     ro = tmp_path / "ro_avatar"
     shutil.copytree(avatar_copy, ro, ignore=shutil.ignore_patterns("exported"))
@@ -177,7 +177,7 @@ def test_read_only_avatar_exports_into_the_user_cache(avatar_copy: Path, tmp_pat
     directory, _ = export_avatar(ro, ExportConfig(tiers=(tier,), mouth=False, validate=False, int8=False))
     assert directory == cache_dir_for(ro) and str(directory).startswith(str(tmp_path / "cache"))
     assert (directory / "export.json").exists() and not (ro / "exported").exists()
-    from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+    from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
 
     assert OnnxRuntimeBackend(ro, config=OrtConfig(device="cpu")).export_dir == directory
 
@@ -191,7 +191,7 @@ def scratch(avatar_copy: Path, tmp_path: Path) -> Path:
 
 
 def _ort(path: Path):
-    from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+    from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
 
     return OnnxRuntimeBackend(path, config=OrtConfig(device="cpu"))
 
@@ -229,7 +229,7 @@ def test_avatar_of_an_older_format_version(scratch: Path):
     manifest["format_version"] = 0
     (scratch / "avatar.json").write_text(json.dumps(manifest))
     with pytest.raises(AvatarError, match="format version 0"):
-        from export.onnx_export import export_avatar
+        from ideal.export.onnx_export import export_avatar
 
         export_avatar(scratch)
     assert main(["export", str(scratch)]) == 2
@@ -250,7 +250,7 @@ def test_tensorrt_target_on_a_machine_without_it(scratch: Path, capsys):
     err = capsys.readouterr().err
     assert "cannot build TensorRT engines" in err and ("ideal-nerf[trt]" in err or "--target onnx" in err)
     with pytest.raises(BackendError, match="TensorRT"):
-        from export.backends import create_backend
+        from ideal.export.backends import create_backend
 
         create_backend(scratch, "tensorrt", "auto")
 
@@ -270,8 +270,8 @@ def test_serve_exports_missing_or_stale_graphs_once(scratch: Path):
     the faster ONNX Runtime path is there without a separate `ideal export`; `--no-export` turns it off."""
     import argparse
 
-    from export.backends import choose_backend, ensure_onnx_export
-    from server.cli import add_arguments, config_from_args
+    from ideal.export.backends import choose_backend, ensure_onnx_export
+    from ideal.server.cli import add_arguments, config_from_args
 
     shutil.rmtree(scratch / "exported")
     assert ensure_onnx_export(scratch) == "exported"
@@ -284,7 +284,7 @@ def test_serve_exports_missing_or_stale_graphs_once(scratch: Path):
     assert ensure_onnx_export(scratch) == "exported"
     assert ensure_onnx_export(scratch) == "current"
     # an export without INT8 refine graphs (an older version's) is brought up to date once
-    from export.onnx_export import ExportConfig, export_avatar
+    from ideal.export.onnx_export import ExportConfig, export_avatar
 
     export_avatar(scratch, ExportConfig(int8=False, validate=False, mouth=False))
     assert ensure_onnx_export(scratch) == "exported"

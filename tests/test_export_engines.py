@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from avatar.errors import BackendError
-from avatar.manifest import sha256_file
-from export.artifacts import EngineTarget, engine_status, sidecar_path, slug
+from ideal.avatar.errors import BackendError
+from ideal.avatar.manifest import sha256_file
+from ideal.export.artifacts import EngineTarget, engine_status, sidecar_path, slug
 
 TARGET = EngineTarget(gpu_name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9), trt_version="10.3.0", fp16=True)
 
@@ -83,7 +83,7 @@ def test_engine_renamed_from_another_gpu_is_refused(tmp_path):
 
 
 def test_check_engines_error_says_what_to_run(tmp_path):
-    from export.tensorrt_backend import check_engines
+    from ideal.export.tensorrt_backend import check_engines
 
     _write_engine(tmp_path, TARGET, "condition", "c" * 64)
     with pytest.raises(BackendError) as err:
@@ -104,7 +104,7 @@ def test_importing_export_needs_no_accelerator_library():
 @pytest.mark.skipif(_has_gpu_trt() is None, reason="TensorRT and a GPU are present: the no-TensorRT error path "
                                                    "does not apply")
 def test_tensorrt_target_on_a_machine_without_it_says_what_to_do():
-    from export.tensorrt_build import current_target, import_tensorrt
+    from ideal.export.tensorrt_build import current_target, import_tensorrt
 
     with pytest.raises(BackendError) as err:
         current_target(import_tensorrt(), fp16=False)
@@ -118,7 +118,7 @@ def test_tensorrt_target_names_this_gpu():
     import tensorrt as trt
     import torch
 
-    from export.tensorrt_build import current_target
+    from ideal.export.tensorrt_build import current_target
 
     target = current_target(trt, fp16=True)
     assert target.trt_version == trt.__version__

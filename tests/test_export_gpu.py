@@ -37,10 +37,10 @@ def gpu_avatar(default_avatar: Path, shared_data: Path, tmp_path_factory):
     reason = _cuda()
     if reason:
         pytest.skip(f"no NVIDIA GPU / tensorrt not installed ({reason})")
-    from avatar.audio.features import compute_features, windows_for_frames
-    from avatar.audio.io import load_audio
-    from avatar.loading import load_avatar
-    from export.onnx_export import export_avatar
+    from ideal.avatar.audio.features import compute_features, windows_for_frames
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.loading import load_avatar
+    from ideal.export.onnx_export import export_avatar
 
     dst = tmp_path_factory.mktemp("gpu") / "avatar"
     shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
@@ -55,8 +55,8 @@ def gpu_avatar(default_avatar: Path, shared_data: Path, tmp_path_factory):
 @pytest.mark.skipif(_trt() is not None, reason=f"no NVIDIA GPU / tensorrt not installed ({_trt()})")
 @pytest.mark.parametrize("fp16", [False, True])
 def test_tensorrt_matches_pytorch(gpu_avatar, fp16):
-    from export.tensorrt_backend import TensorRTBackend
-    from export.tensorrt_build import build_engines
+    from ideal.export.tensorrt_backend import TensorRTBackend
+    from ideal.export.tensorrt_build import build_engines
 
     dst, loaded, inputs = gpu_avatar
     engines = build_engines(dst, fp16=fp16)
@@ -79,7 +79,7 @@ def test_onnxruntime_cuda_matches_pytorch(gpu_avatar):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu not installed (pip install 'ideal-nerf[gpu]')")
-    from export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+    from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
 
     dst, loaded, inputs = gpu_avatar
     backend = OnnxRuntimeBackend(dst, config=OrtConfig(device="cuda"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar.audio.features import (AudioWindow, MelConfig, StreamingMelFeatures, compute_features,
+from ideal.avatar.audio.features import (AudioWindow, MelConfig, StreamingMelFeatures, compute_features,
                                    silence_value, window_for_frame)
-from avatar.audio.io import load_audio, to_mono
-from avatar.clock import FrameClock
-from avatar.errors import InputError
+from ideal.avatar.audio.io import load_audio, to_mono
+from ideal.avatar.clock import FrameClock
+from ideal.avatar.errors import InputError
 
 
 def test_load_audio_any_format_to_16k_mono(shared_data):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar import expression as ex
+from ideal.avatar import expression as ex
 
 
 def _face() -> np.ndarray:

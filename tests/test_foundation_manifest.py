@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from avatar.errors import AvatarError, InputError
-from avatar.manifest import (AVATAR_FILES, AVATAR_FORMAT_VERSION, atomic_output_dir, load_avatar_manifest,
+from ideal.avatar.errors import AvatarError, InputError
+from ideal.avatar.manifest import (AVATAR_FILES, AVATAR_FORMAT_VERSION, atomic_output_dir, load_avatar_manifest,
                              resolve_avatar, DEFAULT_AVATAR_DIR)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.compose import (BasePlate, add_synthetic_mark, base_image, base_region, composite, composite_over,
+from ideal.avatar.compose import (BasePlate, add_synthetic_mark, base_image, base_region, composite, composite_over,
                             feather_mask)
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.model.components.culling import RayCulling, pack_rays, unpack_rays
-from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box
+from ideal.avatar.model.components.culling import RayCulling, pack_rays, unpack_rays
+from ideal.avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box
 
 
 def test_pack_rays_keeps_occupied_rays_in_order_and_drops_the_overflow():
@@ -83,7 +83,7 @@ def test_ray_mask_projects_u_and_v_as_the_pairwise_projection_did():
 
 
 def test_culled_render_equals_the_full_render(tiny_avatar: Path):
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     manifest = json.loads((tiny_avatar / "avatar.json").read_text())
     entry = manifest["ray_culling"]  # ideal train measured it
@@ -104,8 +104,8 @@ def test_culled_render_equals_the_full_render(tiny_avatar: Path):
 
 
 def test_occupancy_command_round_trip(tiny_avatar: Path, tmp_path: Path, capsys):
-    from avatar.errors import AvatarError
-    from avatar.loading import load_avatar
+    from ideal.avatar.errors import AvatarError
+    from ideal.avatar.loading import load_avatar
     from ideal.cli import main
 
     av = tmp_path / "av"

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.backend import Tier
-from avatar.expression import EXPRESSION_DIM, SLICES
-from avatar.model.components.eaa import ConcatFusion, EAAModule, make_fusion
-from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
-from avatar.model.components.ga import GAModule, token_softmax
-from avatar.model.components.prosody import PROSODY_WINDOW, ProsodyExpressionPredictor
-from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box, ray_points
-from avatar.model.components.refiner import Refiner
-from avatar.model.components.renderer import render_weights
-from avatar.model.config import ModelConfig
-from avatar.model.fields.triplane import TriPlaneField
-from avatar.model.models import IdealNeRF
+from ideal.avatar.backend import Tier
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.avatar.model.components.eaa import ConcatFusion, EAAModule, make_fusion
+from ideal.avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
+from ideal.avatar.model.components.ga import GAModule, token_softmax
+from ideal.avatar.model.components.prosody import PROSODY_WINDOW, ProsodyExpressionPredictor
+from ideal.avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box, ray_points
+from ideal.avatar.model.components.refiner import Refiner
+from ideal.avatar.model.components.renderer import render_weights
+from ideal.avatar.model.config import ModelConfig
+from ideal.avatar.model.fields.triplane import TriPlaneField
+from ideal.avatar.model.models import IdealNeRF
 
 B = 2
 CROP = (40.0, 20.0, 320.0)
@@ -360,7 +360,7 @@ def test_old_model_config_loads_without_basis():
 def test_gather_lookup_equals_grid_sample_including_borders():
     """The exported graphs' lookup is the same function as grid_sample (bilinear, border, align_corners=False),
     also on the border, outside it and exactly on texel centres."""
-    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup, grid_sample_xy_lookup
+    from ideal.avatar.model.fields.lookup import gather_lookup, grid_sample_lookup, grid_sample_xy_lookup
 
     gen = torch.Generator().manual_seed(1)
     planes = torch.randn(3, 5, 16, 16, generator=gen)
@@ -377,7 +377,7 @@ def test_gather_lookup_equals_grid_sample_including_borders():
 def test_triplane_field_with_gather_lookup_equals_grid_sample_per_plane_pairs():
     """The field with the exported graphs' lookup is the field with grid_sample, and both are plane i sampled at
     the (x, y), (x, z), (y, z) pairs of the normalised points (with basis planes, points beyond the box)."""
-    from avatar.model.fields.lookup import gather_lookup, grid_sample_lookup
+    from ideal.avatar.model.fields.lookup import gather_lookup, grid_sample_lookup
 
     torch.manual_seed(0)
     field = TriPlaneField((-0.6, -0.8, -0.5), (0.7, 0.9, 0.8), 16, 4, n_basis=2)

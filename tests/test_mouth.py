@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.audio.features import AudioWindow
-from avatar.errors import AvatarError
-from avatar.manifest import MOUTH_MODEL_DIR
-from avatar.mouth.features import FeatureSpec, StreamingMouthFeatures, compute_mouth_features
+from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.errors import AvatarError
+from ideal.avatar.manifest import MOUTH_MODEL_DIR
+from ideal.avatar.mouth.features import FeatureSpec, StreamingMouthFeatures, compute_mouth_features
 
 EXCERPT_S = 3.0
 
 
 @pytest.fixture(scope="module")
 def speech(shared_data: Path) -> np.ndarray:
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.io import load_audio
 
     return load_audio(shared_data / "speech" / "test_13s.wav")[: int(EXCERPT_S * 16000)]
 
@@ -55,7 +55,7 @@ def test_features_are_causal(speech: np.ndarray, kind: str) -> None:
 def test_net_shapes_and_gradients(kind: str) -> None:
     import torch
 
-    from avatar.mouth.model import MouthNet
+    from ideal.avatar.mouth.model import MouthNet
 
     spec, window = FeatureSpec(kind), AudioWindow(24, 80.0)
     net = MouthNet(spec, window.length)
@@ -71,7 +71,7 @@ def test_net_exports_to_onnx_and_matches_onnxruntime(tmp_path: Path) -> None:
     import onnxruntime as ort
     import torch
 
-    from avatar.mouth.model import MouthNet
+    from ideal.avatar.mouth.model import MouthNet
 
     spec, window = FeatureSpec("cepstral"), AudioWindow(24, 80.0)
     net = MouthNet(spec, window.length).eval()
@@ -98,11 +98,11 @@ def _shipped_or_skip() -> Path:
 
 def test_shipped_model_follows_real_mouth(obama_dataset: Path) -> None:
     """The shipped model, from the audio alone, tracks the real mouth opening of the default avatar's clip."""
-    from avatar.audio.io import load_audio
-    from avatar.expression import mouth_opening
-    from avatar.mouth import load_mouth_model, predict_frames
-    from avatar.mouth.offset import estimate_offset
-    from avatar.mouth.training import pearson
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.expression import mouth_opening
+    from ideal.avatar.mouth import load_mouth_model, predict_frames
+    from ideal.avatar.mouth.offset import estimate_offset
+    from ideal.avatar.mouth.training import pearson
 
     model = load_mouth_model(_shipped_or_skip())
     assert model.window.length > 0 and model.mel_config.n_mels == 80
@@ -115,13 +115,13 @@ def test_shipped_model_follows_real_mouth(obama_dataset: Path) -> None:
 
 
 def test_predict_rejects_wrong_window_shape() -> None:
-    model = __import__("avatar.mouth", fromlist=["load_mouth_model"]).load_mouth_model(_shipped_or_skip())
+    model = __import__("ideal.avatar.mouth", fromlist=["load_mouth_model"]).load_mouth_model(_shipped_or_skip())
     with pytest.raises(ValueError, match="expected windows"):
         model.predict(np.zeros((2, model.window.length + 1, model.spec.input_dim), np.float32))
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
-    from avatar.mouth import load_mouth_model
+    from ideal.avatar.mouth import load_mouth_model
 
     with pytest.raises(AvatarError, match="no such mouth model directory"):
         load_mouth_model(tmp_path / "nowhere")
@@ -131,7 +131,7 @@ def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_corrupt_mouth_json_is_a_clear_error(tmp_path: Path) -> None:
-    from avatar.mouth import load_mouth_model
+    from ideal.avatar.mouth import load_mouth_model
 
     bad = tmp_path / "model"
     shutil.copytree(_shipped_or_skip(), bad)
@@ -152,8 +152,8 @@ def test_corrupt_mouth_json_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_vectorised_windows_equal_window_for_frame(speech: np.ndarray) -> None:
-    from avatar.audio.features import compute_features, silence_value, windows_for_frames
-    from avatar.mouth.inference import frame_end_indices, gather_windows
+    from ideal.avatar.audio.features import compute_features, silence_value, windows_for_frames
+    from ideal.avatar.mouth.inference import frame_end_indices, gather_windows
 
     mel = compute_features(speech)
     for fps, window in ((25.0, AudioWindow(24, 120.0)), (30.0, AudioWindow(16, 0.0))):
@@ -164,7 +164,7 @@ def test_vectorised_windows_equal_window_for_frame(speech: np.ndarray) -> None:
 
 
 def test_shipped_low_latency_variant_loads() -> None:
-    from avatar.mouth import LIVE_MOUTH_MODEL_DIR, load_mouth_model
+    from ideal.avatar.mouth import LIVE_MOUTH_MODEL_DIR, load_mouth_model
 
     _shipped_or_skip()
     live, default = load_mouth_model(LIVE_MOUTH_MODEL_DIR), load_mouth_model()

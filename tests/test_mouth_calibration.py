@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.drive import AudioMouth, gated_mouth_track
-from avatar.errors import AvatarError
-from avatar.mouth.calibration import (MouthCalibration, calibration_from_dataset, fit_calibration,
+from ideal.avatar.drive import AudioMouth, gated_mouth_track
+from ideal.avatar.errors import AvatarError
+from ideal.avatar.mouth.calibration import (MouthCalibration, calibration_from_dataset, fit_calibration,
                                       load_calibration)
 from ideal.cli import main
 
@@ -42,7 +42,7 @@ def test_fit_recovers_the_shrinkage_of_a_regressor_and_ignores_silence():
 
 
 def test_gated_track_applies_the_scale_before_the_gate_and_rests_in_silence(shared_data: Path):
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.io import load_audio
 
     audio = load_audio(shared_data / "speech" / "test_13s.wav")[: 16000 * 4]
     audio = np.concatenate([np.zeros(16000, np.float32), audio])  # 1 s of silence first
@@ -75,7 +75,7 @@ def test_calibration_from_real_speech_widens_the_mouth_range(obama_dataset: Path
 
 def test_calibrate_command_updates_the_avatar_and_refuses_another_dataset(tiny_avatar: Path, obama_dataset: Path,
                                                                           tmp_path: Path, capsys):
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     av = shutil.copytree(tiny_avatar, tmp_path / "av")
     m = json.loads((av / "avatar.json").read_text())
@@ -98,7 +98,7 @@ def test_calibrate_command_updates_the_avatar_and_refuses_another_dataset(tiny_a
 
 
 def test_trained_avatar_carries_its_calibration_and_a_bad_one_is_refused(tiny_avatar: Path, tmp_path: Path):
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     m = json.loads((tiny_avatar / "avatar.json").read_text())
     cal = load_calibration(m)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 from ideal.cli import main
 
 
@@ -20,7 +20,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_then_evaluate(shared_data: Path, cache: Path, tmp_path: Path, capsys) -> None:
     """Retraining on two speakers' clips writes a loadable model whose manifest records data and offsets."""
-    from avatar.mouth import load_mouth_model
+    from ideal.avatar.mouth import load_mouth_model
 
     out = tmp_path / "model"
     clips = [str(shared_data / "drivers" / "aoc_8s.mp4"), str(shared_data / "drivers" / "reagan_clip1.mp4")]
@@ -48,7 +48,7 @@ def test_train_refuses_existing_output(shared_data: Path, tmp_path: Path, capsys
 
 
 def test_video_without_audio_is_refused(shared_data: Path, tmp_path: Path) -> None:
-    from avatar.mouth.data import load_clip
+    from ideal.avatar.mouth.data import load_clip
 
     mute = tmp_path / "mute.mp4"  # a driver video copied away from its .wav has no speech
     shutil.copy(shared_data / "drivers" / "reagan_clip1.mp4", mute)
@@ -57,7 +57,7 @@ def test_video_without_audio_is_refused(shared_data: Path, tmp_path: Path) -> No
 
 
 def test_missing_and_non_video_inputs(tmp_path: Path) -> None:
-    from avatar.mouth.data import find_clips
+    from ideal.avatar.mouth.data import find_clips
 
     with pytest.raises(InputError, match="no such file"):
         find_clips([tmp_path / "nope.mp4"])
@@ -69,8 +69,8 @@ def test_missing_and_non_video_inputs(tmp_path: Path) -> None:
 
 
 def test_augmentation_keeps_labels_in_step(shared_data: Path) -> None:
-    from avatar.audio.io import load_audio
-    from avatar.mouth import augmentation as aug
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.mouth import augmentation as aug
 
     audio = load_audio(shared_data / "speech" / "test_13s.wav")[:3 * 16000]
     labels = np.random.default_rng(0).standard_normal((75, 10)).astype(np.float32)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.errors import InputError
-from avatar.manifest import MOUTH_MODEL_DIR
-from avatar.mouth.offset import estimate_offset
+from ideal.avatar.errors import InputError
+from ideal.avatar.manifest import MOUTH_MODEL_DIR
+from ideal.avatar.mouth.offset import estimate_offset
 
 SHIFT_MS = 120.0
 
@@ -17,8 +17,8 @@ SHIFT_MS = 120.0
 @pytest.fixture(scope="module")
 def obama_clip(obama_dataset: Path) -> tuple[np.ndarray, np.ndarray]:
     """(audio 16 kHz, tracked mouth opening at 25 fps) of the 7 s excerpt, as recorded (no offset fixed)."""
-    from avatar.audio.io import load_audio
-    from avatar.expression import mouth_opening
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.expression import mouth_opening
 
     return load_audio(obama_dataset / "audio.wav"), mouth_opening(np.load(obama_dataset / "expression.npy"))
 

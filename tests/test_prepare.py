@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.clock import SAMPLE_RATE
-from avatar.expression import EXPRESSION_DIM, NOSE_TIP, RIGID_POINTS, face_height, mouth_opening
-from avatar.manifest import DATASET_FORMAT_VERSION, load_dataset_manifest, sha256_file
+from ideal.avatar.clock import SAMPLE_RATE
+from ideal.avatar.expression import EXPRESSION_DIM, NOSE_TIP, RIGID_POINTS, face_height, mouth_opening
+from ideal.avatar.manifest import DATASET_FORMAT_VERSION, load_dataset_manifest, sha256_file
 
 N = 175  # 7 s at 25 fps
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 FPS = 25
 
@@ -19,7 +19,7 @@ def obama_frames(shared_data: Path) -> np.ndarray:
     """The first 8 s of obama_20s.mp4 at 225x225 (200, 225, 225, 3) uint8 RGB, to edit into bad clips."""
     import cv2
 
-    from avatar.prepare.video import iter_frames
+    from ideal.avatar.prepare.video import iter_frames
 
     return np.stack([cv2.resize(f, (226, 226), interpolation=cv2.INTER_AREA)
                      for _, _, f in iter_frames(shared_data / "train" / "obama_20s.mp4", FPS, duration=8.0)])
@@ -27,7 +27,7 @@ def obama_frames(shared_data: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def speech_wav(shared_data: Path, tmp_path_factory) -> Path:
-    from avatar.audio.io import load_audio, write_wav
+    from ideal.avatar.audio.io import load_audio, write_wav
 
     path = tmp_path_factory.mktemp("audio") / "obama.wav"
     write_wav(path, load_audio(shared_data / "train" / "obama_20s.mp4")[: 8 * 16000])
@@ -113,7 +113,7 @@ def test_no_audio_track_unless_audio_is_given(tmp_path: Path, capsys, obama_fram
 def test_video_without_a_face(tmp_path: Path, capsys, shared_data: Path, speech_wav):
     import cv2
 
-    from avatar.prepare.video import iter_frames
+    from ideal.avatar.prepare.video import iter_frames
 
     # The flag and curtain at the left of the Macron clip, where no face ever is.
     frames = np.stack([cv2.resize(f[0:220, 0:110], (112, 224)) for _, _, f in
@@ -161,7 +161,7 @@ def test_clip_shorter_than_the_minimum(tmp_path: Path, capsys, obama_frames, spe
 def test_moving_camera_warns(tmp_path: Path, caplog, shared_data: Path, speech_wav):
     import cv2
 
-    from avatar.prepare.video import iter_frames
+    from ideal.avatar.prepare.video import iter_frames
 
     # A pan: a 300 px window sliding across the 512 px German clip, 1.5 px per frame.
     frames = np.stack([cv2.resize(f[100:400, int(1.5 * i):int(1.5 * i) + 300], (224, 224))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 
 def test_similarity_fit_recovers_a_known_pose():
     from scipy.spatial.transform import Rotation
 
-    from avatar.prepare.pose import Similarity, robust_fit
+    from ideal.avatar.prepare.pose import Similarity, robust_fit
 
     rng = np.random.default_rng(0)
     shape = rng.normal(size=(36, 3))
@@ -28,7 +28,7 @@ def test_similarity_fit_recovers_a_known_pose():
 
 
 def test_interpolation_and_gap_threshold_name_the_times():
-    from avatar.prepare.gaps import check_gaps, interpolate_missing, missing_runs
+    from ideal.avatar.prepare.gaps import check_gaps, interpolate_missing, missing_runs
 
     det = np.ones(100, bool)
     det[10:13] = False  # 0.12 s at 25 fps: tolerated
@@ -46,7 +46,7 @@ def test_interpolation_and_gap_threshold_name_the_times():
 
 
 def test_audio_fit_corrects_offset_and_matches_the_frame_count():
-    from avatar.prepare.audio import fit_audio
+    from ideal.avatar.prepare.audio import fit_audio
 
     pcm = np.arange(20_000, dtype=np.float32)
     out, fit = fit_audio(pcm, n_frames=25, fps=25.0, offset_ms=100.0)  # audio late by 100 ms: drop 1600
@@ -62,7 +62,7 @@ def test_audio_fit_corrects_offset_and_matches_the_frame_count():
 
 
 def test_masked_median_ignores_foreground_samples():
-    from avatar.prepare.segment import _masked_median
+    from ideal.avatar.prepare.segment import _masked_median
 
     frames = np.zeros((5, 2, 2, 3), np.uint8)
     frames[:, 0, 0] = np.array([10, 200, 20, 250, 30])[:, None]
@@ -73,7 +73,7 @@ def test_masked_median_ignores_foreground_samples():
 
 
 def test_thirty_fps_driver_is_resampled_to_the_output_clock(shared_data):
-    from avatar.prepare.video import iter_frames, probe_video
+    from ideal.avatar.prepare.video import iter_frames, probe_video
 
     path = shared_data / "drivers" / "reagan_clip1.mp4"
     info = probe_video(path)
@@ -83,7 +83,7 @@ def test_thirty_fps_driver_is_resampled_to_the_output_clock(shared_data):
 
 
 def test_time_split_and_crop():
-    from avatar.prepare.crops import fixed_crop, time_split
+    from ideal.avatar.prepare.crops import fixed_crop, time_split
 
     assert time_split(175) == {"train": [0, 157], "val": [157, 175]}
     boxes = np.array([[100, 50, 200, 200], [120, 60, 230, 210]])
@@ -100,7 +100,7 @@ def test_any_source_rate_maps_to_the_nearest_source_frame(tmp_path, rate):
 
     import av
 
-    from avatar.prepare.video import iter_frames
+    from ideal.avatar.prepare.video import iter_frames
 
     fr = Fraction(rate)
     n_src = int(2 * fr)  # 2 s
@@ -125,7 +125,7 @@ def test_any_source_rate_maps_to_the_nearest_source_frame(tmp_path, rate):
 
 def test_separate_audio_of_any_rate_and_channels_is_fitted(shared_data):
     """--audio with 44.1 kHz stereo speech: 16 kHz mono, starting at the first frame, one spare second."""
-    from avatar.prepare.audio import fit_audio, load_clip_audio
+    from ideal.avatar.prepare.audio import fit_audio, load_clip_audio
 
     pcm = load_clip_audio(shared_data / "drivers" / "reagan_clip1.mp4", shared_data / "speech" / "speech_1.wav",
                           0.0, None, start=1.0, duration_s=5.0)
@@ -136,7 +136,7 @@ def test_separate_audio_of_any_rate_and_channels_is_fitted(shared_data):
 
 
 def test_offset_decision_policy():
-    from avatar.prepare.offset import decide_offset
+    from ideal.avatar.prepare.offset import decide_offset
 
     rng = np.random.default_rng(0)
     audio = rng.normal(scale=0.1, size=16000 * 4).astype(np.float32)

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import live_instances
 
-from server.app import start_server
-from server.client import join, wait_connected
-from server.config import ServerConfig
+from ideal.server.app import start_server
+from ideal.server.client import join, wait_connected
+from ideal.server.config import ServerConfig
 
 pytestmark = pytest.mark.slow
 SILENCE_S = 2.0
@@ -25,7 +25,7 @@ SILENCE_S = 2.0
 @pytest.fixture(scope="module")
 def speech_48k(shared_data: Path) -> np.ndarray:
     """SILENCE_S of silence then 5 s of real speech, 48 kHz mono (what a browser microphone sends, as mono)."""
-    from avatar.audio.io import load_audio, resample
+    from ideal.avatar.audio.io import load_audio, resample
 
     speech = load_audio(shared_data / "speech" / "test_13s.wav")[: 5 * 16_000]
     return resample(np.concatenate([np.zeros(int(SILENCE_S * 16_000), np.float32), speech]), 16_000, 48_000)

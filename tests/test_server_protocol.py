@@ -25,10 +25,10 @@ import pytest
 
 from conftest import live_instances
 
-from server.app import start_server
-from server.client import join, wait_connected
-from server.config import ServerConfig
-from streamer.session import StreamFrame
+from ideal.server.app import start_server
+from ideal.server.client import join, wait_connected
+from ideal.server.config import ServerConfig
+from ideal.streamer.session import StreamFrame
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 25.0
@@ -245,8 +245,7 @@ async def test_one_failing_session_does_not_affect_another(server):
 # --- clean-up: 50 sessions opened and dropped ---------------------------------------------------------------
 CLIENT_SCRIPT = textwrap.dedent("""
     import asyncio, os, sys, numpy as np
-    sys.path.insert(0, {repo!r})
-    from server.client import join, wait_connected
+    from ideal.server.client import join, wait_connected
     async def main(url, n, mode):
         for start in range(0, n, 5):
             peers = await asyncio.gather(*(join(url, np.zeros(4800, np.float32), loop_audio=True)
@@ -353,7 +352,7 @@ async def test_tls_and_ice_servers(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
-    from server.config import IceServer
+    from ideal.server.config import IceServer
 
     engine = FakeEngine()
     config = ServerConfig(host="127.0.0.1", port=0, cert=str(cert), key=str(key),

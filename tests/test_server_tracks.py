@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from server.broadcast import AvatarBroadcast, rgb_to_yuv420p
-from server.tracks import AUDIO_PACKET, AUDIO_RATE, VIDEO_CLOCK_RATE
-from streamer.session import StreamFrame
+from ideal.server.broadcast import AvatarBroadcast, rgb_to_yuv420p
+from ideal.server.tracks import AUDIO_PACKET, AUDIO_RATE, VIDEO_CLOCK_RATE
+from ideal.streamer.session import StreamFrame
 
 
 class ScriptedSession:
@@ -136,7 +136,7 @@ async def test_a_consumer_slower_than_real_time_still_hears_the_speech_with_its_
     are produced); the track handed out its 2 s queue in order, so the voice fell seconds behind its picture and
     `ideal bench --mode webrtc`'s watcher heard only the leading silence. Now the sound stays within
     `max_lag_s` of its frame: the speech reaches even a slow consumer on time, loud, after quiet silence."""
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.io import load_audio
     from ideal.bench.signals import speech_onset
 
     speech = load_audio(shared_data / "speech" / "test_13s.wav")

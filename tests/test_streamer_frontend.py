@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avatar.audio.features import MelConfig, StreamingMelFeatures, compute_features, silence_value
-from avatar.audio.io import load_audio
-from avatar.errors import InputError
-from streamer.audio_frontend import AudioFrontend, EdgeConverter, FeatureRing, FeatureStreamSpec, validate_pcm
-from streamer.clock import VirtualClock
+from ideal.avatar.audio.features import MelConfig, StreamingMelFeatures, compute_features, silence_value
+from ideal.avatar.audio.io import load_audio
+from ideal.avatar.errors import InputError
+from ideal.streamer.audio_frontend import AudioFrontend, EdgeConverter, FeatureRing, FeatureStreamSpec, validate_pcm
+from ideal.streamer.clock import VirtualClock
 
 CFG = MelConfig()
 
@@ -59,7 +59,7 @@ def test_streaming_features_match_offline_for_random_chunking(shared_data, name,
 
 def load_audio_from_pcm(pcm: np.ndarray, rate: int) -> np.ndarray:
     """What `avatar.audio.io.load_audio` does to a file: mono float, soxr HQ resampling of the whole signal."""
-    from avatar.audio.io import resample, to_mono
+    from ideal.avatar.audio.io import resample, to_mono
 
     return resample(to_mono(pcm), rate)
 

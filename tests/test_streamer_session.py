@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avatar.audio.io import load_audio, resample, to_mono
-from avatar.errors import IdealError, InputError
-from streamer.clock import VirtualClock
-from streamer.config import StreamerConfig
-from streamer.engine import StreamerEngine
+from ideal.avatar.audio.io import load_audio, resample, to_mono
+from ideal.avatar.errors import IdealError, InputError
+from ideal.streamer.clock import VirtualClock
+from ideal.streamer.config import StreamerConfig
+from ideal.streamer.engine import StreamerEngine
 
 SR = 16000
 SPF = 640  # samples per frame at 25 fps
@@ -420,7 +420,7 @@ async def test_bad_inputs_are_clear_errors(tiny_avatar, tmp_path):
 async def test_clip_source_drives_the_upper_face_and_switching_cross_fades(tiny_avatar, speech, shared_data):
     """clip:PATH (another person's video, cross-identity): brows, eyes and gaze follow the tracked clip frame for
     frame while the mouth follows the live audio; switching to neutral fades over the transition frames."""
-    from avatar.expression import SLICES
+    from ideal.avatar.expression import SLICES
 
     clip_path = shared_data / "drivers/aoc_8s.mp4"
     upper = np.r_[SLICES["brows"].indices, SLICES["eyes"].indices, SLICES["gaze"].indices]
@@ -472,9 +472,9 @@ def test_the_compositing_thread_yields_the_cores_to_the_model_thread():
     import os
     import threading
 
-    from streamer.config import StreamerConfig
-    from streamer.render_queue import RenderQueue
-    from streamer.scheduler import CostModel
+    from ideal.streamer.config import StreamerConfig
+    from ideal.streamer.render_queue import RenderQueue
+    from ideal.streamer.scheduler import CostModel
 
     if not hasattr(os, "setpriority"):
         pytest.skip("per-thread priorities need Linux")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.errors import AvatarError, InputError
-from avatar.manifest import AVATAR_FILES
+from ideal.avatar.errors import AvatarError, InputError
+from ideal.avatar.manifest import AVATAR_FILES
 from ideal.cli import main
 
 
@@ -42,8 +42,8 @@ def test_tiny_avatar_trains_and_loss_falls(tiny_avatar: Path):
 def test_loaded_avatar_renders_a_head_where_the_mask_says(tiny_avatar: Path, obama_dataset: Path):
     import cv2
 
-    from avatar.backend import Backend
-    from avatar.loading import load_avatar
+    from ideal.avatar.backend import Backend
+    from ideal.avatar.loading import load_avatar
 
     av = load_avatar(tiny_avatar)
     assert isinstance(av.backend, Backend)
@@ -66,14 +66,14 @@ def test_loaded_avatar_renders_a_head_where_the_mask_says(tiny_avatar: Path, oba
 def test_save_load_round_trip_and_resume(obama_dataset: Path, tmp_path: Path):
     """The written weights reproduce the trained model's renders exactly; a resumed run continues the step
     count from the checkpoint."""
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     out = tmp_path / "a"
     assert main(_train_args(obama_dataset, out, "--checkpoint-every", "2")) == 0
     ckpt = torch.load(Path(str(out) + ".ckpt") / "last.pt", weights_only=False)
     assert ckpt["step"] == 3
     av = load_avatar(out)
-    from avatar.model.models import IdealNeRF
+    from ideal.avatar.model.models import IdealNeRF
 
     ref = IdealNeRF(av.model.cfg, av.crop)
     ref.load_state_dict(ckpt["model"])
@@ -93,8 +93,8 @@ def test_save_load_round_trip_and_resume(obama_dataset: Path, tmp_path: Path):
 
 
 def test_concat_fusion_trains_and_is_recorded(obama_dataset: Path, tmp_path: Path):
-    from avatar.loading import load_avatar
-    from avatar.model.components.eaa import ConcatFusion
+    from ideal.avatar.loading import load_avatar
+    from ideal.avatar.model.components.eaa import ConcatFusion
 
     out = tmp_path / "concat"
     assert main(_train_args(obama_dataset, out, "--fusion", "concat", "--half")) == 0
@@ -173,7 +173,7 @@ def test_consent_required_when_not_interactive(obama_dataset: Path, tmp_path: Pa
 
 
 def test_consent_prompt_declined(monkeypatch):
-    from avatar.training.cli import confirm_consent
+    from ideal.avatar.training.cli import confirm_consent
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -208,7 +208,7 @@ def test_resume_without_checkpoint(obama_dataset: Path, tmp_path: Path, capsys):
 def test_init_from_starts_at_the_avatars_weights(obama_dataset: Path, tiny_avatar: Path, tmp_path: Path):
     """--init-from fine-tunes: the first step starts from the given avatar, not from scratch, so its held-out
     PSNR before any step equals the avatar's own."""
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     out = tmp_path / "ft"
     args = _train_args(obama_dataset, out, "--init-from", str(tiny_avatar), "--mouth-weight", "60",
@@ -228,11 +228,11 @@ def test_init_from_starts_at_the_avatars_weights(obama_dataset: Path, tiny_avata
 def test_eye_weight_draws_rays_at_the_eyes_of_each_frame(obama_dataset: Path):
     """--eye-weight adds a sampling blob on each eye, placed per frame from the tracked eye corners (as the mouth
     blob is from the lips), so a frame's eyes get more rays than its cheeks."""
-    from avatar.audio.features import AudioWindow
-    from avatar.model.config import ModelConfig, default_tiers
-    from avatar.training.config import TrainConfig
-    from avatar.training.data import head_box_from_neutral, load_training_data
-    from avatar.training.trainer import Trainer
+    from ideal.avatar.audio.features import AudioWindow
+    from ideal.avatar.model.config import ModelConfig, default_tiers
+    from ideal.avatar.training.config import TrainConfig
+    from ideal.avatar.training.data import head_box_from_neutral, load_training_data
+    from ideal.avatar.training.trainer import Trainer
 
     size = 256
     data = load_training_data(obama_dataset, size, AudioWindow(length=16, lookahead_ms=40.0), max_frames=4)
@@ -276,7 +276,7 @@ def _copy_avatar(src: Path, dst: Path) -> Path:
 
 
 def test_avatar_incompatible_version(tiny_avatar: Path, tmp_path: Path):
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     av = _copy_avatar(tiny_avatar, tmp_path / "av")
     m = json.loads((av / "avatar.json").read_text())
@@ -288,7 +288,7 @@ def test_avatar_incompatible_version(tiny_avatar: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("name", ["weights.pt", "pose_track.npz", "base_plate.npz"])
 def test_avatar_missing_or_corrupt_file(tiny_avatar: Path, tmp_path: Path, name: str):
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     av = _copy_avatar(tiny_avatar, tmp_path / "missing")
     (av / name).unlink()
@@ -302,7 +302,7 @@ def test_avatar_missing_or_corrupt_file(tiny_avatar: Path, tmp_path: Path, name:
 
 
 def test_avatar_missing_manifest_field(tiny_avatar: Path, tmp_path: Path):
-    from avatar.loading import load_avatar
+    from ideal.avatar.loading import load_avatar
 
     av = _copy_avatar(tiny_avatar, tmp_path / "av")
     m = json.loads((av / "avatar.json").read_text())

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
+from ideal.avatar.clock import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

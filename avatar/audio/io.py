@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from avatar.clock import SAMPLE_RATE
-from avatar.errors import InputError
+from ideal.avatar.clock import SAMPLE_RATE
+from ideal.avatar.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -51,9 +51,9 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from avatar.evaluation.report import markdown_table, write_report
-    from avatar.evaluation.runner import EvalConfig, run_evaluation
-    from avatar.evaluation.video import write_side_by_side
+    from ideal.avatar.evaluation.report import markdown_table, write_report
+    from ideal.avatar.evaluation.runner import EvalConfig, run_evaluation
+    from ideal.avatar.evaluation.video import write_side_by_side
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = EvalConfig(tier=args.tier, batch_size=args.batch_size, max_frames=args.max_frames, device=args.device,

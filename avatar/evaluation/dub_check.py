@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.evaluation.face_metrics import pearson
+from ideal.avatar.evaluation.face_metrics import pearson
 
 
 def loudness_envelope(audio_16k: np.ndarray, fps: float, n: int) -> np.ndarray:
     """Per-frame RMS in dB, floored at -60 dBFS: (n,)."""
-    from avatar.drive import frame_levels_db
+    from ideal.avatar.drive import frame_levels_db
 
     lv = frame_levels_db(audio_16k, fps)
     lv = np.concatenate([lv, np.full(max(0, n - len(lv)), -120.0)])[:n]
@@ -28,8 +28,8 @@ def loudness_envelope(audio_16k: np.ndarray, fps: float, n: int) -> np.ndarray:
 
 def check_dub(video: str | Path, commanded_mouth_open: np.ndarray | None = None) -> dict:
     """{"r_commanded", "r_loudness", "tracked_mouth_open_mean/std", "face_found", "n_frames"}."""
-    from avatar.expression import mouth_opening
-    from avatar.prepare import track_clip
+    from ideal.avatar.expression import mouth_opening
+    from ideal.avatar.prepare import track_clip
 
     clip = track_clip(video, progress=False)
     tracked = mouth_opening(clip.expression)

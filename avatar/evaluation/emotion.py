@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.expression import SLICES
+from ideal.avatar.expression import SLICES
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
 
 def predicted_upper(avatar, audio_16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The prosody predictor's expressions (N, 20) for a whole recording and a voiced mask (N,)."""
-    from avatar.audio.features import compute_features, windows_for_frames
-    from avatar.clock import FrameClock
-    from avatar.drive import frame_levels_db, noise_floor_db
+    from ideal.avatar.audio.features import compute_features, windows_for_frames
+    from ideal.avatar.clock import FrameClock
+    from ideal.avatar.drive import frame_levels_db, noise_floor_db
 
     fps = float(avatar.fps)
     n = FrameClock(fps).frames_for_samples(len(audio_16k))
@@ -55,7 +55,7 @@ def emotion_effect(avatar, neutral_16k: np.ndarray, emotional_16k: np.ndarray) -
     pe, ve = predicted_upper(avatar, emotional_16k)
     out = {}
     for f in FIELDS_REPORTED:
-        from avatar.expression import FIELDS
+        from ideal.avatar.expression import FIELDS
 
         j = FIELDS.index(f)
         a, b = pn[vn, j], pe[ve, j]
@@ -65,8 +65,8 @@ def emotion_effect(avatar, neutral_16k: np.ndarray, emotional_16k: np.ndarray) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avatar.audio.io import load_audio
-    from avatar.loading import load_avatar
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.loading import load_avatar
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--avatar", required=True, type=Path)

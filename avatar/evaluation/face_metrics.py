@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import FIELDS, LIPS, mouth_opening
+from ideal.avatar.expression import FIELDS, LIPS, mouth_opening
 
 FACE_POINTS = np.arange(468)  # the mesh without the 10 iris points (irises are in the eyes AU already)
 MOUTH_POINTS = np.asarray(LIPS)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.audio.features import AudioWindow, MelConfig
-from avatar.errors import InputError
+from ideal.avatar.audio.features import AudioWindow, MelConfig
+from ideal.avatar.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def load_heldout(dataset: str | Path, size: int, window: AudioWindow, mel_config
                  max_frames: int | None = None) -> HeldOut:
     """Load the held-out frames (at most `max_frames` of them, from the start of the block) and pick the
     baseline's training frames."""
-    from avatar.audio.io import load_audio
-    from avatar.evaluation.baseline import nearest_by_audio
-    from avatar.training.data import load_training_data
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.evaluation.baseline import nearest_by_audio
+    from ideal.avatar.training.data import load_training_data
 
     dataset = Path(dataset)
     data = load_training_data(dataset, size, window, mel_config)
@@ -70,7 +70,7 @@ def load_heldout(dataset: str | Path, size: int, window: AudioWindow, mel_config
     train = np.asarray(data.train_idx)
     picks = train[nearest_by_audio(data.audio[train], data.audio[val])]
     audio_16k = load_audio(dataset / "audio.wav")
-    from avatar.compose import box_in_render_crop
+    from ideal.avatar.compose import box_in_render_crop
 
     boxes = np.load(dataset / "head_boxes.npy")
     if boxes.shape != (data.n_frames, 4):

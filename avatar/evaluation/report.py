@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.evaluation.face_metrics import AU_PROXIES
-from avatar.evaluation.runner import HEADLINE, HIGHER_IS_BETTER, LOWER_IS_BETTER, MODES, EvalRun
+from ideal.avatar.evaluation.face_metrics import AU_PROXIES
+from ideal.avatar.evaluation.runner import HEADLINE, HIGHER_IS_BETTER, LOWER_IS_BETTER, MODES, EvalRun
 
 ROLES = ("ours", "ablation", "baseline", "floor")
 LABELS = {
@@ -105,8 +105,8 @@ def metrics_json(run: EvalRun, command: str) -> dict:
 def audio_drive_stats(run: EvalRun) -> dict:
     """How the audio mode's mouth (audio-to-mouth model, gated) compares with the tracked mouth it replaces,
     before any rendering: the mouth model's own lip-sync on these frames."""
-    from avatar.evaluation.face_metrics import pearson
-    from avatar.expression import mouth_opening
+    from ideal.avatar.evaluation.face_metrics import pearson
+    from ideal.avatar.expression import mouth_opening
 
     tracked = mouth_opening(run.held.expression)
     audio = mouth_opening(run.audio_mouth)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avatar.errors import InputError
-from avatar.evaluation.face_metrics import TrackedFrames, face_metrics
-from avatar.evaluation.heldout import HeldOut, load_heldout, paste_crop
-from avatar.evaluation.image_metrics import head_crop_metrics, image_metrics
-from avatar.expression import replace
-from avatar.mouth.calibration import MouthCalibration
+from ideal.avatar.errors import InputError
+from ideal.avatar.evaluation.face_metrics import TrackedFrames, face_metrics
+from ideal.avatar.evaluation.heldout import HeldOut, load_heldout, paste_crop
+from ideal.avatar.evaluation.image_metrics import head_crop_metrics, image_metrics
+from ideal.avatar.expression import replace
+from ideal.avatar.mouth.calibration import MouthCalibration
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def render_crops(avatar, held: HeldOut, expression: np.ndarray, tier: str, batch
 
 def track_crops(held: HeldOut, crops: np.ndarray, frame_numbers: np.ndarray | None = None) -> TrackedFrames:
     """Paste crops into their full frames (the held-out frame, or `frame_numbers`' frames) and track them."""
-    from avatar.evaluation.tracking import track_frames
+    from ideal.avatar.evaluation.tracking import track_frames
 
     numbers = held.index if frame_numbers is None else frame_numbers
     frames = (paste_crop(held.full_frame(int(n)), c, held.crop) for n, c in zip(numbers, crops))
@@ -106,7 +106,7 @@ def track_crops(held: HeldOut, crops: np.ndarray, frame_numbers: np.ndarray | No
 def audio_mouth_for(held: HeldOut, mouth_model, calibration: MouthCalibration | None = None) -> np.ndarray:
     """Mouth slices of the held-out frames from the dataset audio, as `ideal dub` computes them (with the
     avatar's mouth `calibration`): (V, 10)."""
-    from avatar.drive import gated_mouth_track, predict_mouth
+    from ideal.avatar.drive import gated_mouth_track, predict_mouth
 
     raw = predict_mouth(mouth_model, held.audio_16k, held.n_frames, held.fps)
     gated, _ = gated_mouth_track(raw, held.audio_16k, held.fps, mouth_model.window.lookahead_ms,
@@ -127,8 +127,8 @@ def _measure(run: MethodRun, held: HeldOut, real: TrackedFrames, scale: float) -
 def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list[Path] = (),
                    cfg: EvalConfig = EvalConfig()) -> EvalRun:
     """Evaluate `avatar_paths` (seeds of one configuration) and `ablation_paths` on `dataset`'s held-out set."""
-    from avatar.loading import load_avatar
-    from avatar.mouth import load_mouth_model
+    from ideal.avatar.loading import load_avatar
+    from ideal.avatar.mouth import load_mouth_model
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -157,7 +157,7 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
              len(held.index), held.index[0], held.index[-1], dataset, tier, size, scale, cfg.lmd_reference_px)
 
     mouth_model = load_mouth_model(cfg.mouth_model)
-    from avatar.expression import SLICES
+    from ideal.avatar.expression import SLICES
 
     def drives_for(av) -> dict[str, np.ndarray]:
         """Both modes' expressions; the audio mode's mouth through this avatar's own mouth calibration."""
@@ -210,7 +210,7 @@ def run_evaluation(avatar_paths: list[Path], dataset: Path, ablation_paths: list
 
 
 def _track_real(held: HeldOut) -> TrackedFrames:
-    from avatar.evaluation.tracking import track_frames
+    from ideal.avatar.evaluation.tracking import track_frames
 
     return track_frames((held.full_frame(int(n)) for n in held.index), held.neutral)
 

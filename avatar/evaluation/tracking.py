@@ -13,8 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
-from avatar.evaluation.face_metrics import TrackedFrames
-from avatar.expression import EXPRESSION_DIM, N_LANDMARKS, RIGID_POINTS, expression_from_landmarks
+from ideal.avatar.evaluation.face_metrics import TrackedFrames
+from ideal.avatar.expression import EXPRESSION_DIM, N_LANDMARKS, RIGID_POINTS, expression_from_landmarks
 
 
 def track_frames(frames: Iterable[np.ndarray], neutral: np.ndarray) -> TrackedFrames:
@@ -23,8 +23,8 @@ def track_frames(frames: Iterable[np.ndarray], neutral: np.ndarray) -> TrackedFr
     neutral: (478, 3) the person's canonical neutral face (dataset `neutral.npy`), which fixes the canonical
     space the pose maps from and the face the expressions are deltas from.
     """
-    from avatar.prepare.pose import robust_fit
-    from avatar.prepare.tracking import FaceTracker
+    from ideal.avatar.prepare.pose import robust_fit
+    from ideal.avatar.prepare.tracking import FaceTracker
 
     tracker: FaceTracker | None = None
     raw: list[np.ndarray | None] = []

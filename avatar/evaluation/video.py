@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.evaluation.runner import MODES, EvalRun
+from ideal.avatar.evaluation.runner import MODES, EvalRun
 
 LABEL_ROLES = (("ours", "ours (EAA)"), ("ablation", "concat"), ("baseline", "baseline NN-audio"))
 
@@ -42,8 +42,8 @@ def side_by_side_frames(run: EvalRun) -> list[np.ndarray]:
 
 
 def write_side_by_side(run: EvalRun, path: Path) -> Path:
-    from avatar.clock import FrameClock
-    from avatar.video_io import VideoWriter
+    from ideal.avatar.clock import FrameClock
+    from ideal.avatar.video_io import VideoWriter
 
     held = run.held
     clock = FrameClock(held.fps)

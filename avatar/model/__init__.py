@@ -8,6 +8,6 @@
                  Refiner; and `IdealNeRF`, which owns all their weights.
 """
 
-from avatar.model.config import ModelConfig, default_tiers
+from ideal.avatar.model.config import ModelConfig, default_tiers
 
 __all__ = ["ModelConfig", "default_tiers"]

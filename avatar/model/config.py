@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from avatar.backend import Tier
+from ideal.avatar.backend import Tier
 
 
 def default_tiers(output: int = 256) -> dict[str, Tier]:

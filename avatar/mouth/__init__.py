@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "load_mouth_model": "avatar.mouth.model",
-    "save_mouth_model": "avatar.mouth.model",
-    "MouthModel": "avatar.mouth.model",
-    "MouthNet": "avatar.mouth.model",
-    "LIVE_MOUTH_MODEL_DIR": "avatar.mouth.model",
-    "predict_frames": "avatar.mouth.inference",
-    "predict_dense": "avatar.mouth.inference",
-    "estimate_offset": "avatar.mouth.offset",
-    "OffsetEstimate": "avatar.mouth.offset",
+    "load_mouth_model": "ideal.avatar.mouth.model",
+    "save_mouth_model": "ideal.avatar.mouth.model",
+    "MouthModel": "ideal.avatar.mouth.model",
+    "MouthNet": "ideal.avatar.mouth.model",
+    "LIVE_MOUTH_MODEL_DIR": "ideal.avatar.mouth.model",
+    "predict_frames": "ideal.avatar.mouth.inference",
+    "predict_dense": "ideal.avatar.mouth.inference",
+    "estimate_offset": "ideal.avatar.mouth.offset",
+    "OffsetEstimate": "ideal.avatar.mouth.offset",
 }
 
 __all__ = list(_EXPORTS)
@@ -31,4 +31,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'avatar.mouth' has no attribute {name!r}")
+    raise AttributeError(f"module 'ideal.avatar.mouth' has no attribute {name!r}")

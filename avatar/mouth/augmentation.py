@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import signal as sps
 
-from avatar.clock import SAMPLE_RATE
+from ideal.avatar.clock import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

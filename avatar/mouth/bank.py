@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avatar.mouth import augmentation as aug
-from avatar.mouth.data import MouthClip, default_cache_dir
-from avatar.mouth.features import FeatureSpec, compute_mouth_features
+from ideal.avatar.mouth import augmentation as aug
+from ideal.avatar.mouth.data import MouthClip, default_cache_dir
+from ideal.avatar.mouth.features import FeatureSpec, compute_mouth_features
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar.expression import SLICES
+from ideal.avatar.expression import SLICES
 
 MOUTH = SLICES["mouth"].indices
 N_MOUTH = SLICES["mouth"].stop - SLICES["mouth"].start
@@ -104,7 +104,7 @@ def calibration_from_clip(mouth_model: Any, audio_16k: np.ndarray, mouth_track: 
     """Fit on a clip: its audio through `mouth_model`, against its tracked mouth slices (N, 10). Speech frames
     are those the silence gate opens fully (the frames where the mouth is driven at all), silent frames those it
     closes fully; `frames` restricts the fit (e.g. the training split)."""
-    from avatar.drive import gated_mouth_track, predict_mouth
+    from ideal.avatar.drive import gated_mouth_track, predict_mouth
 
     n = len(mouth_track)
     raw = predict_mouth(mouth_model, audio_16k, n, fps)
@@ -123,13 +123,13 @@ def calibration_from_dataset(dataset: str | Path, mouth_model: Any | None = None
                              frames: np.ndarray | None = None) -> MouthCalibration:
     """Fit on a prepared dataset dir (its audio.wav and expression.npy), with the shipped mouth model unless
     another is given; `frames` restricts the fit (the avatar's training split)."""
-    from avatar.audio.io import load_audio
-    from avatar.manifest import load_dataset_manifest
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.manifest import load_dataset_manifest
 
     dataset = Path(dataset)
     manifest = load_dataset_manifest(dataset)
     if mouth_model is None:
-        from avatar.mouth.model import load_mouth_model
+        from ideal.avatar.mouth.model import load_mouth_model
 
         mouth_model = load_mouth_model()
     expression = np.load(dataset / "expression.npy")

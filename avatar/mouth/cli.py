@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from avatar.errors import InputError
-    from avatar.manifest import load_avatar_manifest, load_dataset_manifest, rewrite_avatar_manifest
-    from avatar.mouth.calibration import calibration_from_dataset
-    from avatar.mouth.model import load_mouth_model
+    from ideal.avatar.errors import InputError
+    from ideal.avatar.manifest import load_avatar_manifest, load_dataset_manifest, rewrite_avatar_manifest
+    from ideal.avatar.mouth.calibration import calibration_from_dataset
+    from ideal.avatar.mouth.model import load_mouth_model
 
     manifest = load_avatar_manifest(args.avatar)
     dataset = load_dataset_manifest(args.dataset)
@@ -91,10 +91,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from avatar.audio.features import AudioWindow
-    from avatar.errors import InputError
-    from avatar.mouth.features import FeatureSpec
-    from avatar.mouth.pipeline import DEFAULT_WINDOW, PipelineConfig, load_clips, read_offsets, train_from_clips
+    from ideal.avatar.audio.features import AudioWindow
+    from ideal.avatar.errors import InputError
+    from ideal.avatar.mouth.features import FeatureSpec
+    from ideal.avatar.mouth.pipeline import DEFAULT_WINDOW, PipelineConfig, load_clips, read_offsets, train_from_clips
 
     if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
         raise InputError(f"{args.output}: already exists and is not empty", "pass --overwrite or choose another -o")
@@ -127,11 +127,11 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from avatar.mouth.data import find_clips, load_clip
-    from avatar.mouth.inference import predict_frames
-    from avatar.mouth.model import load_mouth_model
-    from avatar.mouth.offset import estimate_offset
-    from avatar.mouth.training import pearson
+    from ideal.avatar.mouth.data import find_clips, load_clip
+    from ideal.avatar.mouth.inference import predict_frames
+    from ideal.avatar.mouth.model import load_mouth_model
+    from ideal.avatar.mouth.offset import estimate_offset
+    from ideal.avatar.mouth.training import pearson
 
     model = load_mouth_model(args.model)
     rs = []

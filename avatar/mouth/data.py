@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
-from avatar.errors import InputError
-from avatar.expression import SLICES
-from avatar.manifest import sha256_file
+from ideal.avatar.clock import SAMPLE_RATE
+from ideal.avatar.errors import InputError
+from ideal.avatar.expression import SLICES
+from ideal.avatar.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_clip(video: str | Path, audio: str | Path | None = None, speaker: str |
 
 
 def _track(video: Path, audio: Path | None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    from avatar.prepare import track_clip  # the prepare stage owns face tracking
+    from ideal.avatar.prepare import track_clip  # the prepare stage owns face tracking
 
     log.info("tracking %s (cached afterwards)", video.name)
     tracked = track_clip(video, audio_path=audio)

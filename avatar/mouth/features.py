@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.fft import dct
 
-from avatar.audio.features import MelConfig, StreamingMelFeatures
+from ideal.avatar.audio.features import MelConfig, StreamingMelFeatures
 
 FEATURE_KINDS = ("logmel", "cepstral", "formant")
 
@@ -170,6 +170,6 @@ def compute_mouth_features(audio: np.ndarray, spec: FeatureSpec = FeatureSpec())
 
 def padding_value(spec: FeatureSpec) -> float:
     """Value that pads windows before the start / past the end of the audio (silence)."""
-    from avatar.audio.features import silence_value
+    from ideal.avatar.audio.features import silence_value
 
     return 0.0 if spec.kind == "formant" else silence_value(spec.mel)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.audio.features import AudioWindow
-from avatar.mouth.features import FeatureSpec, compute_mouth_features, padding_value
+from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.mouth.features import FeatureSpec, compute_mouth_features, padding_value
 
 
 def frame_end_indices(n_frames: int, fps: float, window: AudioWindow, spec: FeatureSpec,

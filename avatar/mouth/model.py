@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from avatar.audio.features import AudioWindow, MelConfig
-from avatar.errors import AvatarError
-from avatar.expression import SLICES
-from avatar.manifest import MOUTH_MODEL_DIR, write_json
-from avatar.mouth.features import FeatureSpec, dct_matrix
+from ideal.avatar.audio.features import AudioWindow, MelConfig
+from ideal.avatar.errors import AvatarError
+from ideal.avatar.expression import SLICES
+from ideal.avatar.manifest import MOUTH_MODEL_DIR, write_json
+from ideal.avatar.mouth.features import FeatureSpec, dct_matrix
 
 log = logging.getLogger(__name__)
 

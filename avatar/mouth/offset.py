@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.errors import AvatarError, InputError
+from ideal.avatar.errors import AvatarError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def estimate_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, m
                          "check the face tracking of this clip")
     mouth_model = _resolve_model(model)
     if mouth_model is not None:
-        from avatar.mouth.inference import frame_end_indices, predict_dense
+        from ideal.avatar.mouth.inference import frame_end_indices, predict_dense
 
         dense = predict_dense(mouth_model, audio_16k)
         base = frame_end_indices(len(mouth_open), fps, mouth_model.window, mouth_model.spec)
@@ -157,12 +157,12 @@ def _frame_ends(n: int, fps: float) -> np.ndarray:
 def _resolve_model(model):
     if model is None:
         return None
-    from avatar.mouth.model import MouthModel, load_mouth_model
+    from ideal.avatar.mouth.model import MouthModel, load_mouth_model
 
     if isinstance(model, MouthModel):
         return model
     if isinstance(model, str) and model == "auto":
-        from avatar.manifest import MOUTH_MODEL_DIR
+        from ideal.avatar.manifest import MOUTH_MODEL_DIR
 
         if not (MOUTH_MODEL_DIR / "mouth.json").exists():
             log.info("no shipped mouth model: A/V offset from the audio energy envelope")

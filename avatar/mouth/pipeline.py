@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.audio.features import AudioWindow
-from avatar.errors import IdealError, InputError
-from avatar.manifest import atomic_output_dir
-from avatar.mouth.augmentation import AugmentConfig
-from avatar.mouth.bank import build_bank
-from avatar.mouth.data import MouthClip, find_clips, load_clip
-from avatar.mouth.features import FeatureSpec
-from avatar.mouth.model import MouthModel, NetConfig, save_mouth_model
-from avatar.mouth.training import TrainConfig, bootstrap_offsets, pearson, predict_sequence, train_mouth_net
+from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.errors import IdealError, InputError
+from ideal.avatar.manifest import atomic_output_dir
+from ideal.avatar.mouth.augmentation import AugmentConfig
+from ideal.avatar.mouth.bank import build_bank
+from ideal.avatar.mouth.data import MouthClip, find_clips, load_clip
+from ideal.avatar.mouth.features import FeatureSpec
+from ideal.avatar.mouth.model import MouthModel, NetConfig, save_mouth_model
+from ideal.avatar.mouth.training import TrainConfig, bootstrap_offsets, pearson, predict_sequence, train_mouth_net
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig,
         offsets, history = bootstrap_offsets(seqs, clips, cfg.spec, cfg.window, cfg.train, cfg.net,
                                              cfg.bootstrap_rounds)
         return offsets, "bootstrap", history
-    from avatar.mouth.offset import estimate_offset
+    from ideal.avatar.mouth.offset import estimate_offset
 
     offsets, methods = {}, set()
     for i, c in enumerate(clips):

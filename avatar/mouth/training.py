@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.audio.features import AudioWindow
-from avatar.mouth.bank import Sequence
-from avatar.mouth.features import FeatureSpec, padding_value
-from avatar.mouth.inference import frame_end_indices
-from avatar.mouth.model import MouthModel, MouthNet, NetConfig
+from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.mouth.bank import Sequence
+from ideal.avatar.mouth.features import FeatureSpec, padding_value
+from ideal.avatar.mouth.inference import frame_end_indices
+from ideal.avatar.mouth.model import MouthModel, MouthNet, NetConfig
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def predict_sequence(model: MouthModel, seq: Sequence, offset_ms: float = 0.0) -> np.ndarray:
     """(N, 10) predictions for every video frame of a sequence (clean sequences in evaluation)."""
-    from avatar.mouth.inference import gather_windows
+    from ideal.avatar.mouth.inference import gather_windows
 
     ends = frame_end_indices(len(seq.mouth), seq.fps, model.window, model.spec, offset_ms / seq.speed)
     return model.predict(gather_windows(seq.features, ends, model.window.length, padding_value(model.spec)))
@@ -167,7 +167,7 @@ def bootstrap_offsets(seqs: list[Sequence], clips, spec: FeatureSpec, window: Au
     the clip's own misalignment cannot confirm it), on the other clips' current alignment. Bootstrapping
     fixes offsets only up to a shared constant, so they are anchored to a median of zero: most footage is
     assumed in sync, and the odd clip out is the one corrected."""
-    from avatar.mouth.offset import estimate_offset
+    from ideal.avatar.mouth.offset import estimate_offset
 
     speakers = sorted({c.speaker for c in clips})
     offsets = {i: 0.0 for i in range(len(clips))}

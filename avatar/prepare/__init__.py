@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 __all__ = ["track_clip", "TrackedClip", "TrackConfig"]
 
 if TYPE_CHECKING:
-    from avatar.prepare.track import TrackConfig, TrackedClip, track_clip
+    from ideal.avatar.prepare.track import TrackConfig, TrackedClip, track_clip
 
 
 def __getattr__(name: str):
     if name in __all__:
-        from avatar.prepare import track
+        from ideal.avatar.prepare import track
 
         return getattr(track, name)
     raise AttributeError(name)

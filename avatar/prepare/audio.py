@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
-from avatar.errors import InputError
+from ideal.avatar.clock import SAMPLE_RATE
+from ideal.avatar.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def load_clip_audio(video: Path, audio: Path | None, video_start_s: float, audio
     With `audio` (a separate file) its sample 0 is the video's first frame. With the video's own track the
     container's stream start times are honoured (an audio track may start before or after the first frame).
     """
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.io import load_audio
 
     if audio is None:
         import av

@@ -20,9 +20,9 @@ def measure(video: Path, n_frames: int, fps: float = 25.0) -> dict[str, float]:
 
     import cv2
 
-    from avatar.prepare.segment import PlateBuilder, Segmenter
-    from avatar.prepare.tracking import FaceTracker
-    from avatar.prepare.video import iter_frames, probe_video
+    from ideal.avatar.prepare.segment import PlateBuilder, Segmenter
+    from ideal.avatar.prepare.tracking import FaceTracker
+    from ideal.avatar.prepare.video import iter_frames, probe_video
 
     info = probe_video(video)
     tracker = FaceTracker(info.width, info.height)
@@ -63,7 +63,7 @@ def measure(video: Path, n_frames: int, fps: float = 25.0) -> dict[str, float]:
     obs = tracker.result()
     tracker.close()
     seg.close()
-    from avatar.prepare.track import solve_pose_and_expression
+    from ideal.avatar.prepare.track import solve_pose_and_expression
 
     t = time.process_time()
     solve_pose_and_expression(obs.landmarks, obs.detected, fps)

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from avatar.prepare.dataset import PrepareConfig, prepare_dataset
-    from avatar.prepare.track import TrackConfig
+    from ideal.avatar.prepare.dataset import PrepareConfig, prepare_dataset
+    from ideal.avatar.prepare.track import TrackConfig
 
     cfg = PrepareConfig(
         video=args.video, output=args.output, audio=args.audio, fps=args.fps, start=args.start,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import CHIN, FACE_OVAL, FOREHEAD
+from ideal.avatar.expression import CHIN, FACE_OVAL, FOREHEAD
 
 
 @dataclass(frozen=True)

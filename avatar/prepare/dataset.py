@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.clock import DEFAULT_FPS
-from avatar.errors import InputError
-from avatar.expression import mouth_opening
-from avatar.manifest import DATASET_FORMAT_VERSION, DATASET_MANIFEST, atomic_output_dir, sha256_file, write_json
-from avatar.prepare.crops import CropConfig, fixed_crop, head_boxes, time_split
-from avatar.prepare.gaps import missing_runs
-from avatar.prepare.offset import decide_offset
-from avatar.prepare.segment import PlateBuilder, SegmentConfig, Segmenter
-from avatar.prepare.stats import pose_stats
-from avatar.prepare.track import TrackConfig, TrackedClip, track_clip
-from avatar.prepare.audio import fit_audio
+from ideal.avatar.clock import DEFAULT_FPS
+from ideal.avatar.errors import InputError
+from ideal.avatar.expression import mouth_opening
+from ideal.avatar.manifest import DATASET_FORMAT_VERSION, DATASET_MANIFEST, atomic_output_dir, sha256_file, write_json
+from ideal.avatar.prepare.crops import CropConfig, fixed_crop, head_boxes, time_split
+from ideal.avatar.prepare.gaps import missing_runs
+from ideal.avatar.prepare.offset import decide_offset
+from ideal.avatar.prepare.segment import PlateBuilder, SegmentConfig, Segmenter
+from ideal.avatar.prepare.stats import pose_stats
+from ideal.avatar.prepare.track import TrackConfig, TrackedClip, track_clip
+from ideal.avatar.prepare.audio import fit_audio
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class PrepareConfig:
 def _tool_versions() -> dict:
     import importlib.metadata as md
 
-    import avatar
+    from ideal import __version__
 
-    out = {"ideal-nerf": avatar.__version__}
+    out = {"ideal-nerf": __version__}
     for dist in ("mediapipe", "opencv-python", "opencv-python-headless", "opencv-contrib-python", "av", "numpy", "scipy", "soxr", "librosa"):
         try:
             out[dist] = md.version(dist)
@@ -129,9 +129,9 @@ def _check_duration(cfg: PrepareConfig, seconds: float, what: str) -> None:
 
 def prepare_dataset(cfg: PrepareConfig) -> dict:
     """Run the whole stage; returns the manifest written to cfg.output/dataset.json."""
-    from avatar.audio.features import MelConfig, compute_features
-    from avatar.audio.io import write_wav
-    from avatar.prepare.video import probe_video
+    from ideal.avatar.audio.features import MelConfig, compute_features
+    from ideal.avatar.audio.io import write_wav
+    from ideal.avatar.prepare.video import probe_video
 
     if not (0 < cfg.fps <= 120):
         raise InputError(f"--fps {cfg.fps:g} is out of range", "pass an output frame rate such as 25")
@@ -189,7 +189,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
         manifest["stats"]["frames_per_cpu_second"] = round(clip.frame_count / cpu, 1)
         write_json(tmp / DATASET_MANIFEST, manifest)
         if cfg.preview:
-            from avatar.prepare.preview import write_preview
+            from ideal.avatar.prepare.preview import write_preview
 
             write_preview(tmp, tmp / "preview", manifest)
     log.info("%s: %d frames prepared in %.1f s (%.1f frames/s) -> %s", cfg.video, clip.frame_count, elapsed,
@@ -199,7 +199,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
 
 def _write_arrays_and_manifest(tmp: Path, cfg: PrepareConfig, clip: TrackedClip, plate_stats: dict, fit,
                                mel_cfg, mel_shape: tuple) -> dict:
-    from avatar.prepare.pose import rotation_to_euler
+    from ideal.avatar.prepare.pose import rotation_to_euler
 
     n = clip.frame_count
     np.save(tmp / "landmarks.npy", clip.landmarks.astype(np.float32))

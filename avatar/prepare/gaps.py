@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 
 def missing_runs(detected: np.ndarray) -> list[tuple[int, int]]:

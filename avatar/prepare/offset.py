@@ -35,13 +35,13 @@ def decide_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, for
         d = OffsetDecision(0.0, "skipped")
     else:
         try:
-            from avatar.mouth.offset import estimate_offset
+            from ideal.avatar.mouth.offset import estimate_offset
         except ImportError:
             log.info("avatar.mouth.offset is not available: A/V offset recorded as 0 (unavailable)")
             return OffsetDecision(0.0, "unavailable")
         import inspect
 
-        from avatar.errors import IdealError
+        from ideal.avatar.errors import IdealError
 
         kwargs = {}
         if valid is not None and "valid" in inspect.signature(estimate_offset).parameters:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import (CHIN, FOREHEAD, L_EYE_LOWER, L_EYE_UPPER, LOWER_LIP_INNER, R_EYE_LOWER,
+from ideal.avatar.expression import (CHIN, FOREHEAD, L_EYE_LOWER, L_EYE_UPPER, LOWER_LIP_INNER, R_EYE_LOWER,
                                R_EYE_UPPER, RIGID_POINTS, UPPER_LIP_INNER, face_height)
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def smooth_similarity(sim: Similarity, fps: float, window_s: float, order: int) 
     """Zero-phase smoothing of rotation (as rotation vectors about the mean rotation), log-scale and translation."""
     from scipy.spatial.transform import Rotation
 
-    from avatar.prepare.smoothing import savgol
+    from ideal.avatar.prepare.smoothing import savgol
 
     rots = Rotation.from_matrix(sim.rotation)
     mean = rots.mean()

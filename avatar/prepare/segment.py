@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from avatar.expression import CHIN, FACE_OVAL, FOREHEAD, MOUTH_CORNER_L, MOUTH_CORNER_R
+from ideal.avatar.expression import CHIN, FACE_OVAL, FOREHEAD, MOUTH_CORNER_L, MOUTH_CORNER_R
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import LIPS, R_IRIS, L_IRIS
+from ideal.avatar.expression import LIPS, R_IRIS, L_IRIS
 
 # Eyelid contours (upper and lower lids of both eyes) and irises: blinks and saccades are fast.
 EYELIDS: tuple[int, ...] = (

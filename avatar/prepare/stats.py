@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.prepare.pose import rotation_to_euler
-from avatar.prepare.smoothing import savgol
+from ideal.avatar.prepare.pose import rotation_to_euler
+from ideal.avatar.prepare.smoothing import savgol
 
 FACE_HEIGHT_MM = 120.0
 

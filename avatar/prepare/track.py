@@ -12,16 +12,16 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.clock import DEFAULT_FPS, SAMPLE_RATE
-from avatar.errors import InputError
-from avatar.expression import RIGID_POINTS, expression_from_landmarks, face_height
-from avatar.prepare.audio import AudioFit, fit_audio, load_clip_audio
-from avatar.prepare.gaps import check_gaps, interpolate_missing
-from avatar.prepare.pose import (Similarity, frontal_rotation, mean_rigid_shape, neutral_frames, robust_fit,
+from ideal.avatar.clock import DEFAULT_FPS, SAMPLE_RATE
+from ideal.avatar.errors import InputError
+from ideal.avatar.expression import RIGID_POINTS, expression_from_landmarks, face_height
+from ideal.avatar.prepare.audio import AudioFit, fit_audio, load_clip_audio
+from ideal.avatar.prepare.gaps import check_gaps, interpolate_missing
+from ideal.avatar.prepare.pose import (Similarity, frontal_rotation, mean_rigid_shape, neutral_frames, robust_fit,
                                  smooth_similarity)
-from avatar.prepare.smoothing import SmoothingConfig, smooth_landmarks
-from avatar.prepare.tracking import FaceTracker, TrackerConfig
-from avatar.prepare.video import VideoInfo, iter_frames, probe_video
+from ideal.avatar.prepare.smoothing import SmoothingConfig, smooth_landmarks
+from ideal.avatar.prepare.tracking import FaceTracker, TrackerConfig
+from ideal.avatar.prepare.video import VideoInfo, iter_frames, probe_video
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import CHIN, FOREHEAD, N_LANDMARKS
+from ideal.avatar.expression import CHIN, FOREHEAD, N_LANDMARKS
 
 log = logging.getLogger(__name__)
 

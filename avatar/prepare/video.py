@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 log = logging.getLogger(__name__)
 

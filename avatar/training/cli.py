@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from avatar.errors import InputError
+from ideal.avatar.errors import InputError
 
 if TYPE_CHECKING:
-    from avatar.model.config import ModelConfig
+    from ideal.avatar.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,14 @@ def output_size_for(crop_side: float, requested: int | None) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from avatar.audio.features import AudioWindow, MelConfig
-    from avatar.manifest import atomic_output_dir, load_dataset_manifest
-    from avatar.model.config import ModelConfig, default_tiers
-    from avatar.training.config import TrainConfig
-    from avatar.training.data import crop_box, head_box_from_neutral, load_training_data
-    from avatar.training.prosody_fit import fit_prosody
-    from avatar.training.trainer import Trainer, set_threads
-    from avatar.training.writer import write_avatar
+    from ideal.avatar.audio.features import AudioWindow, MelConfig
+    from ideal.avatar.manifest import atomic_output_dir, load_dataset_manifest
+    from ideal.avatar.model.config import ModelConfig, default_tiers
+    from ideal.avatar.training.config import TrainConfig
+    from ideal.avatar.training.data import crop_box, head_box_from_neutral, load_training_data
+    from ideal.avatar.training.prosody_fit import fit_prosody
+    from ideal.avatar.training.trainer import Trainer, set_threads
+    from ideal.avatar.training.writer import write_avatar
 
     consent = confirm_consent(args.consent, args.dataset)
     check_output(args.output, args.overwrite)
@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
 
 def init_model_config(avatar: str, crop: tuple[float, float, float]) -> "ModelConfig":
     """The model config of the avatar to fine-tune from, refusing one trained on another crop (another clip)."""
-    from avatar.manifest import load_avatar_manifest
-    from avatar.model.config import ModelConfig
+    from ideal.avatar.manifest import load_avatar_manifest
+    from ideal.avatar.model.config import ModelConfig
 
     m = load_avatar_manifest(avatar)
     c = m.get("crop", {})

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
-from avatar.compose import base_image
-from avatar.errors import InputError
-from avatar.expression import EXPRESSION_DIM, L_EYE_INNER, L_EYE_OUTER, LIPS, R_EYE_INNER, R_EYE_OUTER
-from avatar.manifest import load_dataset_manifest, sha256_file
+from ideal.avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
+from ideal.avatar.compose import base_image
+from ideal.avatar.errors import InputError
+from ideal.avatar.expression import EXPRESSION_DIM, L_EYE_INNER, L_EYE_OUTER, LIPS, R_EYE_INNER, R_EYE_OUTER
+from ideal.avatar.manifest import load_dataset_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def _read_image(path: Path, flags: int) -> np.ndarray:
 
 
 def _recompute_mel(path: Path, cfg: MelConfig) -> np.ndarray:
-    from avatar.audio.features import compute_features
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.features import compute_features
+    from ideal.avatar.audio.io import load_audio
 
     if not path.exists():
         raise InputError(f"{path}: missing from the dataset", "re-run `ideal prepare`")

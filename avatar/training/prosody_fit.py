@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.audio.features import windows_for_frames
-from avatar.expression import SLICES
-from avatar.model.components.prosody import PREDICTED_SLICES, ProsodyExpressionPredictor
-from avatar.training.data import TrainingData
+from ideal.avatar.audio.features import windows_for_frames
+from ideal.avatar.expression import SLICES
+from ideal.avatar.model.components.prosody import PREDICTED_SLICES, ProsodyExpressionPredictor
+from ideal.avatar.training.data import TrainingData
 
 
 def fit_prosody(data: TrainingData) -> tuple[ProsodyExpressionPredictor, dict]:

@@ -13,16 +13,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.audio.features import silence_value
-from avatar.compose import box_in_render_crop
-from avatar.errors import AvatarError
-from avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
-from avatar.model.components.rays import crop_pixel_grid
-from avatar.model.components.encoders import set_input_stats
-from avatar.model.config import ModelConfig
-from avatar.model.models import IdealNeRF
-from avatar.training.config import TrainConfig
-from avatar.training.data import TrainingData
+from ideal.avatar.audio.features import silence_value
+from ideal.avatar.compose import box_in_render_crop
+from ideal.avatar.errors import AvatarError
+from ideal.avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
+from ideal.avatar.model.components.rays import crop_pixel_grid
+from ideal.avatar.model.components.encoders import set_input_stats
+from ideal.avatar.model.config import ModelConfig
+from ideal.avatar.model.models import IdealNeRF
+from ideal.avatar.training.config import TrainConfig
+from ideal.avatar.training.data import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class Trainer:
     def mouth_sensitivity(self, frame: int, tier: str = "coarse") -> float:
         """Does the render follow the expression? Mean |rgb difference| in the mouth region between the clip's
         most-closed and most-open mouth expressions at one held-out frame's pose and audio (0 = ignored)."""
-        from avatar.expression import MOUTH_OPEN_INDEX
+        from ideal.avatar.expression import MOUTH_OPEN_INDEX
 
         self.model.eval()
         train = self.data.train_idx

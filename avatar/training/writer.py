@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.compose import BasePlate
-from avatar.manifest import AVATAR_FORMAT_VERSION, write_json
-from avatar.model.components.prosody import ProsodyExpressionPredictor
-from avatar.training.data import TrainingData, dataset_hash
-from avatar.training.trainer import Trainer
+from ideal.avatar.compose import BasePlate
+from ideal.avatar.manifest import AVATAR_FORMAT_VERSION, write_json
+from ideal.avatar.model.components.prosody import ProsodyExpressionPredictor
+from ideal.avatar.training.data import TrainingData, dataset_hash
+from ideal.avatar.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def build_base_plate(data: TrainingData) -> BasePlate:
 
 def mouth_calibration_for(data: TrainingData):
     """The shipped mouth model's outputs scaled to this face's mouth range, fitted on the training frames."""
-    from avatar.mouth.calibration import calibration_from_dataset
+    from ideal.avatar.mouth.calibration import calibration_from_dataset
 
     cal = calibration_from_dataset(data.directory, frames=data.train_idx)
     log.info("mouth calibration (tracked RMS / mouth-model RMS on %d speech frames): %s; rest opening %.2f "
@@ -52,7 +52,7 @@ def ray_culling_for(out: Path, manifest: dict, model: torch.nn.Module, data: Tra
     manifest entry."""
     import copy
 
-    from avatar import occupancy
+    from ideal.avatar import occupancy
 
     cpu_model = copy.deepcopy(model).cpu().eval()
     grid, budgets = occupancy.measure(cpu_model, data.expression, pose_track, data.audio)

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from avatar.errors import InputError
+    from ideal.avatar.errors import InputError
     from ideal.bench import report
 
     if args.sessions < 1:

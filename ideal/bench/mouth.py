@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.expression import CHIN, FOREHEAD, LOWER_LIP_INNER, UPPER_LIP_INNER
+from ideal.avatar.expression import CHIN, FOREHEAD, LOWER_LIP_INNER, UPPER_LIP_INNER
 
 
 def mouth_openings(images: list[np.ndarray]) -> np.ndarray:
     """(N,) inner-lip gap / face height per RGB uint8 frame (NaN where no face is found)."""
-    from avatar.prepare.tracking import FaceTracker
+    from ideal.avatar.prepare.tracking import FaceTracker
 
     if not images:
         return np.zeros(0, dtype=np.float32)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.backend import Backend
+from ideal.avatar.backend import Backend
 from ideal.bench.report import percentiles
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def open_backends(avatar: str | None, name: str, device: str, tiers: list[str] |
                   threads: int | None, inject_delay_ms: float = 0.0,
                   int8: bool = True) -> tuple[dict[str, Backend], dict[str, str]]:
     """{label: backend} to measure, and {backend: why not} for those that cannot run here."""
-    from export.backends import available_backends, choose_backend
+    from ideal.export.backends import available_backends, choose_backend
 
     if name == "all":
         found, why = available_backends(avatar, device, tiers, fp16, threads, int8=int8)
@@ -279,7 +279,7 @@ COLUMNS = [("backend", "backend"), ("device", "device"), ("refiner", "refiner"),
 def run_offline_mode(args: Any) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from avatar.errors import BackendError
+    from ideal.avatar.errors import BackendError
     from ideal.bench.report import table
     from ideal.bench.scene import load_scene
     from ideal.bench.signals import bench_audio

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
+from ideal.avatar.clock import SAMPLE_RATE
 from ideal.bench.report import percentiles
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def _row(summary: dict[str, Any]) -> dict[str, Any]:
 def make_engine(avatar: str | None, backend: Any, device: str, config: Any | None = None,
                 clock: Any | None = None) -> tuple[Any, float]:
     """A StreamerEngine and how long it took to start (load, pick backend, warm every tier)."""
-    from streamer.engine import StreamerEngine
+    from ideal.streamer.engine import StreamerEngine
 
     t = time.perf_counter()
     engine = StreamerEngine(None if avatar in (None, "default") else avatar, backend=backend,
@@ -224,7 +224,7 @@ def make_engine(avatar: str | None, backend: Any, device: str, config: Any | Non
 def run_realtime_mode(args: Any) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from avatar.errors import InputError
+    from ideal.avatar.errors import InputError
     from ideal.bench.offline import DelayedBackend
     from ideal.bench.report import table
     from ideal.bench.signals import bench_audio
@@ -232,12 +232,12 @@ def run_realtime_mode(args: Any) -> dict[str, Any]:
     audio = bench_audio(args.audio, silence_s=1.0)
     duration = args.duration or 10.0
     backend: Any = "auto" if args.backend == "all" else args.backend
-    from streamer.config import StreamerConfig
+    from ideal.streamer.config import StreamerConfig
 
     int8 = getattr(args, "int8", True)
     config = StreamerConfig(backend_threads=args.threads, int8=int8)
     if args.inject_delay_ms:
-        from export.backends import create_backend
+        from ideal.export.backends import create_backend
 
         backend = DelayedBackend(create_backend(args.avatar, backend, args.device, threads=args.threads, int8=int8),
                                  args.inject_delay_ms / 1e3)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar.clock import FrameClock
+from ideal.avatar.clock import FrameClock
 
 
 @dataclass
@@ -27,8 +27,8 @@ class BenchScene:
 
     @classmethod
     def build(cls, avatar: Any, audio_16k: np.ndarray) -> "BenchScene":
-        from avatar.dub import DubConfig, plan_dub
-        from avatar.mouth import load_mouth_model
+        from ideal.avatar.dub import DubConfig, plan_dub
+        from ideal.avatar.mouth import load_mouth_model
 
         mouth_model = load_mouth_model()
         plan = plan_dub(avatar, audio_16k, DubConfig(expression="neutral"), mouth_model=mouth_model)
@@ -64,7 +64,7 @@ class BenchScene:
 
     def compose(self, rgb: np.ndarray, alpha: np.ndarray, index: int) -> np.ndarray:
         """Crop (S,S,3)+(S,S,1) onto the base plate -> (H, W, 3) uint8, with the synthetic mark as served."""
-        from avatar.compose import add_synthetic_mark
+        from ideal.avatar.compose import add_synthetic_mark
 
         return add_synthetic_mark(self.avatar.composite(rgb, alpha, index % self.n_frames))
 
@@ -76,7 +76,7 @@ class SceneStream:
     """One session's per-frame audio work, timed by the offline bench."""
 
     def __init__(self, scene: BenchScene, offset: int = 0) -> None:
-        from avatar.audio.features import StreamingMelFeatures
+        from ideal.avatar.audio.features import StreamingMelFeatures
 
         self.scene = scene
         self.frame_index = offset
@@ -86,7 +86,7 @@ class SceneStream:
 
     def next_features(self) -> np.ndarray:
         """Push this frame's new samples through the causal log-mel and cut the avatar's window: (W, M)."""
-        from avatar.audio.features import window_for_frame
+        from ideal.avatar.audio.features import window_for_frame
 
         i = self.frame_index % self.scene.n_frames
         audio = self.scene.plan.audio_16k
@@ -114,8 +114,8 @@ class SceneStream:
 
 
 def _mouth_windows(mouth_model: Any, audio_16k: np.ndarray, n: int, fps: float) -> np.ndarray:
-    from avatar.mouth.features import compute_mouth_features, padding_value
-    from avatar.mouth.inference import frame_end_indices, gather_windows
+    from ideal.avatar.mouth.features import compute_mouth_features, padding_value
+    from ideal.avatar.mouth.inference import frame_end_indices, gather_windows
 
     feats = compute_mouth_features(audio_16k, mouth_model.spec)
     ends = frame_end_indices(n, fps, mouth_model.window, mouth_model.spec)
@@ -124,7 +124,7 @@ def _mouth_windows(mouth_model: Any, audio_16k: np.ndarray, n: int, fps: float) 
 
 
 def load_scene(avatar_dir: str | Path | None, audio_16k: np.ndarray) -> BenchScene:
-    from avatar.loading import load_avatar
-    from avatar.manifest import resolve_avatar
+    from ideal.avatar.loading import load_avatar
+    from ideal.avatar.manifest import resolve_avatar
 
     return BenchScene.build(load_avatar(resolve_avatar(avatar_dir), device="cpu"), audio_16k)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
+from ideal.avatar.clock import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _espeak(text: str) -> np.ndarray | None:
     exe = shutil.which("espeak-ng")
     if exe is None:
         return None
-    from avatar.audio.io import load_audio
+    from ideal.avatar.audio.io import load_audio
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
@@ -91,7 +91,7 @@ def _espeak(text: str) -> np.ndarray | None:
 def bench_audio(path: str | Path | None = None, silence_s: float = 1.5, max_speech_s: float | None = None) -> BenchAudio:
     """Speech (from `path`, espeak-ng, or synthetic) trimmed to its onset and placed after `silence_s` of silence."""
     if path is not None:
-        from avatar.audio.io import load_audio
+        from ideal.avatar.audio.io import load_audio
 
         speech, source = load_audio(path), str(path)
     else:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar.clock import SAMPLE_RATE
+from ideal.avatar.clock import SAMPLE_RATE
 from ideal.bench.report import percentiles
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Received:
 async def _connect(base_url: str, pc: Any, payload: dict[str, Any]) -> dict[str, Any]:
     from aiortc import RTCSessionDescription
 
-    from server.client import post_offer
+    from ideal.server.client import post_offer
 
     await pc.setLocalDescription(await pc.createOffer())
     status, answer = await post_offer(base_url, {**payload, "sdp": pc.localDescription.sdp, "type": "offer"})
@@ -237,9 +237,9 @@ def analyse_trial(trial: dict[str, Any], margin: float) -> dict[str, Any]:
 async def run_webrtc(avatar: str | None, backend: Any, device: str, audio: Any, trials: int,
                      margin: float = 0.015, delay_s: float = 0.0, progress: Any = None) -> dict[str, Any]:
     """Start the server in-process on loopback, run `trials` speaker+watcher trials, stop it."""
-    from avatar.audio.io import resample
-    from server.app import start_server
-    from server.config import ServerConfig
+    from ideal.avatar.audio.io import resample
+    from ideal.server.app import start_server
+    from ideal.server.config import ServerConfig
 
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[avatar or "default"],
                           backend=backend if isinstance(backend, str) else "auto",
@@ -271,10 +271,10 @@ def _engine_factory(backend: Any, delay_s: float) -> Any:
     """Streamer engines whose backend sleeps `delay_s` per call, with the render budget grown to match (the
     streamer keeps a fixed playout delay, so the injected time becomes latency rather than late frames)."""
     def factory(avatar_path: Any, config: Any) -> Any:
-        from export.backends import create_backend
+        from ideal.export.backends import create_backend
         from ideal.bench.offline import DelayedBackend
-        from streamer.config import StreamerConfig
-        from streamer.engine import StreamerEngine
+        from ideal.streamer.config import StreamerConfig
+        from ideal.streamer.engine import StreamerEngine
 
         inner = backend if not isinstance(backend, str) else create_backend(avatar_path, config.backend,
                                                                              config.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
 
 
 def set_input_stats(module: nn.Module, samples: torch.Tensor, dims: tuple[int, ...]) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from avatar.audio.features import AudioWindow
-from avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
 
 PROSODY_WINDOW = AudioWindow(length=48, lookahead_ms=40.0)
 PREDICTED_SLICES = ("brows", "eyes")

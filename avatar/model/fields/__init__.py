@@ -1,5 +1,5 @@
 """What is in space: the identity's tri-plane radiance field in canonical head space."""
 
-from avatar.model.fields.triplane import TriPlaneField
+from ideal.avatar.model.fields.triplane import TriPlaneField
 
 __all__ = ["TriPlaneField"]

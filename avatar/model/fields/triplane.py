@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avatar.model.fields.lookup import gather_table_lookup, grid_sample_xy_lookup
+from ideal.avatar.model.fields.lookup import gather_table_lookup, grid_sample_xy_lookup
 
 # the field's plane lookups by name (export.onnx_export.PLANE_LOOKUPS): (lookup(planes, x, y), whether it takes
 # the planes channel-last (N, R, R, C) instead of channel-first (N, C, R, R))

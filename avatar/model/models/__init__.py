@@ -1,5 +1,5 @@
 """Composition of the components into the exportable stages."""
 
-from avatar.model.models.ideal_nerf import ConditionEncoder, HeadRenderer, IdealNeRF
+from ideal.avatar.model.models.ideal_nerf import ConditionEncoder, HeadRenderer, IdealNeRF
 
 __all__ = ["ConditionEncoder", "HeadRenderer", "IdealNeRF"]

@@ -14,17 +14,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avatar.backend import Tier
-from avatar.model.components.culling import RayCulling, pack_rays, unpack_rays
-from avatar.model.components.eaa import make_fusion
-from avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
-from avatar.model.components.ga import GAModule
-from avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box, ray_points
-from avatar.model.components.refiner import Refiner, bilinear_upsample
-from avatar.model.components.renderer import composite_along_rays, render_weights, unpremultiply
-from avatar.model.components.samplers import sample_along_rays
-from avatar.model.config import ModelConfig
-from avatar.model.fields.triplane import TriPlaneField
+from ideal.avatar.backend import Tier
+from ideal.avatar.model.components.culling import RayCulling, pack_rays, unpack_rays
+from ideal.avatar.model.components.eaa import make_fusion
+from ideal.avatar.model.components.encoders import AudioEncoder, ExpressionEncoder
+from ideal.avatar.model.components.ga import GAModule
+from ideal.avatar.model.components.rays import canonical_rays, crop_pixel_grid, intersect_box, ray_points
+from ideal.avatar.model.components.refiner import Refiner, bilinear_upsample
+from ideal.avatar.model.components.renderer import composite_along_rays, render_weights, unpremultiply
+from ideal.avatar.model.components.samplers import sample_along_rays
+from ideal.avatar.model.config import ModelConfig
+from ideal.avatar.model.fields.triplane import TriPlaneField
 
 
 class ConditionEncoder(nn.Module):
