@@ -18,7 +18,8 @@ from ideal.avatar.errors import IdealError
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("ideal.avatar.prepare.cli", "turn a talking-head video into a training dataset"),
     "train": ("ideal.avatar.training.cli", "train an IDEAL-NeRF avatar from a prepared dataset"),
-    "occupancy": ("ideal.avatar.occupancy", "measure where an avatar's head can be, so tiers render only those rays"),
+    "occupancy": ("ideal.avatar.occupancy_cli",
+                  "measure where an avatar's head can be, so tiers render only those rays"),
     "evaluate": ("ideal.avatar.evaluation.cli", "held-out metrics of an avatar (reconstruction and audio-driven)"),
     "dub": ("ideal.avatar.dub", "render an avatar speaking any audio, optionally driven by another person's clip"),
     "mouth": ("ideal.avatar.mouth.cli", "train or evaluate the speaker-independent audio-to-mouth model"),
