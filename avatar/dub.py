@@ -55,7 +55,7 @@ class DubPlan:
 
 def check_speech(audio_16k: np.ndarray, path: Path, fps: float) -> None:
     """InputError for audio that is empty, shorter than one frame or silent."""
-    from ideal.avatar.drive import frame_levels_db
+    from ideal.avatar.mouth.gate import frame_levels_db
 
     if audio_16k.size == 0:
         raise InputError(f"{path}: audio is empty", "pass a file with speech in it")
@@ -80,10 +80,11 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
     video path or cfg.mouth == "driver")."""
     from ideal.avatar.audio.features import compute_features, windows_for_frames
     from ideal.avatar.clock import FrameClock
-    from ideal.avatar.drive import (AudioExpression, ClipExpression, ExpressionDriver, NeutralExpression,
-                              gated_mouth_track, predict_mouth)
+    from ideal.avatar.drive import AudioExpression, ClipExpression, ExpressionDriver, NeutralExpression
     from ideal.avatar.expression import mouth_opening
     from ideal.avatar.idle import IdleConfig, IdleMotion, blink_depth_from_expressions
+    from ideal.avatar.mouth.gate import gated_mouth_track
+    from ideal.avatar.mouth.inference import predict_frames
 
     fps = float(avatar.fps)
     n = FrameClock(fps).frames_for_samples(len(audio_16k))
@@ -99,7 +100,7 @@ def plan_dub(avatar, audio_16k: np.ndarray, cfg: DubConfig, mouth_model=None,
         from ideal.avatar.mouth import load_mouth_model
 
         mouth_model = load_mouth_model()
-    raw = predict_mouth(mouth_model, audio_16k, n, fps)
+    raw = predict_frames(mouth_model, audio_16k, n, fps)
     audio_mouth, _ = gated_mouth_track(raw, audio_16k, fps, mouth_model.window.lookahead_ms,
                                        calibration=avatar.mouth_calibration)
 

@@ -1,6 +1,6 @@
 """Where should the mouth go in silence: the neutral (zero) mouth or the face's own rest mouth?
 
-For each prepared dataset, the mouth model's gated track (avatar.drive.gated_mouth_track, as `ideal dub` and the
+For each prepared dataset, the mouth model's gated track (avatar.mouth.gate.gated_mouth_track, as `ideal dub` and the
 streamer compute it) is compared with the tracked mouth opening, with the calibration fitted on the training
 split (avatar.mouth.calibration) once without and once with its `rest`. Use a mouth model that never saw the
 speaker (leave-one-speaker-out) or the figures flatter whichever variant trusts the model more:
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ideal.avatar.audio.io import load_audio
-from ideal.avatar.drive import gated_mouth_track, predict_mouth
 from ideal.avatar.manifest import load_dataset_manifest
 from ideal.avatar.mouth.calibration import MOUTH, calibration_from_clip
+from ideal.avatar.mouth.gate import gated_mouth_track
+from ideal.avatar.mouth.inference import predict_frames
 from ideal.avatar.mouth.model import load_mouth_model
 from ideal.avatar.mouth.training import pearson
 
@@ -33,7 +34,7 @@ def compare(dataset: Path, mouth_model) -> dict:
     tracked = np.load(dataset / "expression.npy")[:, MOUTH]
     n = len(tracked)
     train, held_out = np.arange(*manifest["split"]["train"]), np.arange(*manifest["split"]["val"])
-    raw = predict_mouth(mouth_model, audio, n, fps)
+    raw = predict_frames(mouth_model, audio, n, fps)
     with_rest = calibration_from_clip(mouth_model, audio, tracked, fps, train)
     variants = {"neutral (zero)": with_rest.without_rest(), "rest": with_rest}
     out = {"dataset": str(dataset), "frames": n, "held_out": len(held_out),

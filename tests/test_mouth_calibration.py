@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ideal.avatar.drive import AudioMouth, gated_mouth_track
+from ideal.avatar.mouth.gate import AudioMouth, gated_mouth_track
 from ideal.avatar.errors import AvatarError
 from ideal.avatar.mouth.calibration import (MouthCalibration, calibration_from_dataset, fit_calibration,
                                       load_calibration)

@@ -19,7 +19,7 @@ from ideal.avatar.evaluation.face_metrics import pearson
 
 def loudness_envelope(audio_16k: np.ndarray, fps: float, n: int) -> np.ndarray:
     """Per-frame RMS in dB, floored at -60 dBFS: (n,)."""
-    from ideal.avatar.drive import frame_levels_db
+    from ideal.avatar.mouth.gate import frame_levels_db
 
     lv = frame_levels_db(audio_16k, fps)
     lv = np.concatenate([lv, np.full(max(0, n - len(lv)), -120.0)])[:n]

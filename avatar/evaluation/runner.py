@@ -106,9 +106,10 @@ def track_crops(held: HeldOut, crops: np.ndarray, frame_numbers: np.ndarray | No
 def audio_mouth_for(held: HeldOut, mouth_model, calibration: MouthCalibration | None = None) -> np.ndarray:
     """Mouth slices of the held-out frames from the dataset audio, as `ideal dub` computes them (with the
     avatar's mouth `calibration`): (V, 10)."""
-    from ideal.avatar.drive import gated_mouth_track, predict_mouth
+    from ideal.avatar.mouth.gate import gated_mouth_track
+    from ideal.avatar.mouth.inference import predict_frames
 
-    raw = predict_mouth(mouth_model, held.audio_16k, held.n_frames, held.fps)
+    raw = predict_frames(mouth_model, held.audio_16k, held.n_frames, held.fps)
     gated, _ = gated_mouth_track(raw, held.audio_16k, held.fps, mouth_model.window.lookahead_ms,
                                   calibration=calibration)
     return gated[held.index]

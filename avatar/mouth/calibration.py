@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ideal.avatar.expression import SLICES
+from ideal.avatar.mouth.gate import gated_mouth_track
 
 MOUTH = SLICES["mouth"].indices
 N_MOUTH = SLICES["mouth"].stop - SLICES["mouth"].start
@@ -104,10 +105,10 @@ def calibration_from_clip(mouth_model: Any, audio_16k: np.ndarray, mouth_track: 
     """Fit on a clip: its audio through `mouth_model`, against its tracked mouth slices (N, 10). Speech frames
     are those the silence gate opens fully (the frames where the mouth is driven at all), silent frames those it
     closes fully; `frames` restricts the fit (e.g. the training split)."""
-    from ideal.avatar.drive import gated_mouth_track, predict_mouth
+    from ideal.avatar.mouth.inference import predict_frames
 
     n = len(mouth_track)
-    raw = predict_mouth(mouth_model, audio_16k, n, fps)
+    raw = predict_frames(mouth_model, audio_16k, n, fps)
     _, gate = gated_mouth_track(raw, audio_16k, fps, mouth_model.window.lookahead_ms)
     speech, silent = gate >= 1.0, gate <= 0.0
     if frames is not None:
