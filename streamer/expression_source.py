@@ -28,15 +28,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ideal.avatar.drive import AudioExpression, AudioMouth, ClipExpression, DriveFrame, ExpressionDriver, GateConfig, \
-    NeutralExpression, UpperFace
+from ideal.avatar.drive import AudioExpression, ClipExpression, DriveFrame, ExpressionDriver, NeutralExpression, UpperFace
 from ideal.avatar.errors import InputError
 from ideal.avatar.idle import IdleMotion
 from ideal.avatar.mouth.calibration import MouthCalibration
+from ideal.avatar.mouth.gate import AudioMouth, GateConfig
 
 log = logging.getLogger(__name__)
-
-KINDS = ("audio", "neutral", "clip")
 
 
 def parse_expression(source: str) -> tuple[str, Path | None]:

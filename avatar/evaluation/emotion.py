@@ -37,7 +37,7 @@ def predicted_upper(avatar, audio_16k: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """The prosody predictor's expressions (N, 20) for a whole recording and a voiced mask (N,)."""
     from ideal.avatar.audio.features import compute_features, windows_for_frames
     from ideal.avatar.clock import FrameClock
-    from ideal.avatar.drive import frame_levels_db, noise_floor_db
+    from ideal.avatar.mouth.gate import GateConfig, frame_levels_db, noise_floor_db
 
     fps = float(avatar.fps)
     n = FrameClock(fps).frames_for_samples(len(audio_16k))
@@ -45,7 +45,8 @@ def predicted_upper(avatar, audio_16k: np.ndarray) -> tuple[np.ndarray, np.ndarr
     pred = avatar.prosody_predictor.predict_expression(
         windows_for_frames(mel, n, fps, avatar.prosody_predictor.window, avatar.mel_config))
     levels = frame_levels_db(audio_16k, fps)[:n]
-    voiced = levels > max(-50.0, noise_floor_db(audio_16k, fps) + 10.0)
+    gate = GateConfig()  # voiced as the silence gate judges a frame, against the whole clip's noise floor
+    voiced = levels > max(gate.abs_floor_db, noise_floor_db(audio_16k, fps) + gate.above_noise_db)
     return pred, voiced
 
 
