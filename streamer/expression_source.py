@@ -1,8 +1,8 @@
 """Streaming adapters over `avatar.drive`: the expression and head pose of each live frame.
 
 The per-frame logic (silence gate, smoothing, prosody-to-brows, idle blinks and saccades, pose track, clip
-ping-pong) lives in `avatar.drive` / `avatar.idle` and is shared with the offline dub; this module only feeds it
-one frame at a time from the session's rings:
+ping-pong) lives in `avatar.mouth.gate` / `avatar.drive` / `avatar.idle` and is shared with the offline dub; this
+module only feeds it one frame at a time from the session's rings:
 
 - the mouth always comes from the live audio (the speaker-independent audio-to-mouth model on the frame's
   window, then `AudioMouth`'s causal silence gate and smoothing), additionally held closed (or at the face's
@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ideal.avatar.drive import AudioExpression, ClipExpression, DriveFrame, ExpressionDriver, NeutralExpression, UpperFace
+from ideal.avatar.drive import (AudioExpression, ClipExpression, DriveFrame, ExpressionDriver, NeutralExpression,
+                                UpperFace)
 from ideal.avatar.errors import InputError
 from ideal.avatar.idle import IdleMotion
 from ideal.avatar.mouth.calibration import MouthCalibration
