@@ -28,7 +28,7 @@ from ideal.avatar.mouth.bank import Sequence, build_bank
 from ideal.avatar.mouth.data import MouthClip, load_clip, shared_clips
 from ideal.avatar.mouth.features import FeatureSpec
 from ideal.avatar.mouth.model import MouthModel
-from ideal.avatar.mouth.training import TrainConfig, bootstrap_offsets, build_index, pearson, predict_sequence, \
+from ideal.avatar.mouth.training import MouthTrainConfig, bootstrap_offsets, build_index, pearson, predict_sequence, \
     train_mouth_net
 
 log = logging.getLogger("mouth_loso")
@@ -41,7 +41,7 @@ def speakers_of(clips: list[MouthClip]) -> list[str]:
     return sorted({c.speaker for c in clips})
 
 
-def loso_nn(clips, seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow, cfg: TrainConfig,
+def loso_nn(clips, seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow, cfg: MouthTrainConfig,
             offsets: dict[int, float], keep_preds: bool = False) -> dict:
     """Per-speaker r (corrected alignment, and raw) of the net trained without that speaker."""
     out = {"per_speaker": {}, "per_clip": {}, "per_clip_raw": {}}
@@ -143,8 +143,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=None, help="tracking/feature cache (default IDEAL_MOUTH_CACHE)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mouth_results")
-    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
-    ap.add_argument("--label-norm", choices=["clip", "none"], default=TrainConfig.label_norm)
+    ap.add_argument("--steps", type=int, default=MouthTrainConfig.steps)
+    ap.add_argument("--label-norm", choices=["clip", "none"], default=MouthTrainConfig.label_norm)
     ap.add_argument("--variants", type=int, default=AugmentConfig.n_variants)
     ap.add_argument("--features", nargs="+", default=["logmel", "cepstral", "formant"])
     ap.add_argument("--length", type=int, default=24, help="window length in feature frames (10 ms)")
@@ -157,7 +157,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     clips = [load_clip(v, a, cache_dir=args.cache) for v, a in shared_clips(args.data)]
-    cfg = replace(TrainConfig(), steps=args.steps, label_norm=args.label_norm)
+    cfg = replace(MouthTrainConfig(), steps=args.steps, label_norm=args.label_norm)
     aug = AugmentConfig(n_variants=args.variants)
     window = AudioWindow(args.length, args.lookahead)
     banks = {}

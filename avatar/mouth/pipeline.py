@@ -16,7 +16,7 @@ from ideal.avatar.mouth.bank import build_bank
 from ideal.avatar.mouth.data import MouthClip, find_clips, load_clip
 from ideal.avatar.mouth.features import FeatureSpec
 from ideal.avatar.mouth.model import MouthModel, NetConfig, save_mouth_model
-from ideal.avatar.mouth.training import TrainConfig, bootstrap_offsets, pearson, predict_sequence, train_mouth_net
+from ideal.avatar.mouth.training import MouthTrainConfig, bootstrap_offsets, pearson, predict_sequence, train_mouth_net
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ DEFAULT_WINDOW = AudioWindow(length=24, lookahead_ms=120.0)
 class PipelineConfig:
     spec: FeatureSpec = field(default_factory=lambda: FeatureSpec(DEFAULT_FEATURE))
     window: AudioWindow = DEFAULT_WINDOW
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: MouthTrainConfig = field(default_factory=MouthTrainConfig)
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     bootstrap_rounds: int = 2

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class MouthTrainConfig:
     steps: int = 800
     batch_size: int = 128
     lr: float = 2e-3
@@ -97,7 +97,8 @@ def _batch(index: ExampleIndex, ids: np.ndarray, jitter: np.ndarray | None = Non
     return torch.from_numpy(index.features[rows])
 
 
-def train_mouth_net(seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow, cfg: TrainConfig = TrainConfig(),
+def train_mouth_net(seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow,
+                    cfg: MouthTrainConfig = MouthTrainConfig(),
                     net: NetConfig = NetConfig(), offsets_ms: dict[int, float] | None = None,
                     progress: bool = True) -> MouthNet:
     """Fit a MouthNet on all examples of `seqs`; returns it in eval mode."""
@@ -159,7 +160,7 @@ def predict_sequence(model: MouthModel, seq: Sequence, offset_ms: float = 0.0) -
 
 
 def bootstrap_offsets(seqs: list[Sequence], clips, spec: FeatureSpec, window: AudioWindow,
-                      cfg: TrainConfig = TrainConfig(), net: NetConfig = NetConfig(), rounds: int = 2,
+                      cfg: MouthTrainConfig = MouthTrainConfig(), net: NetConfig = NetConfig(), rounds: int = 2,
                       progress: bool = True) -> tuple[dict[int, float], list[dict]]:
     """Alternate fitting and a per-clip lag search to find every training clip's A/V offset.
 
