@@ -20,7 +20,8 @@ def tiny_avatar(obama_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     from ideal.cli import main
 
     out = tmp_path_factory.mktemp("avatars") / "tiny"
-    code = main(["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--minutes", str(TINY_AVATAR_MINUTES),
+    code = main(["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--recipe", "quick",
+                 "--minutes", str(TINY_AVATAR_MINUTES),
                  "--output-size", "256", "--eval-every", "30", "--checkpoint-every", "1000000", "--seed", "0"])
     assert code == 0, f"ideal train failed with exit code {code}"
     return out

@@ -18,8 +18,9 @@ from ideal.cli import main
 
 
 def _train_args(dataset: Path, out: Path, *extra: str) -> list[str]:
-    return ["-q", "train", str(dataset), "-o", str(out), "--consent", "--steps", "3", "--max-frames", "24",
-            "--output-size", "256", "--eval-every", "1000", "--checkpoint-every", "1000", "--no-ray-culling", *extra]
+    return ["-q", "train", str(dataset), "-o", str(out), "--consent", "--recipe", "quick", "--steps", "3",
+            "--max-frames", "24", "--output-size", "256", "--eval-every", "1000", "--checkpoint-every", "1000",
+            "--no-ray-culling", *extra]
 
 
 def test_tiny_avatar_trains_and_loss_falls(tiny_avatar: Path):
@@ -86,8 +87,8 @@ def test_save_load_round_trip_and_resume(obama_dataset: Path, tmp_path: Path):
     assert np.allclose(got.rgb, rgb.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     assert np.allclose(got.alpha, alpha.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     # resume: 2 more steps on top of the 3 done
-    resumed = ["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--steps", "5", "--max-frames", "24",
-               "--output-size", "256", "--eval-every", "1000", "--resume", "--overwrite"]
+    resumed = ["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--recipe", "quick", "--steps", "5",
+               "--max-frames", "24", "--output-size", "256", "--eval-every", "1000", "--resume", "--overwrite"]
     assert main(resumed) == 0
     assert json.loads((out / "avatar.json").read_text())["training"]["steps"] == 5
 
@@ -183,7 +184,7 @@ def test_consent_prompt_declined(monkeypatch):
     with pytest.raises(InputError, match="consent not confirmed"):
         confirm_consent(False, Path("x"), stdin=Tty())
     monkeypatch.setattr("builtins.input", lambda prompt: "yes")
-    assert confirm_consent(False, Path("x"), stdin=Tty())["method"] == "prompt"
+    assert confirm_consent(False, Path("x"), stdin=Tty()).method == "prompt"
 
 
 def test_unwritable_or_occupied_output(obama_dataset: Path, tmp_path: Path, capsys):

@@ -1,0 +1,191 @@
+"""Command-line options derived from config dataclasses, so a setting's type, default and help live in one
+place (its dataclass field) and no CLI restates them.
+
+A field's help is `field(metadata={"help": ...})`; a field without one is no option unless a command names it.
+A command adds the fields it offers with `add_options`, optionally under other flag names, and gets back the
+`ConfigOptions` that turns the parsed arguments into the dataclass. Options remember whether they were given on
+the command line, so a preset (a training recipe) can supply every value the command line leaves out.
+
+Types: int, float, str, Path, bool (`--name` turns it on, `--no-name` off),
+`X | None`, `Literal[...]` (choices) and `tuple[X, ...]` / `list[X]` (one or more values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+C = TypeVar("C")
+
+# Namespace attribute holding the dests given on the command line (argparse keeps no record of it).
+_GIVEN = "_config_options_given"
+
+
+def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    given = getattr(namespace, _GIVEN, None)
+    if given is None:
+        given = set()
+        setattr(namespace, _GIVEN, given)
+    given.add(dest)
+
+
+class _Store(argparse.Action):
+    def __init__(self, *args: Any, tuple: bool = False, **kwargs: Any) -> None:  # noqa: A002
+        super().__init__(*args, **kwargs)
+        self.tuple = tuple
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        setattr(namespace, self.dest, tuple(values) if isinstance(values, list) and self.tuple else values)
+        _mark_given(namespace, self.dest)
+
+
+class _Switch(argparse.Action):
+    """`--name` turns a setting on, `--no-name` off (argparse.BooleanOptionalAction, remembering it was given)."""
+
+    def __init__(self, option_strings, dest, default=None, help=None):  # noqa: ANN001, A002
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        setattr(namespace, self.dest, not option_string.startswith("--no-"))
+        _mark_given(namespace, self.dest)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+@dataclass(frozen=True)
+class Option:
+    field: str  # the dataclass field
+    dest: str  # its attribute in the parsed namespace
+    flag: str  # its flag ("--steps") or, for a positional argument, its name
+
+
+@dataclass(frozen=True)
+class ConfigOptions(Generic[C]):
+    """The options one command derived from one config dataclass."""
+
+    cls: type[C]
+    options: tuple[Option, ...]
+
+    def given(self, args: argparse.Namespace) -> dict[str, Any]:
+        """field -> value of every option given on the command line."""
+        given = getattr(args, _GIVEN, set())
+        return {o.field: getattr(args, o.dest) for o in self.options if o.dest in given}
+
+    def values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """field -> value of every option, defaults included."""
+        return {o.field: getattr(args, o.dest) for o in self.options}
+
+    def build(self, args: argparse.Namespace, base: C | None = None, **extra: Any) -> C:
+        """The config of these arguments: `base` (a preset) with the given options on top, or, without one, the
+        dataclass defaults with every option's value; `extra` sets fields the command computes itself."""
+        if base is None:
+            return self.cls(**self.values(args), **extra)
+        return dataclasses.replace(base, **self.given(args), **extra)  # type: ignore[type-var]
+
+    def flag(self, field_name: str) -> str:
+        return next(o.flag for o in self.options if o.field == field_name)
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    """X for `X | None`, else the type itself."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _default_of(f: dataclasses.Field, base: Any) -> Any:
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _with_default(text: str, default: Any) -> str:
+    if text == argparse.SUPPRESS or default is None or default is dataclasses.MISSING or isinstance(default, bool) or "(default" in text:
+        return text
+    shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else f"{default:g}" if isinstance(
+        default, float) else str(default)
+    return f"{text} (default {shown})".replace("%", "%%")
+
+
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[C], *,
+                fields: Iterable[str] | None = None, flags: Mapping[str, str] | None = None,
+                dests: Mapping[str, str] | None = None, helps: Mapping[str, str] | None = None,
+                base: C | None = None, metavars: Mapping[str, str] | None = None) -> ConfigOptions[C]:
+    """Add an option per field of `cls` to `parser`.
+
+    fields: the fields to offer, in this order (default: every field with a help text).
+    flags: field -> flag name when not `--field-name` (a bool also gets `--no-` + it); a name without leading
+        dashes makes a positional argument.
+    dests: field -> attribute in the parsed namespace when not the field name.
+    helps: field -> help text replacing the field's own (a command's angle on a shared setting).
+    base: an instance whose values are the defaults shown and parsed (default: the dataclass defaults).
+    """
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = list(fields) if fields is not None else [n for n, f in by_name.items() if "help" in f.metadata]
+    flags, dests, helps, metavars = flags or {}, dests or {}, helps or {}, metavars or {}
+    options = []
+    for name in names:
+        f = by_name[name]
+        tp = _unwrap_optional(hints[name])  # None is only ever a default, never parsed
+        default = _default_of(f, base)
+        text = helps.get(name, f.metadata.get("help"))
+        if text is None:
+            raise TypeError(f"{cls.__name__}.{name}: no help text (give it field(metadata={{'help': ...}}))")
+        dest = dests.get(name, name)
+        kwargs: dict[str, Any] = {"dest": dest}
+        if tp is bool:
+            flag = flags.get(name, "--" + name.replace("_", "-"))
+            parser.add_argument(flag, "--no-" + flag[2:], action=_Switch, default=default,
+                                help=f"{text} (default {'on' if default else 'off'})", **kwargs)
+            options.append(Option(name, dest, flag))
+            continue
+        origin = typing.get_origin(tp)
+        if origin is typing.Literal:
+            choices = typing.get_args(tp)
+            kwargs.update(choices=choices, type=type(choices[0]))
+        elif origin in (tuple, list):
+            kwargs.update(nargs="+", type=typing.get_args(tp)[0], tuple=origin is tuple)
+        else:
+            kwargs["type"] = tp
+        if name in metavars:
+            kwargs["metavar"] = metavars[name]
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if flag.startswith("-"):
+            if default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = default
+            parser.add_argument(flag, action=_Store, help=_with_default(text, default), **kwargs)
+        else:  # positional: argparse takes its dest from the name
+            del kwargs["dest"]
+            if default is not dataclasses.MISSING:
+                kwargs.update(nargs="?", default=default)
+            dest = flag
+            parser.add_argument(flag, action=_Store, help=_with_default(text, default), **kwargs)
+        options.append(Option(name, dest, flag))
+    return ConfigOptions(cls, tuple(options))
+
+
+def parser_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every option of a parser and its sub-parsers (for checks that iterate them)."""
+    actions = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                actions += parser_options(sub)
+        elif not isinstance(action, argparse._HelpAction):
+            actions.append(action)
+    return actions
