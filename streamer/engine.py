@@ -31,7 +31,7 @@ from ideal.streamer.config import StreamerConfig
 from ideal.streamer.expression_source import ClipLibrary, StreamingDriver, parse_expression
 from ideal.streamer.render_queue import RenderQueue, warm_up
 from ideal.streamer.scheduler import CostModel, order_tiers
-from ideal.streamer.session import Session
+from ideal.streamer.session import Session, SessionContext
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,14 @@ class StreamerEngine:
         self._closed = False
         self.warmup = self._warm_up()
         self.idle_image: np.ndarray = self.warmup[self.ordered_tiers[0]]["image"]
+        self._session_context = SessionContext(
+            config=self.config, clock=self.clock, fps=self.fps, tiers=tuple(self.ordered_tiers),
+            lookahead_ms=self.lookahead_ms, feature_streams=self.feature_streams, mel_config=self.mel_config,
+            render_window=self.window, mouth_window=self.mouth_window, mouth_stream=self.mouth_stream,
+            mouth_mel=self.mouth_mel, prosody_window=self.prosody_window, render_queue=self.render_queue,
+            costs=self.costs, expression_executor=self.expression_executor, make_driver=self.make_driver,
+            composer=self.composer, first_pose=self.pose_track[0], idle_image=self.idle_image,
+            release=self._forget)
         log.info("streamer engine: %s", self.info)
 
     # --- what sessions share ------------------------------------------------------------------------------
@@ -244,7 +252,7 @@ class StreamerEngine:
         except RuntimeError:
             raise InputError("open_session() was called outside a running asyncio event loop",
                              "call it from async code (the session runs tasks on the loop)") from None
-        session = Session(self, expression, tier, idle_timeout_s, seed)
+        session = Session(self._session_context, expression, tier, idle_timeout_s, seed)
         self.sessions[session.id] = session
         return session
 
@@ -254,8 +262,8 @@ class StreamerEngine:
         kind, p = parse_expression(f"clip:{path}")
         return len(self.clips.expressions(p))
 
-    def _forget(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
+    def _forget(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
 
     async def aclose(self) -> None:
         self._closed = True

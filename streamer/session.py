@@ -26,29 +26,60 @@ import logging
 import time
 import uuid
 from collections import deque
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
+from ideal.avatar.audio.features import AudioWindow, MelConfig
 from ideal.avatar.clock import FrameClock, SAMPLE_RATE
 from ideal.avatar.drive import DriveFrame
 from ideal.avatar.errors import InputError
-from ideal.avatar.expression import SLICES
-from ideal.streamer.audio_frontend import AudioFrontend, EdgeConverter, resampler_holdback_ms, validate_pcm
+from ideal.avatar.expression import EXPRESSION_DIM, SLICES
+from ideal.streamer.audio_frontend import (AudioFrontend, EdgeConverter, FeatureStreamSpec, resampler_holdback_ms,
+                                          validate_pcm)
+from ideal.streamer.clock import Clock
+from ideal.streamer.config import StreamerConfig
 from ideal.streamer.expression_source import FrameInputs, StreamingDriver
-from ideal.streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderRequest
-from ideal.streamer.scheduler import FrameTiming, TierPolicy
+from ideal.streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderQueue, RenderRequest
+from ideal.streamer.scheduler import CostModel, FrameTiming, TierPolicy
 from ideal.streamer.stats import FrameRecord, SessionStats, StatsRecorder
-
-if TYPE_CHECKING:
-    from ideal.streamer.engine import StreamerEngine
 
 log = logging.getLogger(__name__)
 
 MOUTH_OPEN = SLICES["mouth"].start + SLICES["mouth"].fields.index("mouth_open")
 # how far ahead of its cutoff a frame may be prepared when audio is plentiful (bounds queued work)
 MAX_LEAD_S = 0.5
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What a session takes from the engine that opens it, all shared by that engine's sessions (built once by
+    `StreamerEngine`): the session sees these and never the engine itself."""
+
+    config: StreamerConfig
+    clock: Clock
+    fps: float
+    tiers: tuple[str, ...]  # coarsest to finest
+    lookahead_ms: float  # the longest lookahead of the models it runs: the producer waits for it
+    # each frame's audio windows, read from the session's feature rings
+    feature_streams: dict[str, FeatureStreamSpec]
+    mel_config: MelConfig
+    render_window: AudioWindow
+    mouth_window: AudioWindow
+    mouth_stream: str  # the ring the mouth model reads ("mel" when it shares the renderer's features)
+    mouth_mel: MelConfig
+    prosody_window: AudioWindow | None
+    # shared workers
+    render_queue: RenderQueue
+    costs: CostModel
+    expression_executor: Executor
+    make_driver: Callable[[int], StreamingDriver]  # seed -> this session's expression and pose
+    composer: Callable[[int], Callable[[np.ndarray, np.ndarray], np.ndarray]]  # pose-track frame -> compositor
+    first_pose: np.ndarray  # (3, 4) the pose of the frame shown before any is rendered
+    idle_image: np.ndarray  # (H, W, 3) uint8 the picture shown before any is rendered
+    release: Callable[[str], None]  # a closed session's id: the engine forgets it
 
 
 @dataclass
@@ -87,30 +118,30 @@ class Session:
     """A live call on a shared `StreamerEngine`. Create with `engine.open_session()` inside the event loop;
     call `push_audio` from the event loop's thread."""
 
-    def __init__(self, engine: "StreamerEngine", expression: str = "audio", tier: str | None = None,
+    def __init__(self, ctx: SessionContext, expression: str = "audio", tier: str | None = None,
                  idle_timeout_s: float | None = None, seed: int | None = None) -> None:
-        cfg = engine.config
+        cfg = ctx.config
         self.id: str = uuid.uuid4().hex[:12]
         self.failure: str | None = None
-        self._engine = engine
+        self._ctx = ctx
         self._cfg = cfg
-        self._clock = engine.clock
-        self._fclock = FrameClock(engine.fps)
+        self._clock = ctx.clock
+        self._fclock = FrameClock(ctx.fps)
         self._idle_timeout = cfg.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
-        if tier is not None and tier not in engine.tiers:
-            raise InputError(f"unknown tier {tier!r}", f"one of {', '.join(engine.ordered_tiers)}")
-        self._policy = TierPolicy(engine.ordered_tiers, cfg.render_budget_ms / 1000.0, 1.0 / engine.fps, cap=tier,
+        if tier is not None and tier not in ctx.tiers:
+            raise InputError(f"unknown tier {tier!r}", f"one of {', '.join(ctx.tiers)}")
+        self._policy = TierPolicy(list(ctx.tiers), cfg.render_budget_ms / 1000.0, 1.0 / ctx.fps, cap=tier,
                                   step_up_after=cfg.step_up_after, step_down_cost=cfg.step_down_cost,
                                   adaptive=cfg.adaptive_tiers)
-        self._timing = FrameTiming(engine.fps, engine.lookahead_ms / 1000.0, cfg.jitter_ms / 1000.0,
+        self._timing = FrameTiming(ctx.fps, ctx.lookahead_ms / 1000.0, cfg.jitter_ms / 1000.0,
                                    cfg.render_budget_ms / 1000.0)
-        self._lookahead_samples = int(round(engine.lookahead_ms * SAMPLE_RATE / 1000.0))
-        self._frontend = AudioFrontend(engine.feature_streams, cfg.ring_seconds, cfg.vad_aggressiveness,
+        self._lookahead_samples = int(round(ctx.lookahead_ms * SAMPLE_RATE / 1000.0))
+        self._frontend = AudioFrontend(ctx.feature_streams, cfg.ring_seconds, cfg.vad_aggressiveness,
                                        cfg.vad_frame_ms, cfg.speech_on_ms, cfg.speech_on_window_ms,
                                        cfg.speech_hangover_ms)
         self._edge = EdgeConverter(cfg.resample_quality)
         # every session blinks and moves on its own schedule unless a seed is given
-        self._driver: StreamingDriver = engine.make_driver(int(self.id[:8], 16) if seed is None else seed)
+        self._driver: StreamingDriver = ctx.make_driver(int(self.id[:8], 16) if seed is None else seed)
         if expression != "audio":
             self._driver.set_source(expression, fade=False, wait=False)
         self._t0 = self._clock.now()
@@ -126,11 +157,11 @@ class Session:
         self._closed = False
         self._close_reason: str | None = None
         self._stats = StatsRecorder(cfg.stats_window)
-        self._last_image: np.ndarray = engine.idle_image
+        self._last_image: np.ndarray = ctx.idle_image
         self._last_tier = self._policy.base
         self._emitted_upto = -1
         self._last_index = -1  # frame index of the picture in _last_image
-        self._last_drive = DriveFrame(np.zeros(20, np.float32), engine.pose_track[0].copy())
+        self._last_drive = DriveFrame(np.zeros(EXPRESSION_DIM, np.float32), ctx.first_pose.copy())
         self._features_busy_mark = 0.0
         self._audio_received = 0
         self._audio_dropped = 0
@@ -252,9 +283,9 @@ class Session:
         return SessionStats(
             session_id=self.id, state=state, failure=self.failure, frames=s.frames, late_frames=s.late,
             dropped_frames=s.dropped, speech_frames=s.speech, tiers=dict(s.tiers), tier=self._policy.base,
-            fps=self._engine.fps, lookahead_ms=self._engine.lookahead_ms, delay_ms=1000.0 * self._timing.delay_s,
+            fps=self._ctx.fps, lookahead_ms=self._ctx.lookahead_ms, delay_ms=1000.0 * self._timing.delay_s,
             latency_ms=s.latency(), stage_ms=s.stages(),
-            queues={"render_queue": float(self._engine.render_queue.pending()), "frame_queue": float(len(self._out)),
+            queues={"render_queue": float(self._ctx.render_queue.pending()), "frame_queue": float(len(self._out)),
                     "frames_in_flight": float(len(self._jobs)),
                     "audio_ahead_ms": 1000.0 * (self._frontend.samples_written - real_time_pos) / SAMPLE_RATE},
             audio={"received_ms": 1000.0 * self._audio_received / SAMPLE_RATE,
@@ -293,7 +324,7 @@ class Session:
         self._jobs.clear()
         self._out_event.set()
         self._job_event.set()
-        self._engine._forget(self)
+        self._ctx.release(self.id)
         for task in (self._producer, self._emitter):
             if task is not asyncio.current_task() and not task.done():
                 task.cancel()
@@ -347,7 +378,7 @@ class Session:
             self._fail(f"{exc.__class__.__name__}: {exc}")
 
     async def _make_job(self, i: int, cutoff: float) -> _FrameJob:
-        eng, fe = self._engine, self._frontend
+        ctx, fe = self._ctx, self._frontend
         start = self._fclock.frame_start_sample(i)
         stop = self._fclock.frame_start_sample(i + 1)
         need = stop + self._lookahead_samples
@@ -357,26 +388,26 @@ class Session:
         t0 = time.perf_counter()
         vad_stop = min(need, fe.vad.blocks * fe.vad.block)
         speech = bool(fe.vad.speech(start, max(vad_stop, start + 1)) or False)
-        mouth_end = eng.mouth_window.end_frame(i, eng.fps, eng.mouth_mel)
+        mouth_end = ctx.mouth_window.end_frame(i, ctx.fps, ctx.mouth_mel)
         prosody_window = None
-        if eng.prosody_window is not None:
-            pend = eng.prosody_window.end_frame(i, eng.fps, eng.mel_config)
-            prosody_window = fe.features("mel", pend - eng.prosody_window.length, pend)
-        gate_stop = stop + int(round(eng.mouth_window.lookahead_ms * SAMPLE_RATE / 1000.0))
+        if ctx.prosody_window is not None:
+            pend = ctx.prosody_window.end_frame(i, ctx.fps, ctx.mel_config)
+            prosody_window = fe.features("mel", pend - ctx.prosody_window.length, pend)
+        gate_stop = stop + int(round(ctx.mouth_window.lookahead_ms * SAMPLE_RATE / 1000.0))
         inputs = FrameInputs(index=i, gate_samples=fe.audio(start, gate_stop),
-                             mouth_window=fe.features(eng.mouth_stream, mouth_end - eng.mouth_window.length, mouth_end),
+                             mouth_window=fe.features(ctx.mouth_stream, mouth_end - ctx.mouth_window.length, mouth_end),
                              prosody_window=prosody_window, speech=speech)
         # the audio-to-mouth and prosody networks run off the event loop (the engine's expression thread), so
         # a loaded CPU slows expressions down but never the pacing of frames
-        drive = await self._clock.run_compute(self._driver.frame, inputs, executor=eng.expression_executor)
+        drive = await self._clock.run_compute(self._driver.frame, inputs, executor=ctx.expression_executor)
         timings["expression"] = 1000.0 * (time.perf_counter() - t0)
         self._last_drive = drive
-        rend_end = eng.window.end_frame(i, eng.fps, eng.mel_config)
+        rend_end = ctx.render_window.end_frame(i, ctx.fps, ctx.mel_config)
         arrival = fe.arrival(start)
         return _FrameJob(index=i, cutoff=cutoff, deadline=self._timing.deadline(self._t0, i),
                          audio=fe.audio(start, stop), speech=speech,
                          arrival=None if arrival is None or arrival[1] else arrival[0], timings_ms=timings,
-                         drive=drive, render_audio=fe.features("mel", rend_end - eng.window.length, rend_end))
+                         drive=drive, render_audio=fe.features("mel", rend_end - ctx.render_window.length, rend_end))
 
     def _missed_job(self, i: int, deadline: float) -> _FrameJob:
         """A frame the producer did not prepare in time: its audio as far as it has arrived, nothing rendered."""
@@ -392,10 +423,10 @@ class Session:
         loop = asyncio.get_running_loop()
         req = RenderRequest(kind=kind, tier=tier, deadline=job.deadline, audio=job.render_audio,
                             expression=job.drive.expression, pose=job.drive.pose,
-                            compose=self._engine.composer(job.drive.track_index),
+                            compose=self._ctx.composer(job.drive.track_index),
                             future=loop.create_future(), owner=self.id)
         job.requests.append(req)
-        self._engine.render_queue.submit(req)
+        self._ctx.render_queue.submit(req)
         req.future.add_done_callback(lambda fut, job=job, req=req: self._on_rendered(job, req, fut))
 
     def _on_rendered(self, job: _FrameJob, req: RenderRequest, fut: asyncio.Future) -> None:
@@ -417,8 +448,8 @@ class Session:
         res: RenderedFrame = fut.result()
         job.results.append(res)
         if req.kind == BASE and self._cfg.progressive:
-            finer = self._policy.plan_refinement(job.deadline - self._clock.now(), self._engine.costs,
-                                                 queue_busy=self._engine.render_queue.pending(BASE) > 0)
+            finer = self._policy.plan_refinement(job.deadline - self._clock.now(), self._ctx.costs,
+                                                 queue_busy=self._ctx.render_queue.pending(BASE) > 0)
             if finer is not None:
                 self._submit(job, REFINE, finer)
 
@@ -431,7 +462,7 @@ class Session:
     async def _emit(self) -> None:
         try:
             i = 0
-            order = {name: k for k, name in enumerate(self._engine.ordered_tiers)}
+            order = {name: k for k, name in enumerate(self._ctx.tiers)}
             while not self._closed:
                 deadline = self._timing.deadline(self._t0, i)
                 await self._clock.sleep_until(deadline)
@@ -459,12 +490,12 @@ class Session:
                     image, tier, late = self._last_image, self._last_tier, True
                     timings = dict(job.timings_ms)
                 latency = None if job.arrival is None else 1000.0 * (now - job.arrival)
-                frame = StreamFrame(index=i, pts=i / self._engine.fps, image=image, audio=job.audio, tier=tier,
+                frame = StreamFrame(index=i, pts=i / self._ctx.fps, image=image, audio=job.audio, tier=tier,
                                     late=late, speech=job.speech, latency_ms=latency, timings_ms=timings,
                                     expression=job.drive.expression,
                                     mouth_open=float(job.drive.expression[MOUTH_OPEN]))
                 self._stats.record(FrameRecord(i, tier, late, job.speech, latency, timings, now))
-                self._policy.after_frame(late, self._engine.costs)
+                self._policy.after_frame(late, self._ctx.costs)
                 if len(self._out) >= self._cfg.frame_queue:
                     self._out.popleft()
                     self._stats.dropped += 1
