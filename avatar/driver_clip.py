@@ -21,7 +21,7 @@ def track_driver(video: str | Path, fps: float, max_gap_s: float = 1.0, progress
     """Expression vectors (N, 20) of the face in `video`, on an `fps` clock.
 
     Raises InputError when the file is not a video, or shows no face (or too little of one)."""
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     from ideal.avatar.prepare.gaps import check_gaps
     from ideal.avatar.prepare.track import solve_pose_and_expression
@@ -32,7 +32,7 @@ def track_driver(video: str | Path, fps: float, max_gap_s: float = 1.0, progress
     info = probe_video(video)  # InputError for missing / not a video
     tracker = FaceTracker(info.width, info.height)
     try:
-        for _, _, rgb in tqdm(iter_frames(video, fps), desc=f"tracking driver {video.name}", unit="frame",
+        for _, _, rgb in progress_bar(iter_frames(video, fps), desc=f"tracking driver {video.name}", unit="frame",
                               leave=False, disable=not progress):
             tracker.process(rgb)
     finally:

@@ -134,7 +134,7 @@ def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool 
     """Render, composite, mark and write the video with the audio muxed. Returns a few facts of the run."""
     import time
 
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     from ideal.avatar.compose import add_synthetic_mark, composite
     from ideal.avatar.evaluation.runner import best_tier
@@ -146,7 +146,7 @@ def render_dub(avatar, plan: DubPlan, out: Path, cfg: DubConfig, progress: bool 
     t0 = time.perf_counter()
     meta = {"title": "ideal-nerf dub", "description": f"synthetic talking head rendered by ideal-nerf (tier {tier})"}
     with VideoWriter(out, plan.fps, plan.audio_16k, metadata=meta) as writer:
-        bar = tqdm(total=plan.n_frames, desc=f"dubbing {out.name}", unit="frame", disable=not progress)
+        bar = progress_bar(total=plan.n_frames, desc=f"dubbing {out.name}", unit="frame", disable=not progress)
         for s in range(0, plan.n_frames, cfg.batch_size):
             e = slice(s, min(s + cfg.batch_size, plan.n_frames))
             r = avatar.backend.render(plan.windows[e], plan.expression[e], plan.pose[e], tier)

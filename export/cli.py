@@ -49,7 +49,7 @@ def _tensorrt_ready(fp16: bool) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     from ideal.avatar.errors import BackendError, InputError
     from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                        plane_lookup=args.plane_lookup, int8=args.int8)
     need_onnx = args.target in ("onnx", "all") or _stale_or_missing(avatar_dir, load_export_manifest, cfg)
     if need_onnx:
-        with tqdm(desc="export onnx", unit="graph") as bar:
+        with progress_bar(desc="export onnx", unit="graph") as bar:
             directory, manifest = export_avatar(avatar_dir, cfg, progress=lambda key: (bar.set_postfix_str(key),
                                                                                         bar.update(1)))
         _print_graphs(directory, manifest)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ideal.avatar.progress import progress_bar
 
 from ideal.avatar.errors import InputError
 from ideal.avatar.evaluation.face_metrics import TrackedFrames, face_metrics
@@ -81,7 +81,7 @@ def render_crops(avatar, held: HeldOut, expression: np.ndarray, tier: str, batch
 
     out = np.empty_like(held.real)
     v = len(held.index)
-    for s in tqdm(range(0, v, batch_size), desc=desc, unit="batch", leave=False):
+    for s in progress_bar(range(0, v, batch_size), desc=desc, unit="batch", leave=False):
         e = slice(s, min(s + batch_size, v))
         r = avatar.backend.render(held.audio[e], expression[e].astype(np.float32), held.pose[e], tier)
         rgb, alpha = np.asarray(r.rgb, np.float32), np.asarray(r.alpha, np.float32)

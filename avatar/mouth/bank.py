@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ideal.avatar.progress import progress_bar
 
 from ideal.avatar.mouth import augmentation as aug
 from ideal.avatar.mouth.data import MouthClip, default_cache_dir
@@ -42,7 +42,7 @@ def build_bank(clips: list[MouthClip], spec: FeatureSpec, cfg: aug.AugmentConfig
     cache_dir.mkdir(parents=True, exist_ok=True)
     seqs: list[Sequence] = []
     jobs = [(ci, v) for ci in range(len(clips)) for v in range(cfg.n_variants + 1)]
-    for ci, v in tqdm(jobs, desc=f"features ({spec.kind})", disable=not progress, leave=False):
+    for ci, v in progress_bar(jobs, desc=f"features ({spec.kind})", disable=not progress, leave=False):
         clip = clips[ci]
         rng = np.random.default_rng([seed, v, int(clip.key[:8], 16)])
         params = None if v == 0 else aug.draw_params(rng, cfg)

@@ -38,10 +38,10 @@ class PipelineConfig:
 
 def load_clips(inputs: list[str | Path], cache_dir: Path | None = None) -> list[MouthClip]:
     """Track every clip (cached); a bad clip is skipped with a warning, none usable is an error."""
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     clips, errors = [], []
-    for video, audio in tqdm(find_clips(inputs), desc="clips", unit="clip"):
+    for video, audio in progress_bar(find_clips(inputs), desc="clips", unit="clip"):
         try:
             clips.append(load_clip(video, audio, cache_dir=cache_dir))
         except IdealError as exc:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ideal.avatar.progress import progress_bar
 
 from ideal.avatar.audio.features import AudioWindow
 from ideal.avatar.mouth.bank import Sequence
@@ -120,7 +120,7 @@ def train_mouth_net(seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
     module.train()
     d = index.features.shape[1]
-    bar = tqdm(range(cfg.steps), desc="training mouth model", disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.steps), desc="training mouth model", disable=not progress, leave=False)
     for step in bar:
         ids = rng.integers(0, len(index.starts), cfg.batch_size)
         jitter = rng.integers(-cfg.time_jitter, cfg.time_jitter + 1, cfg.batch_size) if cfg.time_jitter else None
@@ -176,7 +176,7 @@ def bootstrap_offsets(seqs: list[Sequence], clips, spec: FeatureSpec, window: Au
     for rnd in range(rounds):
         new = dict(offsets)
         confidences = {}
-        for spk in tqdm(speakers, desc=f"offset bootstrap round {rnd + 1}", disable=not progress, leave=False):
+        for spk in progress_bar(speakers, desc=f"offset bootstrap round {rnd + 1}", disable=not progress, leave=False):
             held = {i for i, c in enumerate(clips) if c.speaker == spk}
             train = [s for s in seqs if s.clip not in held]
             module = train_mouth_net(train, spec, window, cfg, net, offsets, progress=False)

@@ -109,7 +109,7 @@ def track_clip(video_path: str | Path, audio_path: str | Path | None = None, fps
 
     Raises InputError for unreadable files, no audio, no face, long faceless gaps or two people.
     """
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     video_path = Path(video_path)
     audio_path = Path(audio_path) if audio_path is not None else None
@@ -123,7 +123,7 @@ def track_clip(video_path: str | Path, audio_path: str | Path | None = None, fps
         raise InputError(f"{video_path}: has no audio track", "pass the speech separately with --audio FILE.wav")
 
     tracker = FaceTracker(info.width, info.height, cfg.tracker)
-    bar = tqdm(total=int(round(span * fps)) or None, unit="frame", desc=f"tracking {video_path.name}",
+    bar = progress_bar(total=int(round(span * fps)) or None, unit="frame", desc=f"tracking {video_path.name}",
                disable=not progress, leave=False)
     try:
         for i, _, rgb in iter_frames(video_path, fps, start, duration):

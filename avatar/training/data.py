@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ideal.avatar.progress import progress_bar
 
 from ideal.avatar.audio.features import AudioWindow, MelConfig, windows_for_frames
 from ideal.avatar.compose import base_image
@@ -169,7 +169,7 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     frames = np.empty((n, size, size, 3), np.uint8)
     head = np.empty((n, size, size), np.uint8)
     base = np.empty((n, size, size, 3), np.uint8)
-    for i in tqdm(range(n), desc="loading dataset", unit="frame", leave=False):
+    for i in progress_bar(range(n), desc="loading dataset", unit="frame", leave=False):
         rgb = _read_image(directory / "frames" / f"{i:06d}.jpg", cv2.IMREAD_COLOR)[:, :, ::-1]
         labels = _read_image(directory / "masks" / f"{i:06d}.png", cv2.IMREAD_UNCHANGED)
         if labels.shape[:2] != rgb.shape[:2]:

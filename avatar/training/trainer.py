@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ideal.avatar.progress import progress_bar
 
 from ideal.avatar.audio.features import silence_value
 from ideal.avatar.compose import box_in_render_crop
@@ -309,7 +309,7 @@ class Trainer:
         """Optimise until the step or time budget is spent. Returns False when interrupted (Ctrl-C/SIGTERM),
         after saving a checkpoint."""
         total = self.cfg.steps
-        bar = tqdm(total=total, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
         old = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         loss_ema = psnr_ema = None

@@ -277,7 +277,7 @@ COLUMNS = [("backend", "backend"), ("device", "device"), ("refiner", "refiner"),
 
 
 def run_offline_mode(args: Any) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     from ideal.avatar.errors import BackendError
     from ideal.bench.report import table
@@ -295,7 +295,7 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
                                interleave=getattr(args, "interleave", False))
     n_tiers = sum(len(settings.tiers or b.tiers) for b in backends.values())
     total = n_tiers * max(1, int(round(settings.duration_s * scene.fps))) * settings.sessions
-    with tqdm(total=total, desc="bench offline", unit="frame") as bar:
+    with progress_bar(total=total, desc="bench offline", unit="frame") as bar:
         results = run_offline(backends, scene, settings, progress=bar.update)
     rows = []
     for r in results:

@@ -222,7 +222,7 @@ def make_engine(avatar: str | None, backend: Any, device: str, config: Any | Non
 
 
 def run_realtime_mode(args: Any) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     from ideal.avatar.errors import InputError
     from ideal.bench.offline import DelayedBackend
@@ -255,7 +255,7 @@ def run_realtime_mode(args: Any) -> dict[str, Any]:
 
     async def go() -> None:
         try:
-            with tqdm(total=duration * len(counts), desc="bench realtime", unit="s") as bar:
+            with progress_bar(total=duration * len(counts), desc="bench realtime", unit="s") as bar:
                 for n in counts:
                     summaries.append(await run_sessions(engine, audio.audio, n, duration, tier, bar.update))
                     if args.max_sessions and holds_real_time(summaries[-1]) and n < 16:

@@ -304,14 +304,14 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_webrtc_mode(args: Any) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ideal.avatar.progress import progress_bar
 
     from ideal.bench.report import table
     from ideal.bench.signals import bench_audio
 
     audio = bench_audio(args.audio, silence_s=2.0, max_speech_s=args.duration or 3.0)
     backend = "auto" if args.backend == "all" else args.backend
-    with tqdm(total=args.trials, desc="bench webrtc", unit="trial") as bar:
+    with progress_bar(total=args.trials, desc="bench webrtc", unit="trial") as bar:
         out = asyncio.run(run_webrtc(args.avatar, backend, args.device, audio, args.trials,
                                      delay_s=args.inject_delay_ms / 1e3, progress=bar.update))
     summary = summarise(out)

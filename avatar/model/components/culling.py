@@ -125,9 +125,9 @@ def estimate_occupancy(ray_renderer: nn.Module, cond: torch.Tensor, opacity: flo
     peak = torch.zeros(n ** 3)
     items = range(cond.shape[0])
     if show_progress:
-        from tqdm import tqdm
+        from ideal.avatar.progress import progress_bar
 
-        items = tqdm(items, desc="occupancy", unit="condition", leave=False)
+        items = progress_bar(items, desc="occupancy", unit="condition", leave=False)
     for i in items:
         c = cond[i:i + 1]
         coeffs = ray_renderer.blend(c.flatten(1)) if ray_renderer.blend is not None else None
