@@ -18,6 +18,7 @@ from pathlib import Path
 from ideal.avatar.backend import Backend
 from ideal.avatar.errors import BackendError, InputError
 from ideal.avatar.manifest import resolve_avatar
+from ideal.export.quantize import Int8Policy
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _torch(avatar_dir: Path, device: str, tiers: list[str] | None) -> Backend:
 
 
 def _onnxruntime(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool, threads: int | None,
-                 int8: bool = True) -> Backend:
+                 int8: bool | Int8Policy = True) -> Backend:
     from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
 
     return OnnxRuntimeBackend(avatar_dir, tiers, OrtConfig(device=device, threads=threads, fp16=fp16, int8=int8))
@@ -81,7 +82,7 @@ def _tensorrt(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool
 
 def create_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
                    tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
-                   int8: bool = True) -> Backend:
+                   int8: bool | Int8Policy = True) -> Backend:
     """A ready backend for the avatar (None: the built-in one). `device`: auto | cpu | cuda[:N]; `int8`: ONNX Runtime
     on CPU runs the INT8 refine graphs when exported (export/quantize.py)."""
     return choose_backend(avatar_dir, name, device, tiers, fp16, threads, int8=int8).backend
@@ -89,7 +90,7 @@ def create_backend(avatar_dir: str | Path | None = None, name: str = "auto", dev
 
 def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
                    tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
-                   measure: bool = True, int8: bool = True) -> BackendChoice:
+                   measure: bool = True, int8: bool | Int8Policy = True) -> BackendChoice:
     """A named backend, or with `auto` the fastest that runs here (measured unless `measure=False`, then the
     first of TensorRT, ONNX Runtime, PyTorch that can be created)."""
     avatar_dir = resolve_avatar(avatar_dir)
@@ -197,7 +198,7 @@ def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
 
 
 def _create_one(name: str, avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool,
-                threads: int | None, int8: bool = True) -> Backend:
+                threads: int | None, int8: bool | Int8Policy = True) -> Backend:
     if name == "torch":
         return _torch(avatar_dir, device, tiers)
     if name == "onnxruntime":
@@ -209,7 +210,7 @@ def _create_one(name: str, avatar_dir: Path, device: str, tiers: list[str] | Non
 
 def available_backends(avatar_dir: str | Path | None = None, device: str = "auto",
                        tiers: list[str] | None = None, fp16: bool = False,
-                       threads: int | None = None, int8: bool = True) -> tuple[dict[str, Backend], dict[str, str]]:
+                       threads: int | None = None, int8: bool | Int8Policy = True) -> tuple[dict[str, Backend], dict[str, str]]:
     """Every backend that can run this avatar here, and why the others cannot (for `ideal bench --backend all`
     and the parity tests, which pass `int8=False`: FP32 parity is the contract, INT8 has its own figure)."""
     avatar_dir = resolve_avatar(avatar_dir)

@@ -19,7 +19,8 @@ from ideal.avatar.errors import BackendError
 from ideal.export.artifacts import (CONDITION, ENGINES_DIR, FIELD, MOUTH, REFINE, ExportManifest, check_graph_file,
                               graph_key, load_export_manifest)
 from ideal.export.pipeline import StagedBackend
-from ideal.export.quantize import int8_key
+from ideal.export.quantize import (Int8Policy, cpu_signature, int8_key, int8_policy, load_int8_timings,
+                                  save_int8_timing, time_graph_pair)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class OrtConfig:
     device: str = "auto"  # auto | cpu | cuda | tensorrt (ORT's TensorRT execution provider)
     threads: int | None = None  # intra-op threads on CPU; None = all cores
     fp16: bool = False  # TensorRT execution provider only
-    # on the CPU provider, run the INT8 refine graphs when the export has them (export/quantize.py); False: FP32
-    int8: bool = True
+    # on the CPU provider, the INT8 refine graphs when the export has them (export/quantize.py): True / "auto" =
+    # where measured faster on this CPU, "always", False / "never" = FP32
+    int8: bool | Int8Policy = True
     device_id: int = 0
 
 
@@ -101,10 +103,12 @@ class OnnxRuntimeBackend(StagedBackend):
             os.makedirs(directory / ENGINES_DIR / "ort-trt", exist_ok=True)
         keys = [graph_key(CONDITION)] + [graph_key(FIELD, t) for t in all_tiers] + \
                [graph_key(REFINE, t) for t in all_tiers]
-        # the INT8 graphs are CPU kernels (VNNI); GPU providers run the FP32 graphs
-        on_cpu = providers[0] == CPU
-        self.graph_files = {k: self._variant(k, manifest, config.int8 and on_cpu) for k in keys}
-        self._sessions = {k: self._open(g, manifest, opts, providers) for k, g in self.graph_files.items()}
+        self._sessions = {k: self._open(k, manifest, opts, providers) for k in keys}
+        self.graph_files = {k: k for k in keys}
+        self.int8_timings: dict[str, Any] = {}
+        # the INT8 graphs are CPU kernels; GPU providers run the FP32 graphs
+        if providers[0] == CPU:
+            self._choose_int8(int8_policy(config.int8), manifest, opts, providers)
         self.providers = self._sessions[graph_key(CONDITION)].get_providers()
         if config.device in ("cuda", "tensorrt") and self.providers[0] == CPU:
             raise BackendError(f"onnxruntime could not start its {config.device} provider here (it fell back to CPU)",
@@ -117,11 +121,26 @@ class OnnxRuntimeBackend(StagedBackend):
         log.info("onnxruntime %s backend for %s (providers %s; refiners %s)", self.device, self.avatar_dir,
                  ", ".join(self.providers), ", ".join(f"{t} {p}" for t, p in self.precision.items()))
 
-    def _variant(self, key: str, manifest: ExportManifest, int8: bool) -> str:
-        """Which exported graph runs stage `key`: its INT8 form when wanted and exported, else `key` itself."""
-        if int8 and key.startswith(REFINE + ".") and int8_key(key) in manifest.graphs:
-            return int8_key(key)
-        return key
+    def _choose_int8(self, policy: Int8Policy, manifest: ExportManifest, opts: Any, providers: list[Any]) -> None:
+        """Swap each refine stage to its INT8 graph where the policy says so: "always", or "auto" when it was
+        measured faster on this CPU (timed once per machine and remembered beside the graphs)."""
+        if policy == "never":
+            return
+        signature = cpu_signature(self.config.threads)
+        known = load_int8_timings(self.export_dir, signature)
+        for key in [k for k in self.graph_files if k.startswith(REFINE + ".") and int8_key(k) in manifest.graphs]:
+            quantized = self._open(int8_key(key), manifest, opts, providers)
+            if policy == "auto":
+                timing = known.get(key)
+                if timing is None:
+                    timing = time_graph_pair(self._sessions[key], quantized)
+                    save_int8_timing(self.export_dir, signature, key, timing)
+                    log.info("%s on this CPU: FP32 %.1f ms, INT8 %.1f ms (%.2fx)", key, timing.fp32_ms,
+                             timing.int8_ms, timing.speedup)
+                self.int8_timings[key] = timing
+                if not timing.worth_it:
+                    continue
+            self._sessions[key], self.graph_files[key] = quantized, int8_key(key)
 
     @property
     def precision(self) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """INT8 refine graphs for ONNX Runtime on CPU: `refine.<tier>.int8.onnx` beside the FP32 `refine.<tier>.onnx`.
 
-The refiner's convolutions are the densest arithmetic of a frame (64 -> 512 px: 36 -> 256 channels at 64 x 64),
-and on a CPU with VNNI ONNX Runtime runs them in INT8 at ~2x the FP32 speed (docs/performance.md). Only the
+The refiner's convolutions are the densest arithmetic of a frame (64 -> 512 px: 36 -> 256 channels at 64 x 64).
+How much INT8 saves depends on the CPU (VNNI or not), so the backend decides per machine by measurement
+(`time_graph_pair`, recorded in `int8_timings.json` beside the graphs). Only the
 learned convolutions are quantized: the graph is exported in the `SplitRefiner` form, whose bilinear image path
 stays FP32, so the colours are not stepped by the hidden activations' scale; weights per output channel (int8),
 activations per tensor (uint8) with ranges calibrated (min/max) on the avatar's own renders -- the pose track's
@@ -13,9 +14,13 @@ the backend feeds it exactly like the FP32 one. TensorRT never sees these graphs
 
 from __future__ import annotations
 
+import json
 import logging
+import platform
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -88,3 +93,98 @@ def compare_with_float(session_float: Any, session_int8: Any, frames: list[dict[
     mse = sq / max(n, 1)
     return {"max_abs_diff": worst, "mean_abs_diff": total / max(n, 1),
             "psnr_db": float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"), "frames": len(frames)}
+
+
+# --- whether INT8 is worth it on this machine ------------------------------------------------------------
+# INT8 is a trade: its colours are 44-48 dB from FP32's (invisible, but not nothing) for speed that depends on
+# the CPU (about 1.6x on AVX-512 VNNI, about 1.1x on AVX2 alone). So the backend uses an INT8 graph only where it
+# measured it faster by this factor, on the CPU it runs on.
+Int8Policy = Literal["auto", "always", "never"]
+MIN_INT8_SPEEDUP = 1.15
+INT8_TIMINGS = "int8_timings.json"  # beside the graphs: {cpu signature: {graph key: timing}}
+_ISA_FLAGS = ("avx512_vnni", "avx_vnni", "avx512f", "avx512bw", "avx2", "fma", "amx_int8")
+
+
+def int8_policy(value: bool | str) -> Int8Policy:
+    """`True` (the default everywhere: INT8 where measured faster) -> "auto", `False` -> "never"."""
+    if value is True:
+        return "auto"
+    if value is False:
+        return "never"
+    if value not in ("auto", "always", "never"):
+        raise ValueError(f"INT8 policy {value!r}: expected auto, always or never")
+    return value  # type: ignore[return-value]  # narrowed by the check above
+
+
+def cpu_signature(threads: int | None) -> str:
+    """What decides INT8's speed here: the CPU model, its vector and dot-product instructions, the onnxruntime
+    version and the thread count. A copied export measures again on another machine."""
+    import onnxruntime as ort
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:  # not Linux: the model name from platform is what we have
+        pass
+    isa = "+".join(f for f in _ISA_FLAGS if f in flags) or "unknown-isa"
+    return f"{model} | {isa} | onnxruntime {ort.__version__} | threads {threads or 'all'}"
+
+
+@dataclass(frozen=True)
+class Int8Timing:
+    fp32_ms: float
+    int8_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_ms / max(self.int8_ms, 1e-9)
+
+    @property
+    def worth_it(self) -> bool:
+        return self.speedup >= MIN_INT8_SPEEDUP
+
+
+def time_graph_pair(session_float: Any, session_int8: Any, runs: int = 9) -> Int8Timing:
+    """Median wall time of one batch-1 run of each graph on the same random inputs, the two interleaved so a
+    slow stretch of a shared machine hits both alike."""
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+             for i in session_float.get_inputs()}
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for k in range(runs + 2):
+        for which, session in enumerate((session_float, session_int8)):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            if k >= 2:  # the first runs allocate and warm caches
+                times[which].append(time.perf_counter() - start)
+    return Int8Timing(fp32_ms=1000 * float(np.median(times[0])), int8_ms=1000 * float(np.median(times[1])))
+
+
+def load_int8_timings(export_dir: Path, signature: str) -> dict[str, Int8Timing]:
+    try:
+        data = json.loads((export_dir / INT8_TIMINGS).read_text()).get(signature, {})
+        return {k: Int8Timing(float(v["fp32_ms"]), float(v["int8_ms"])) for k, v in data.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # none yet, or unreadable: measure again
+
+
+def save_int8_timing(export_dir: Path, signature: str, key: str, timing: Int8Timing) -> None:
+    """Record a measurement (best effort: a read-only export dir just measures again next time)."""
+    path = export_dir / INT8_TIMINGS
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault(signature, {})[key] = {"fp32_ms": round(timing.fp32_ms, 3), "int8_ms": round(timing.int8_ms, 3),
+                                           "speedup": round(timing.speedup, 3)}
+    try:
+        tmp = path.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        log.debug("could not record the INT8 timing in %s: %s", path, exc)
