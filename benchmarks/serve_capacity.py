@@ -23,12 +23,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 from ideal.server.app import start_server  # noqa: E402
-from ideal.server.config import DEFAULT_RENDER_BUDGET_MS, ServerConfig  # noqa: E402
+from ideal.server.config import DEFAULT_RENDER_BUDGET_MS, ServerConfig, server_streamer  # noqa: E402
 
 log = logging.getLogger("serve_capacity")
 HOLD_FPS = 24.0
@@ -184,7 +185,7 @@ async def main() -> None:
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[args.avatar], backend=args.backend, device=args.device,
                           mouth_model=args.mouth_model, threads=args.threads,
                           max_sessions=args.max_sessions + 1, max_viewers=args.max_viewers + 1,
-                          render_budget_ms=args.render_budget_ms)
+                          streamer=replace(server_streamer(), render_budget_ms=args.render_budget_ms))
     server = await start_server(config)
     info = server.state.catalog.default.info
     engine = server.state.catalog.default.engine

@@ -121,14 +121,15 @@ def _with_default(text: str, default: Any) -> str:
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[C], *,
                 fields: Iterable[str] | None = None, flags: Mapping[str, str] | None = None,
-                dests: Mapping[str, str] | None = None, helps: Mapping[str, str] | None = None,
+                dests: Mapping[str, str] | None = None, dest_prefix: str = "", helps: Mapping[str, str] | None = None,
                 base: C | None = None, metavars: Mapping[str, str] | None = None) -> ConfigOptions[C]:
     """Add an option per field of `cls` to `parser`.
 
     fields: the fields to offer, in this order (default: every field with a help text).
     flags: field -> flag name when not `--field-name` (a bool also gets `--no-` + it); a name without leading
         dashes makes a positional argument.
-    dests: field -> attribute in the parsed namespace when not the field name.
+    dests: field -> attribute in the parsed namespace when not `dest_prefix` + the field name (a prefix keeps the
+        fields of a nested config apart from its parent's).
     helps: field -> help text replacing the field's own (a command's angle on a shared setting).
     base: an instance whose values are the defaults shown and parsed (default: the dataclass defaults).
     """
@@ -144,7 +145,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         text = helps.get(name, f.metadata.get("help"))
         if text is None:
             raise TypeError(f"{cls.__name__}.{name}: no help text (give it field(metadata={{'help': ...}}))")
-        dest = dests.get(name, name)
+        dest = dests.get(name, dest_prefix + name)
         kwargs: dict[str, Any] = {"dest": dest}
         if tp is bool:
             flag = flags.get(name, "--" + name.replace("_", "-"))
@@ -160,8 +161,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
             kwargs.update(nargs="+", type=typing.get_args(tp)[0], tuple=origin is tuple)
         else:
             kwargs["type"] = tp
-        if name in metavars:
-            kwargs["metavar"] = metavars[name]
+        if "choices" not in kwargs:
+            kwargs["metavar"] = metavars.get(name, name.upper())
         flag = flags.get(name, "--" + name.replace("_", "-"))
         if flag.startswith("-"):
             if default is dataclasses.MISSING:

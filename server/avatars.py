@@ -4,7 +4,7 @@ know about them (name, frame size, fps, tiers, where the mouth is in the frame) 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +20,6 @@ BASE_EXPRESSIONS = ("audio", "neutral")
 
 
 def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
-    from ideal.streamer.config import StreamerConfig
     from ideal.streamer.engine import StreamerEngine  # imported here: `ideal --help` must not load the renderer
 
     import torch
@@ -36,8 +35,7 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
 
         mouth = load_mouth_model(config.mouth_model)
     return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device,
-                          config=StreamerConfig(synthetic_mark=config.synthetic_mark, int8=config.int8,
-                                                render_budget_ms=config.render_budget_ms),
+                          config=replace(config.streamer),  # a copy per engine, as each had its own
                           mouth_model=mouth)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ideal.avatar.errors import InputError
+from ideal.streamer.config import StreamerConfig
 
 # Measured with benchmarks/serve_capacity.py on this project's 2-core CPU machine (docs/serve.md): one session
 # is served at ~24-25 new pictures/s (85 ms render budget, its client on the same cores); a local viewer beside
@@ -16,7 +17,8 @@ DEFAULT_MAX_SESSIONS = 1
 DEFAULT_RENDER_BUDGET_MS = 85.0
 DEFAULT_MAX_VIEWERS = 2
 
-CODECS = ("auto", "h264", "vp8")
+Codec = Literal["auto", "h264", "vp8"]
+CODECS: tuple[str, ...] = get_args(Codec)
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -37,37 +39,52 @@ class IceServer:
         return d
 
 
+def server_streamer() -> StreamerConfig:
+    """The streamer settings a server starts from: the streamer's own, but a longer render budget. In the server
+    the renderer shares the CPU and the GIL with aiortc, whose bursts made a third of the frames miss the
+    streamer's 45 ms; at 85 ms one session gets 23.7-25.1 new pictures/s (docs/serve.md), for 40 ms more delay,
+    which the lip-aligned audio track also takes."""
+    return StreamerConfig(render_budget_ms=DEFAULT_RENDER_BUDGET_MS)
+
+
 @dataclass
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    """The fields with a help text are `ideal serve`'s options (ideal/configcli.py derives them), and so are the
+    streamer's (`streamer`)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0: every interface)"})
+    port: int = field(default=8080, metadata={"help": "TCP port (0: a free one)"})
     # Avatar dirs the server offers; "default" is the built-in one. The first is the one a client gets by default.
     avatars: list[str] = field(default_factory=lambda: ["default"])
-    backend: str = "auto"
-    device: str = "cpu"
-    mouth_model: str | None = None  # audio-to-mouth model dir; None: the shipped one
-    # CPU threads for rendering (torch intra-op). 1 leaves the other core to encoders, audio and the network;
-    # on a loaded 2-core box 2 threads were measured pathological (spinning), see docs/serve.md.
-    threads: int = 1
-    # export each avatar's ONNX graphs at start when they are missing or stale (backend auto / onnxruntime), so the
-    # faster ONNX Runtime path is there without a separate `ideal export` (`ideal serve` turns it on)
-    export: bool = False
-    int8: bool = True  # ONNX Runtime on CPU: the INT8 refine graphs when exported (export/quantize.py)
+    backend: str = field(default="auto", metadata={
+        "help": "renderer backend: auto (an exported one when it runs here: TensorRT, then ONNX Runtime; else "
+                "PyTorch), torch, onnxruntime, tensorrt"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]"})
+    mouth_model: str | None = field(default=None, metadata={
+        "help": "audio-to-mouth model dir (none: the shipped one)"})
+    # 1 leaves the other core to encoders, audio and the network; on a loaded 2-core box 2 threads were measured
+    # pathological (spinning), see docs/serve.md.
+    threads: int = field(default=1, metadata={"help": "CPU threads for rendering (torch intra-op)"})
+    # `ideal serve` turns it on (its --no-export turns it off): the faster ONNX Runtime path is then there without
+    # a separate `ideal export`
+    export: bool = field(default=False, metadata={
+        "help": "export missing or stale ONNX graphs at start (with --backend auto or onnxruntime; ~18 s once)"})
     # Driver clips a client may pick as expression source, by name (clips are server-side paths, never uploads).
     drivers: dict[str, str] = field(default_factory=dict)
     ice_servers: list[IceServer] = field(default_factory=list)
-    cert: str | None = None  # TLS: browsers allow the microphone only on https or localhost
-    key: str | None = None
-    max_sessions: int = DEFAULT_MAX_SESSIONS  # avatar sessions (a renderer each)
-    max_viewers: int = DEFAULT_MAX_VIEWERS  # extra receivers of someone's avatar (an encoder each)
-    token: str | None = None  # when set, every API call needs it (?token= or Authorization: Bearer)
-    synthetic_mark: bool = True  # the visible "synthetic" mark on every served frame (responsible use)
-    # Time from a frame's audio cutoff to its emission (streamer.config.StreamerConfig.render_budget_ms). Larger
-    # than the streamer's 45 ms: in the server the renderer shares the CPU and the GIL with aiortc, whose bursts
-    # made a third of the frames miss 45 ms; at 85 ms one session gets 23.7-25.1 new pictures/s (docs/serve.md), for
-    # 40 ms more delay, which the lip-aligned audio track also takes.
-    render_budget_ms: float = DEFAULT_RENDER_BUDGET_MS
-    codec: str = "auto"  # video codec preference: h264, vp8 or auto (the browser's order)
+    cert: str | None = field(default=None, metadata={
+        "help": "TLS certificate (PEM): serve https so remote browsers allow the microphone"})
+    key: str | None = field(default=None, metadata={"help": "TLS private key (PEM)"})
+    max_sessions: int = field(default=DEFAULT_MAX_SESSIONS, metadata={
+        "help": "avatar sessions at once (a renderer each; 1 is what a 2-core CPU renders at 25 fps, see "
+                "docs/serve.md); more are refused with 503"})
+    max_viewers: int = field(default=DEFAULT_MAX_VIEWERS, metadata={
+        "help": "room viewers at once (an encoder each)"})
+    token: str | None = field(default=None, metadata={
+        "help": "access token clients must present (?token= or Authorization: Bearer)"})
+    codec: Codec = field(default="auto", metadata={
+        "help": "video codec preference (auto: the browser's order)"})
+    streamer: StreamerConfig = field(default_factory=server_streamer)
     max_offer_bytes: int = 64 * 1024
     connect_timeout_s: float = 20.0  # an answered offer that never connects is dropped after this
     idle_timeout_s: float = 10.0  # an avatar peer whose microphone sends nothing this long has vanished
@@ -82,8 +99,8 @@ class ServerConfig:
             raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
         if self.max_sessions < 1:
             raise InputError(f"--max-sessions {self.max_sessions}: must be at least 1", "use a positive number")
-        if not 20.0 <= self.render_budget_ms <= 1000.0:
-            raise InputError(f"--render-budget-ms {self.render_budget_ms:g}: out of range",
+        if not 20.0 <= self.streamer.render_budget_ms <= 1000.0:
+            raise InputError(f"--render-budget-ms {self.streamer.render_budget_ms:g}: out of range",
                              "use 20..1000 ms (45 is the streamer's, 85 the server's default)")
         if self.threads < 1:
             raise InputError(f"--threads {self.threads}: must be at least 1", "use a positive number")

@@ -120,3 +120,19 @@ def test_config_options_types_and_given():
     assert options.build(parser.parse_args([]), base=Demo(size=9, hidden=1)) == Demo(size=9, hidden=1)
     with pytest.raises(SystemExit):
         parser.parse_args(["--kind", "c"])
+
+
+def test_serve_builds_a_server_config_with_its_streamer_nested():
+    from ideal.server.cli import config_from_args
+    from ideal.server.config import ServerConfig
+
+    parser = _command_parser("serve")
+    default = config_from_args(parser.parse_args([]))
+    assert default == ServerConfig(export=True)  # `ideal serve` exports at start; the rest is the dataclass
+    assert default.streamer.render_budget_ms == 85.0 and default.streamer.int8
+    config = config_from_args(parser.parse_args(["--render-budget-ms", "60", "--no-int8", "--silence-mouth", "rest",
+                                                 "--no-synthetic-mark", "--port", "0", "--no-export"]))
+    assert (config.streamer.render_budget_ms, config.streamer.int8, config.streamer.silence_mouth) == (60.0, False,
+                                                                                                        "rest")
+    assert not config.streamer.synthetic_mark and config.port == 0 and not config.export
+    assert config.streamer.jitter_ms == ServerConfig().streamer.jitter_ms

@@ -37,7 +37,7 @@ async def test_speech_drives_the_avatar_and_reaches_the_room(tiny_avatar: Path, 
     try:
         info = server.state.catalog.default.info
         # the server's own render budget reaches the streamer (and so its delay)
-        assert info["delay_parts_ms"]["render_budget"] == config.render_budget_ms
+        assert info["delay_parts_ms"]["render_budget"] == config.streamer.render_budget_ms
         speaker = await join(server.url, speech_48k, room="e2e")
         await wait_connected(speaker, 30)
         t_start = time.monotonic()
