@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ideal import web as web_client  # the static client package (see WEB_DIR)
 from ideal.avatar.errors import IdealError, InputError
@@ -171,7 +172,7 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     snap = state.metrics.snapshot(state.peers.live())
     if request.query.get("format") == "prometheus":
-        return web.Response(text=to_prometheus(snap), content_type="text/plain")
+        return web.Response(body=to_prometheus(snap), headers={"Content-Type": CONTENT_TYPE_LATEST})
     return web.json_response(snap)
 
 

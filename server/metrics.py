@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ideal.streamer.stats import percentiles
+
+LATENCY_PERCENTILES = (50, 90, 99)
 
 
 @dataclass
@@ -30,13 +37,6 @@ class FrameRate:
         if len(self._times) < 2:
             return 0.0
         return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6)
-
-
-def percentiles(values: "deque[float] | list[float]", qs: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:
-    if not values:
-        return {f"p{q}": None for q in qs}
-    arr = np.fromiter(values, dtype=np.float64)
-    return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in qs}
 
 
 class ServerMetrics:
@@ -64,27 +64,36 @@ class ServerMetrics:
             **live,
             "frames": self.frames,
             "late_frames": self.late_frames,
-            "latency_ms": percentiles(self.latency_ms),
+            "latency_ms": percentiles(self.latency_ms, LATENCY_PERCENTILES, digits=2),
             "counters": dict(self.counters),
             "rejected": dict(self.rejected),
         }
 
 
-def to_prometheus(snapshot: dict[str, Any]) -> str:
-    """The numeric leaves of a snapshot as Prometheus text exposition (`ideal_serve_*`)."""
-    lines: list[str] = []
+class _SnapshotCollector(Collector):
+    """Every numeric leaf of a snapshot as a gauge named by its path (`latency_ms.p50` ->
+    `ideal_serve_latency_ms_p50`); leaves without a value yet (None) are left out, and so is the per-session
+    detail, whose list has no stable names."""
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}_{k}", v)
-        elif isinstance(value, bool):
-            lines.append(f"{prefix} {int(value)}")
-        elif isinstance(value, (int, float)):
-            lines.append(f"{prefix} {value}")
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
 
-    for key, value in snapshot.items():
-        if key == "sessions_detail":
-            continue
-        walk(f"ideal_serve_{key}", value)
-    return "\n".join(lines) + "\n"
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        def walk(path: list[str], value: Any) -> Iterator[GaugeMetricFamily]:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    yield from walk([*path, str(k)], v)
+            elif isinstance(value, (bool, int, float)):
+                yield GaugeMetricFamily("_".join(["ideal_serve", *path]), f"GET /metrics {'.'.join(path)}",
+                                        value=float(value))
+
+        for key, value in self.snapshot.items():
+            if key != "sessions_detail":
+                yield from walk([key], value)
+
+
+def to_prometheus(snapshot: dict[str, Any]) -> bytes:
+    """The snapshot in the Prometheus text exposition format (serve it as `prometheus_client.CONTENT_TYPE_LATEST`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snapshot))
+    return generate_latest(registry)

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import os
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 
-def percentiles(values, qs=(50, 95, 99)) -> dict[str, float | None]:
-    """{'p50': ..., 'p95': ..., 'p99': ...} of the finite values (None when there are none)."""
+def percentiles(values: Iterable[float | None], qs: tuple[int, ...] = (50, 95, 99),
+                digits: int | None = None) -> dict[str, float | None]:
+    """{'p50': ..., 'p95': ..., 'p99': ...} of the finite values (None when there are none), rounded to `digits`
+    decimals when given. The one percentile summary of the project: sessions, the server and `ideal bench`."""
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    return {f"p{q}": (float(np.percentile(arr, q)) if arr.size else None) for q in qs}
+    if not arr.size:
+        return {f"p{q}": None for q in qs}
+    values_at = (float(np.percentile(arr, q)) for q in qs)
+    return {f"p{q}": (v if digits is None else round(v, digits)) for q, v in zip(qs, values_at)}
 
 
 def rss_mb() -> float:

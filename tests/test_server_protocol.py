@@ -197,6 +197,15 @@ async def test_media_flows_both_ways_and_stats_report_it(server):
     assert stats["stream"]["picture_fps"] > 15  # every fake frame is a new picture
     status, metrics = await _get(server.url + "metrics")
     assert metrics["sessions"] == 1 and metrics["latency_ms"]["p50"] == 50.0
+    async with aiohttp.ClientSession() as http:  # the same figures as Prometheus text, by their JSON paths
+        async with http.get(server.url + "metrics?format=prometheus") as r:
+            assert r.status == 200 and r.content_type == "text/plain"
+            text = await r.text()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gauges = {f.name: f.samples[0].value for f in text_string_to_metric_families(text)}
+    assert gauges["ideal_serve_sessions"] == 1 and gauges["ideal_serve_latency_ms_p50"] == 50.0
+    assert gauges["ideal_serve_frames"] >= metrics["frames"] > 0  # a counter, read a moment later
     status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "neutral"}))
     assert status == 200 and session.expression == "neutral"
     status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "x"}))

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ideal.avatar.backend import Backend
-from ideal.bench.report import percentiles
+from ideal.bench.report import distribution
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class _Run:
             backend=self.name, device=str(getattr(self.backend, "device", "cpu")), tier=self.tier, batch=self.b,
             frames=frames_done, seconds=round(self.busy, 3), fps=round(frames_done / max(self.busy, 1e-9), 2),
             stage_ms={s: round(float(np.mean(v)), 3) for s, v in ps.items() if v},
-            stage_p95_ms={s: percentiles(v)["p95"] for s, v in ps.items() if v},
+            stage_p95_ms={s: distribution(v)["p95"] for s, v in ps.items() if v},
             peak_rss_mb=peak_rss_mb(), peak_cuda_mb=peak_cuda,
             extra={"render_fps": round(1e3 / max(render, 1e-6), 2),
                    "refiner": (getattr(self.backend, "precision", None) or {}).get(self.tier, "fp32")})

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ideal.avatar.clock import SAMPLE_RATE
-from ideal.bench.report import percentiles
+from ideal.bench.report import distribution
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,8 @@ def summarise(runs: list[SessionRun], signal: np.ndarray, engine: Any, duration_
             "dropped_frames": int(r.stats.get("dropped_frames", 0)),
             "tier_changes": int(sum(a != b for a, b in zip(tiers, tiers[1:]))),
             "tiers_used": {t: tiers.count(t) for t in sorted(set(tiers))},
-            "latency_ms": percentiles(latency),
-            "streamer_latency_ms": percentiles([f["streamer_latency_ms"] for f in frames
+            "latency_ms": distribution(latency),
+            "streamer_latency_ms": distribution([f["streamer_latency_ms"] for f in frames
                                                 if f["streamer_latency_ms"] is not None and not f["late"]]),
             "real_time_factor": round(float(np.mean(compute)) * engine.fps / 1000.0, 3) if compute else None,
             "frames_placed": placed,  # frames whose audio was found in the pushed signal (latency measurable)
@@ -184,7 +184,7 @@ def summarise(runs: list[SessionRun], signal: np.ndarray, engine: Any, duration_
         "sessions": len(runs), "duration_s": duration_s, "backend": engine.info.get("backend"),
         "refiner": engine.info.get("refiner"),
         "min_fps": round(min(fps), 2) if fps else None, "late_share": round(late_total / max(frames_total, 1), 4),
-        "latency_ms": percentiles(all_latency), "per_session": per_session, "latency_samples_ms": all_latency,
+        "latency_ms": distribution(all_latency), "per_session": per_session, "latency_samples_ms": all_latency,
         "playout_delay_ms": round(engine.info.get("delay_ms", 0.0), 1),
     }
 

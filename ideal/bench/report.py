@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from ideal.streamer.stats import percentiles
 
-def percentiles(values: list[float] | np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float | None]:
-    """{"p50": .., "p95": .., "p99": .., "mean": .., "n": ..}; None entries when there are no values."""
+
+def distribution(values: list[float] | np.ndarray) -> dict[str, float | None]:
+    """{"p50": .., "p95": .., "p99": .., "mean": .., "n": ..} of the finite values, to 3 decimals; None entries
+    when there are none."""
     arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return {**{f"p{q}": None for q in qs}, "mean": None, "n": 0}
-    out: dict[str, Any] = {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in qs}
-    out["mean"] = round(float(arr.mean()), 3)
-    out["n"] = int(arr.size)
-    return out
+    arr = arr[np.isfinite(arr)]
+    return {**percentiles(arr, digits=3), "mean": round(float(arr.mean()), 3) if arr.size else None,
+            "n": int(arr.size)}
 
 
 def _version(module: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ideal.avatar.clock import SAMPLE_RATE
-from ideal.bench.report import percentiles
+from ideal.bench.report import distribution
 
 log = logging.getLogger(__name__)
 
@@ -295,11 +295,11 @@ COLUMNS = [("trial", "trial"), ("connect_s", "connect s"), ("first_frame_after_c
 def summarise(out: dict[str, Any]) -> dict[str, Any]:
     trials = out["trials"]
     pick = lambda key: [t[key] for t in trials if t.get(key) is not None]  # noqa: E731
-    return {"e2e_latency_ms": percentiles(pick("speaker_latency_ms")),
-            "e2e_latency_watcher_ms": percentiles(pick("watcher_latency_ms")),
-            "av_offset_ms": percentiles(pick("av_offset_ms")),
-            "av_sync_ms": percentiles(pick("av_sync_ms")),
-            "first_frame_after_connect_s": percentiles(pick("first_frame_after_connect_s")),
+    return {"e2e_latency_ms": distribution(pick("speaker_latency_ms")),
+            "e2e_latency_watcher_ms": distribution(pick("watcher_latency_ms")),
+            "av_offset_ms": distribution(pick("av_offset_ms")),
+            "av_sync_ms": distribution(pick("av_sync_ms")),
+            "first_frame_after_connect_s": distribution(pick("first_frame_after_connect_s")),
             "mouth_onset_found": sum(t.get("speaker_latency_ms") is not None for t in trials)}
 
 
