@@ -18,10 +18,32 @@ from fixtures_avatar import *  # noqa: E402,F401,F403  (avatars: owned by the mo
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The read-only real clips and speech (../shared/data)."""
+    """The larger read-only set of real clips and speech (../shared/data): other people and longer runs. The
+    suite's own real data ships in tests/data (see fixtures_data.py); only the tests marked `shared` need this."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA} (set IDEAL_SHARED_DATA)")
+        pytest.skip(f"the larger real data set is not at {SHARED_DATA} (set IDEAL_SHARED_DATA to use it)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many tests ran on the larger real data set, so a run without it is never mistaken for a full one."""
+    outcomes: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when in ("call", "setup") and "shared" in getattr(report, "keywords", {}):
+                if outcome == "passed" and report.when == "setup":
+                    continue
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if outcomes:
+        found = "found" if SHARED_DATA.is_dir() else "not found"
+        terminalreporter.write_line(f"tests on the larger real data set ({SHARED_DATA}, {found}): "
+                                    + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
 
 
 @pytest.fixture(scope="session")

@@ -36,10 +36,10 @@ def bench_avatar(default_avatar: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def speech(shared_data: Path):
+def speech(new_speech_wav: Path):
     from ideal.bench.signals import bench_audio
 
-    return bench_audio(shared_data / "speech" / "test_13s.wav", silence_s=0.2, max_speech_s=3.0)
+    return bench_audio(new_speech_wav, silence_s=0.2, max_speech_s=3.0)
 
 
 def _cheapest_tier(avatar: Path) -> str:
@@ -53,13 +53,13 @@ def test_bench_audio_has_an_exact_onset(speech):
     assert np.sqrt(np.mean(speech.audio[speech.onset_sample:speech.onset_sample + 1600] ** 2)) > 1e-3
 
 
-def test_offline_mode_every_backend_and_tier(bench_avatar: Path, shared_data: Path, tmp_path: Path, capsys):
+def test_offline_mode_every_backend_and_tier(bench_avatar: Path, new_speech_wav, tmp_path: Path, capsys):
     from ideal.cli import main
 
     out, png = tmp_path / "offline.json", tmp_path / "offline.png"
     code = main(["bench", "--avatar", str(bench_avatar), "--backend", "all", "--duration", "0.12", "--threads", "2",
                  "--tier", _cheapest_tier(bench_avatar),
-                 "--audio", str(shared_data / "speech" / "test_13s.wav"), "--json", str(out), "--plot", str(png)])
+                 "--audio", str(new_speech_wav), "--json", str(out), "--plot", str(png)])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["mode"] == "offline" and report["machine"]["versions"]["onnxruntime"]
@@ -117,12 +117,12 @@ def test_realtime_latency_sees_an_injected_delay(bench_avatar: Path, speech):
     assert 27 <= added <= 33, f"injected 30 ms, measured {added:.1f} ms more"
 
 
-def test_realtime_mode_on_the_wall_clock(bench_avatar: Path, shared_data: Path, tmp_path: Path):
+def test_realtime_mode_on_the_wall_clock(bench_avatar: Path, new_speech_wav, tmp_path: Path):
     from ideal.cli import main
 
     out = tmp_path / "realtime.json"
     assert main(["bench", "--mode", "realtime", "--avatar", str(bench_avatar), "--backend", "onnxruntime",
-                 "--duration", "2", "--threads", "2", "--audio", str(shared_data / "speech" / "test_13s.wav"),
+                 "--duration", "2", "--threads", "2", "--audio", str(new_speech_wav),
                  "--tier", _cheapest_tier(bench_avatar), "--no-int8", "--json", str(out),
                  "--plot", str(tmp_path / "rt.png")]) == 0
     report = json.loads(out.read_text())
@@ -135,7 +135,7 @@ def test_realtime_mode_on_the_wall_clock(bench_avatar: Path, shared_data: Path, 
     assert (tmp_path / "rt.png").exists()
 
 
-def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, shared_data: Path, tmp_path: Path):
+def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, new_speech_wav, tmp_path: Path):
     """A real aiortc speaker and watcher against the in-process server on loopback: connection, first frame,
     faces tracked on every decoded frame, and -- when the lips visibly respond -- a latency no shorter than the
     streamer's fixed playout delay allows (nothing can show the speech before the server has it)."""
@@ -143,7 +143,7 @@ def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, shared_data:
 
     out = tmp_path / "webrtc.json"
     code = main(["bench", "--mode", "webrtc", "--avatar", str(bench_avatar), "--backend", "onnxruntime",
-                 "--trials", "1", "--duration", "2", "--audio", str(shared_data / "speech" / "test_13s.wav"),
+                 "--trials", "1", "--duration", "2", "--audio", str(new_speech_wav),
                  "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -160,13 +160,13 @@ def test_webrtc_mode_measures_on_decoded_frames(bench_avatar: Path, shared_data:
     assert trial["av_sync_ms"] is None or abs(trial["av_sync_ms"]) <= 400
 
 
-def test_av_lag_recovers_a_known_offset_between_picture_and_sound(shared_data: Path):
+def test_av_lag_recovers_a_known_offset_between_picture_and_sound(new_speech_wav):
     """The sync estimate finds the delay put between a mouth-opening track and a loudness track that follows it
     (real speech's loudness, with frames and packets at their own rates and arrival jitter)."""
     from ideal.avatar.audio.io import load_audio
     from ideal.bench.mouth import av_lag_ms
 
-    speech = load_audio(shared_data / "speech" / "test_13s.wav")[: 16000 * 4]
+    speech = load_audio(new_speech_wav)[: 16000 * 4]
     rng = np.random.default_rng(0)
     packet_t = np.arange(0, 4.0, 0.02)
     level = np.array([np.sqrt(np.mean(speech[int(t * 16000):int(t * 16000) + 320] ** 2)) for t in packet_t])

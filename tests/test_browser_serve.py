@@ -95,11 +95,11 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def mic_wav(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mic_wav(new_speech_wav, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 kHz PCM WAV for Chromium's fake microphone: SILENCE_S of silence, then SPEECH_S of real speech."""
     from ideal.avatar.audio.io import load_audio, resample
 
-    speech = load_audio(shared_data / "speech" / "test_13s.wav")[: int(SPEECH_S * 16_000)]
+    speech = load_audio(new_speech_wav)[: int(SPEECH_S * 16_000)]
     audio = np.concatenate([np.zeros(int(SILENCE_S * 16_000), np.float32), speech])
     path = tmp_path_factory.mktemp("mic") / "mic.wav"
     sf.write(path, resample(audio, 16_000, 48_000), 48_000, subtype="PCM_16")

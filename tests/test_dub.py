@@ -25,49 +25,23 @@ def _dub(avatar, mouth_model_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def speech_44k_stereo(tmp_path_factory, shared_data: Path) -> Path:
-    """2 s of real speech re-encoded as a 44.1 kHz stereo m4a (not the model's 16 kHz mono wav)."""
-    import av
-
-    pcm = load_audio(shared_data / "speech" / "test_13s.wav")[16000 * 1: 16000 * 3]
-    from ideal.avatar.audio.io import resample
-
-    x = resample(pcm, 16000, 44100)
-    path = tmp_path_factory.mktemp("dub") / "speech.m4a"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=44100)
-        s.layout = "stereo"
-        frame_len = 1024
-        for i in range(0, len(x), frame_len):
-            chunk = np.stack([x[i:i + frame_len], 0.5 * x[i:i + frame_len]]).astype(np.float32)
-            f = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            f.sample_rate = 44100
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
-
-
-@pytest.fixture(scope="module")
-def short_driver(tmp_path_factory, shared_data: Path) -> Path:
-    """1.2 s of another person's face (Obama_clip2, 30 fps, no audio track): shorter than the speech."""
+def short_driver(tmp_path_factory, driver_clip) -> Path:
+    """1.2 s of a driver clip (30 fps, no audio track): shorter than the speech."""
     from ideal.avatar.prepare.video import iter_frames
     from ideal.avatar.video_io import VideoWriter
 
     path = tmp_path_factory.mktemp("dub") / "driver.mp4"
     with VideoWriter(path, 30.0) as w:
-        for i, _, rgb in iter_frames(shared_data / "drivers" / "Obama_clip2.mp4", 30.0, start=2.0, duration=1.2):
+        for i, _, rgb in iter_frames(driver_clip, 30.0, start=2.0, duration=1.2):
             w.write(rgb)
     return path
 
 
-def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path,
+def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_dir, speech_m4a, tmp_path,
                                                      capsys):
     out = tmp_path / "dub.mp4"
     drive = tmp_path / "dub.drive.npz"
-    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_m4a),
                  "--save-drive", str(drive), "-o", str(out)]) == 0
     frames = read_frames(out)
     assert len(frames) == 50  # 2 s at 25 fps
@@ -81,7 +55,7 @@ def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_di
     assert np.allclose(expression[:, 0], mouth)
     # without the mark the same frames differ only where the mark is drawn
     out2 = tmp_path / "nomark.mp4"
-    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_m4a),
                  "--no-mark", "-o", str(out2)]) == 0
     plain = read_frames(out2)
     assert read_metadata(out2)["comment"] == SYNTHETIC_TAG  # the tag stays even without the visible mark
@@ -90,11 +64,11 @@ def test_dub_from_audio_any_format_with_mark_and_tag(tiny_avatar, mouth_model_di
     assert 0.001 < marked.mean() < 0.25  # a visible mark, not a different video
 
 
-def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_model_dir, speech_44k_stereo,
+def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_model_dir, speech_m4a,
                                                            short_driver, tmp_path, capsys):
     out = tmp_path / "cross.mp4"
     drive = tmp_path / "cross.npz"
-    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_m4a),
                  "--expression", str(short_driver), "--save-drive", str(drive), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "shorter than the 2.0 s of audio" in printed and "loops" in printed
@@ -105,7 +79,7 @@ def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_mo
     assert np.allclose(e[n_driver + 3, 10:], e[n_driver - 5, 10:])
     # --mouth driver with --on-short hold: the mouth comes from the clip and freezes past its end
     drive2 = tmp_path / "hold.npz"
-    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_m4a),
                  "--expression", str(short_driver), "--mouth", "driver", "--on-short", "hold",
                  "--save-drive", str(drive2), "-o", str(tmp_path / "hold.mp4")]) == 0
     assert "holds its last frame" in capsys.readouterr().out
@@ -114,9 +88,9 @@ def test_dub_cross_identity_short_driver_loops_and_says_so(tiny_avatar, mouth_mo
     assert np.allclose(e2[n_driver:, :10], e2[n_driver - 1, :10])
 
 
-def test_dub_neutral(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path):
+def test_dub_neutral(tiny_avatar, mouth_model_dir, speech_m4a, tmp_path):
     drive = tmp_path / "n.npz"
-    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_44k_stereo),
+    assert main([*_dub(tiny_avatar, mouth_model_dir), "--audio", str(speech_m4a),
                  "--expression", "neutral", "--save-drive", str(drive), "-o", str(tmp_path / "n.mp4")]) == 0
     with np.load(drive) as z:
         e = z["expression"]
@@ -128,24 +102,24 @@ def _broken_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_dub_missing_avatar_files(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path, capsys):
+def test_dub_missing_avatar_files(tiny_avatar, mouth_model_dir, speech_m4a, tmp_path, capsys):
     bad = _broken_copy(_avatar_dir(tiny_avatar), tmp_path / "broken")
     (bad / "weights.pt").unlink()
     assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(bad),
-                  "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
+                  "--audio", str(speech_m4a), "-o", str(tmp_path / "o.mp4")]) == 2
     err = capsys.readouterr().err
     assert "weights.pt" in err and "broken" in err
     assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(tmp_path / "nowhere"),
-                 "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
+                 "--audio", str(speech_m4a), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "nowhere" in capsys.readouterr().err
 
 
-def test_dub_incompatible_avatar_version(tiny_avatar, mouth_model_dir, speech_44k_stereo, tmp_path, capsys):
+def test_dub_incompatible_avatar_version(tiny_avatar, mouth_model_dir, speech_m4a, tmp_path, capsys):
     bad = _broken_copy(_avatar_dir(tiny_avatar), tmp_path / "old")
     m = json.loads((bad / "avatar.json").read_text())
     m["format_version"] = 999
     (bad / "avatar.json").write_text(json.dumps(m))
     assert main(["dub", "--mouth-model", str(mouth_model_dir), "--avatar", str(bad),
-                  "--audio", str(speech_44k_stereo), "-o", str(tmp_path / "o.mp4")]) == 2
+                  "--audio", str(speech_m4a), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "format version 999" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()

@@ -55,8 +55,8 @@ def test_not_an_audio_file(tmp_path: Path, capsys):
     (["--mouth", "driver"], "--mouth driver needs a driver clip"),
     (["--expression", "missing_driver.mp4"], "missing_driver.mp4: no such driver video"),
 ])
-def test_bad_options(tmp_path: Path, capsys, shared_data: Path, argv, message):
-    speech = shared_data / "speech" / "test_13s.wav"
+def test_bad_options(tmp_path: Path, capsys, new_speech_wav, argv, message):
+    speech = new_speech_wav
     args = ["--audio", str(speech), *argv]
     if "-o" not in argv:
         args += ["-o", str(tmp_path / "o.mp4")]
@@ -78,9 +78,9 @@ def test_driver_without_a_face(tmp_path: Path):
         track_driver(video, 25.0, progress=False)
 
 
-def test_driver_that_is_not_a_video(tmp_path: Path, shared_data: Path):
+def test_driver_that_is_not_a_video(tmp_path: Path, new_speech_wav, driver_clip):
     from ideal.avatar.driver_clip import track_driver
     from ideal.avatar.errors import InputError
 
-    with pytest.raises(InputError, match="test_13s.wav"):
-        track_driver(shared_data / "speech" / "test_13s.wav", 25.0, progress=False)
+    with pytest.raises(InputError, match="new_speech_16k.wav"):
+        track_driver(new_speech_wav, 25.0, progress=False)

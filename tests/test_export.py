@@ -32,7 +32,7 @@ def avatar_copy(default_avatar: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def frames(avatar_copy: Path, shared_data: Path):
+def frames(avatar_copy: Path, new_speech_wav):
     """Real inputs of 3 frames: windows of real speech, and the expressions and poses the avatar was trained on
     (frames of its own tracked video, where the head must render)."""
     from ideal.avatar.audio.features import compute_features, windows_for_frames
@@ -40,7 +40,7 @@ def frames(avatar_copy: Path, shared_data: Path):
     from ideal.avatar.loading import load_avatar
 
     loaded = load_avatar(avatar_copy, device="cpu")
-    mel = compute_features(load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3], loaded.mel_config)
+    mel = compute_features(load_audio(new_speech_wav)[:16000 * 3], loaded.mel_config)
     idx = np.array([20, 40, 60])
     windows = windows_for_frames(mel, 61, loaded.fps, loaded.window, loaded.mel_config)[idx]
     return loaded, windows, loaded.expression_track[idx], loaded.pose_track[idx]
@@ -78,8 +78,9 @@ def test_export_writes_checked_per_stage_graphs_with_dynamic_batch(avatar_copy: 
     assert learned and {f"refine.{t}.int8" for t in learned} <= set(manifest["graphs"])
     for t in learned:
         report = manifest["validation"]["int8_vs_fp32"][f"refine.{t}.int8"]
+        # judged by what a viewer would see (PSNR), not by a max difference: the largest single-pixel error of an
+        # INT8 kernel differs between CPUs (0.06 on AVX-512 VNNI, 0.12 on AVX2) while the picture does not
         assert report["frames"] >= 8 and report["psnr_db"] > 42.0, report
-        assert diffs[f"refine.{t}.int8"] < 0.1, diffs
     quantized = onnx.load(str(directory / manifest["graphs"][f"refine.{learned[0]}.int8"]["file"]))
     ops = {n.op_type for n in quantized.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -108,13 +109,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / max(float(np.mean((a.astype(np.float64) - b) ** 2)), 1e-12)))
 
 
-def test_onnxruntime_runs_the_int8_refiners_by_default_close_to_pytorch(avatar_copy: Path, frames):
-    """On CPU the exported backend runs the INT8 refine graphs: the same frames as PyTorch within quantization
-    error (PSNR > 40 dB over the crop, where the model itself is ~31.6 dB from the real frames), per tier."""
+def test_onnxruntime_int8_refiners_render_close_to_pytorch(avatar_copy: Path, frames):
+    """The INT8 refine graphs (forced on) give the same frames as PyTorch within quantization error (PSNR > 40 dB
+    over the crop, where the model itself is ~31.6 dB from the real frames), per tier."""
     from ideal.export.backends import create_backend
 
     loaded, audio, expression, pose = frames
-    backend = create_backend(avatar_copy, "onnxruntime", "cpu")
+    backend = create_backend(avatar_copy, "onnxruntime", "cpu", int8="always")
     assert backend.precision == {t: "int8" for t in loaded.tiers}
     for tier in loaded.tiers:
         ref = loaded.backend.render(audio, expression, pose, tier)
@@ -124,6 +125,35 @@ def test_onnxruntime_runs_the_int8_refiners_by_default_close_to_pytorch(avatar_c
         print(f"{tier}: int8 vs torch PSNR rgb {rgb_psnr:.1f} dB alpha {alpha_psnr:.1f} dB, "
               f"max |diff| {float(np.abs(got.rgb - ref.rgb).max()):.3f}")
         assert rgb_psnr > 40.0 and alpha_psnr > 40.0
+
+
+def test_int8_is_used_where_measured_faster_on_this_cpu(avatar_copy: Path, monkeypatch):
+    """By default each refine stage runs INT8 only where it was timed faster (by MIN_INT8_SPEEDUP) on this CPU;
+    the timing is recorded per CPU signature beside the graphs and reused, not measured at every start."""
+    import json
+
+    from ideal.export import quantize
+    from ideal.export.backends import create_backend
+
+    backend = create_backend(avatar_copy, "onnxruntime", "cpu", threads=1)
+    timings = backend.int8_timings
+    assert timings and all(t.fp32_ms > 0 and t.int8_ms > 0 for t in timings.values())
+    for key, timing in timings.items():
+        tier = key.split(".", 1)[1]
+        assert backend.precision[tier] == ("int8" if timing.speedup >= quantize.MIN_INT8_SPEEDUP else "fp32")
+    recorded = json.loads((backend.export_dir / quantize.INT8_TIMINGS).read_text())
+    assert set(recorded[quantize.cpu_signature(1)]) == set(timings)
+
+    def no_timing(*_a, **_k):
+        raise AssertionError("measured again although this CPU's timing is recorded")
+
+    monkeypatch.setattr("ideal.export.onnx_backend.time_graph_pair", no_timing)
+    again = create_backend(avatar_copy, "onnxruntime", "cpu", threads=1)
+    assert again.precision == backend.precision
+    never = create_backend(avatar_copy, "onnxruntime", "cpu", int8=False)
+    assert never.precision == {t: "fp32" for t in backend.precision}
+    with pytest.raises(ValueError, match="INT8 policy 'sometimes'"):
+        quantize.int8_policy("sometimes")
 
 
 def test_streamer_on_onnxruntime_runs_torch_single_threaded_and_restores_it(avatar_copy: Path):

@@ -33,7 +33,7 @@ def _trt() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def gpu_avatar(default_avatar: Path, shared_data: Path, tmp_path_factory):
+def gpu_avatar(default_avatar: Path, new_speech_wav, tmp_path_factory):
     reason = _cuda()
     if reason:
         pytest.skip(f"no NVIDIA GPU / tensorrt not installed ({reason})")
@@ -46,7 +46,7 @@ def gpu_avatar(default_avatar: Path, shared_data: Path, tmp_path_factory):
     shutil.copytree(default_avatar, dst, ignore=shutil.ignore_patterns("exported"))
     export_avatar(dst)
     loaded = load_avatar(dst, device="cuda")
-    mel = compute_features(load_audio(shared_data / "speech" / "test_13s.wav")[:16000 * 3], loaded.mel_config)
+    mel = compute_features(load_audio(new_speech_wav)[:16000 * 3], loaded.mel_config)
     idx = np.array([20, 40, 60])
     windows = windows_for_frames(mel, 61, loaded.fps, loaded.window, loaded.mel_config)[idx]
     return dst, loaded, (windows, loaded.expression_track[idx], loaded.pose_track[idx])

@@ -12,17 +12,17 @@ from ideal.avatar.clock import FrameClock
 from ideal.avatar.errors import InputError
 
 
-def test_load_audio_any_format_to_16k_mono(shared_data):
-    wav_44k_stereo = load_audio(shared_data / "speech/speech_1.wav")
+def test_load_audio_any_format_to_16k_mono(speech_44k_stereo_wav, speech_m4a, obama_clip):
+    wav_44k_stereo = load_audio(speech_44k_stereo_wav)
     assert wav_44k_stereo.dtype == np.float32 and wav_44k_stereo.ndim == 1
     assert abs(len(wav_44k_stereo) / 16000 - 7.5) < 0.05
-    m4a = load_audio(shared_data / "emotion/m030_neutral.m4a")
+    m4a = load_audio(speech_m4a)
     assert m4a.ndim == 1 and len(m4a) > 16000 and np.abs(m4a).max() <= 1.0
-    mp4 = load_audio(shared_data / "train/obama_20s.mp4")
+    mp4 = load_audio(obama_clip)
     assert abs(len(mp4) / 16000 - 20.0) < 0.05
 
 
-def test_load_audio_bad_inputs(shared_data, tmp_path):
+def test_load_audio_bad_inputs(driver_clip, tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_audio(tmp_path / "missing.wav")
     junk = tmp_path / "junk.wav"
@@ -30,7 +30,7 @@ def test_load_audio_bad_inputs(shared_data, tmp_path):
     with pytest.raises(InputError, match="not a readable"):
         load_audio(junk)
     with pytest.raises(InputError, match="no audio track"):
-        load_audio(shared_data / "drivers/reagan_clip1.mp4")  # 30 fps driver: video only
+        load_audio(driver_clip)  # 30 fps driver: video only
 
 
 def test_to_mono_interleaved_int16():
@@ -41,8 +41,8 @@ def test_to_mono_interleaved_int16():
         to_mono(np.zeros(5, np.int16), channels=2)
 
 
-def test_streaming_features_match_offline_for_any_chunking(shared_data):
-    audio = load_audio(shared_data / "speech/test_13s.wav")
+def test_streaming_features_match_offline_for_any_chunking(new_speech_wav):
+    audio = load_audio(new_speech_wav)
     offline = compute_features(audio)
     assert offline.shape == (len(audio) // 160, 80)
     rng = np.random.default_rng(7)
@@ -56,9 +56,9 @@ def test_streaming_features_match_offline_for_any_chunking(shared_data):
         np.testing.assert_allclose(np.concatenate(parts), offline, atol=1e-4)
 
 
-def test_features_are_causal(shared_data):
+def test_features_are_causal(new_speech_wav):
     """Changing the future never changes past frames."""
-    audio = load_audio(shared_data / "speech/test_13s.wav")[: 16000 * 3]
+    audio = load_audio(new_speech_wav)[: 16000 * 3]
     altered = audio.copy()
     altered[16000 * 2:] = np.random.default_rng(0).normal(0, 0.3, len(altered) - 32000).astype(np.float32)
     a, b = compute_features(audio), compute_features(altered)
@@ -66,9 +66,9 @@ def test_features_are_causal(shared_data):
     assert np.abs(a[210:] - b[210:]).max() > 0.5
 
 
-def test_running_normalisation_is_level_invariant(shared_data):
+def test_running_normalisation_is_level_invariant(obama_audio):
     """A quieter microphone gives nearly the same features once the running mean has settled."""
-    audio = load_audio(shared_data / "speech/eng_60s.wav")[: 16000 * 20]
+    audio = obama_audio[: 16000 * 20]
     loud, quiet = compute_features(audio), compute_features(audio * 0.1)
     settled = slice(1000, None)
     assert np.abs(loud[settled] - quiet[settled]).mean() < 0.01

@@ -18,10 +18,10 @@ EXCERPT_S = 3.0
 
 
 @pytest.fixture(scope="module")
-def speech(shared_data: Path) -> np.ndarray:
+def speech(new_speech_wav) -> np.ndarray:
     from ideal.avatar.audio.io import load_audio
 
-    return load_audio(shared_data / "speech" / "test_13s.wav")[: int(EXCERPT_S * 16000)]
+    return load_audio(new_speech_wav)[: int(EXCERPT_S * 16000)]
 
 
 @pytest.mark.parametrize("kind", ["logmel", "formant"])

@@ -15,22 +15,22 @@ FPS = 25
 
 
 @pytest.fixture(scope="module")
-def obama_frames(shared_data: Path) -> np.ndarray:
+def obama_frames(obama_clip) -> np.ndarray:
     """The first 8 s of obama_20s.mp4 at 225x225 (200, 225, 225, 3) uint8 RGB, to edit into bad clips."""
     import cv2
 
     from ideal.avatar.prepare.video import iter_frames
 
     return np.stack([cv2.resize(f, (226, 226), interpolation=cv2.INTER_AREA)
-                     for _, _, f in iter_frames(shared_data / "train" / "obama_20s.mp4", FPS, duration=8.0)])
+                     for _, _, f in iter_frames(obama_clip, FPS, duration=8.0)])
 
 
 @pytest.fixture(scope="module")
-def speech_wav(shared_data: Path, tmp_path_factory) -> Path:
+def speech_wav(obama_clip, tmp_path_factory) -> Path:
     from ideal.avatar.audio.io import load_audio, write_wav
 
     path = tmp_path_factory.mktemp("audio") / "obama.wav"
-    write_wav(path, load_audio(shared_data / "train" / "obama_20s.mp4")[: 8 * 16000])
+    write_wav(path, load_audio(obama_clip)[: 8 * 16000])
     return path
 
 
@@ -70,28 +70,32 @@ def assert_fails(video: Path, tmp_path: Path, capsys, pattern: str, *extra: str)
     assert not out.exists() and not list(tmp_path.glob(".ds.partial-*"))
 
 
-def test_not_a_video(tmp_path: Path, capsys, shared_data: Path):
+def test_not_a_video(tmp_path: Path, capsys, speech_wav: Path):
     txt = tmp_path / "notes.mp4"
     txt.write_text("this is not a video\n" * 100)
     assert_fails(txt, tmp_path, capsys, "not a readable video")
-    assert_fails(shared_data / "speech" / "test_13s.wav", tmp_path, capsys, "is an audio file, not a video")
+    assert_fails(speech_wav, tmp_path, capsys, "is an audio file, not a video")
 
 
 def test_missing_file(tmp_path: Path, capsys):
     assert_fails(tmp_path / "nope.mp4", tmp_path, capsys, "no such file")
 
 
-def test_truncated_and_corrupt_files(tmp_path: Path, capsys, shared_data: Path):
-    data = (shared_data / "train" / "obama_20s.mp4").read_bytes()
+def test_truncated_and_corrupt_files(tmp_path: Path, capsys, obama_clip):
+    data = obama_clip.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 3])
     assert_fails(cut, tmp_path, capsys, "")
     # The same bytes with the index first (faststart): the header opens, the frames stop early.
-    import subprocess
+    import av
 
     fast = tmp_path / "fast.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(shared_data / "train" / "obama_20s.mp4"), "-c", "copy",
-                    "-movflags", "+faststart", str(fast)], check=True)
+    with av.open(str(obama_clip)) as src, av.open(str(fast), "w", options={"movflags": "+faststart"}) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+        for packet in src.demux(*src.streams):
+            if packet.dts is not None and packet.stream.index in streams:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
     fdata = fast.read_bytes()
     cut2 = tmp_path / "cut_fast.mp4"
     cut2.write_bytes(fdata[: len(fdata) // 2])
@@ -110,14 +114,14 @@ def test_no_audio_track_unless_audio_is_given(tmp_path: Path, capsys, obama_fram
     assert (out / "dataset.json").exists()
 
 
-def test_video_without_a_face(tmp_path: Path, capsys, shared_data: Path, speech_wav):
+def test_video_without_a_face(tmp_path: Path, capsys, obama_clip: Path, speech_wav):
     import cv2
 
     from ideal.avatar.prepare.video import iter_frames
 
-    # The flag and curtain at the left of the Macron clip, where no face ever is.
-    frames = np.stack([cv2.resize(f[0:220, 0:110], (112, 224)) for _, _, f in
-                       iter_frames(shared_data / "train" / "macron_50s.mp4", FPS, duration=3.5)])
+    # The curtain and flag at the left of the Oval Office clip, where no face ever is.
+    frames = np.stack([cv2.resize(f[0:220, 0:100], (112, 224)) for _, _, f in
+                       iter_frames(obama_clip, FPS, duration=3.5)])
     video = write_video(tmp_path / "noface.mp4", frames)
     assert_fails(video, tmp_path, capsys, "no face found in any frame", "--audio", str(speech_wav))
 
@@ -158,15 +162,14 @@ def test_clip_shorter_than_the_minimum(tmp_path: Path, capsys, obama_frames, spe
                  "--min-duration-s", "5")
 
 
-def test_moving_camera_warns(tmp_path: Path, caplog, shared_data: Path, speech_wav):
+def test_moving_camera_warns(tmp_path: Path, caplog, obama_clip: Path, speech_wav):
     import cv2
 
     from ideal.avatar.prepare.video import iter_frames
 
-    # A pan: a 300 px window sliding across the 512 px German clip, 1.5 px per frame.
-    frames = np.stack([cv2.resize(f[100:400, int(1.5 * i):int(1.5 * i) + 300], (224, 224))
-                       for i, _, f in iter_frames(shared_data / "train" / "german_anchor_20s.mp4", FPS,
-                                                  duration=4.0)])
+    # A pan: a 340 px window sliding across the 450 px clip, 1.1 px per frame.
+    frames = np.stack([cv2.resize(f[30:370, int(1.1 * i):int(1.1 * i) + 340], (224, 224))
+                       for i, _, f in iter_frames(obama_clip, FPS, duration=4.0)])
     video = write_video(tmp_path / "pan.mp4", frames)
     out = tmp_path / "pan_ds"
     with caplog.at_level(logging.WARNING):

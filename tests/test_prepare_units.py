@@ -72,10 +72,10 @@ def test_masked_median_ignores_foreground_samples():
     assert med[0, 0, 0] == 20 and med[1, 1, 0] == 0
 
 
-def test_thirty_fps_driver_is_resampled_to_the_output_clock(shared_data):
+def test_thirty_fps_driver_is_resampled_to_the_output_clock(driver_clip):
     from ideal.avatar.prepare.video import iter_frames, probe_video
 
-    path = shared_data / "drivers" / "reagan_clip1.mp4"
+    path = driver_clip
     info = probe_video(path)
     assert info.source_fps == pytest.approx(30.0) and info.audio_start_time_s is None
     times = [t for _, t, _ in iter_frames(path, 25.0, start=2.0, duration=2.0)]
@@ -123,11 +123,11 @@ def test_any_source_rate_maps_to_the_nearest_source_frame(tmp_path, rate):
         assert abs(k - want % 64) <= (1 if rate == "30000/1001" else 0), (i, t, k, want)
 
 
-def test_separate_audio_of_any_rate_and_channels_is_fitted(shared_data):
+def test_separate_audio_of_any_rate_and_channels_is_fitted(speech_44k_stereo_wav, driver_clip):
     """--audio with 44.1 kHz stereo speech: 16 kHz mono, starting at the first frame, one spare second."""
     from ideal.avatar.prepare.audio import fit_audio, load_clip_audio
 
-    pcm = load_clip_audio(shared_data / "drivers" / "reagan_clip1.mp4", shared_data / "speech" / "speech_1.wav",
+    pcm = load_clip_audio(driver_clip, speech_44k_stereo_wav,
                           0.0, None, start=1.0, duration_s=5.0)
     assert pcm.ndim == 1 and pcm.dtype == np.float32 and len(pcm) == 6 * 16000
     assert 0.01 < np.abs(pcm).max() <= 1.0

@@ -23,11 +23,11 @@ SILENCE_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def speech_48k(shared_data: Path) -> np.ndarray:
+def speech_48k(new_speech_wav) -> np.ndarray:
     """SILENCE_S of silence then 5 s of real speech, 48 kHz mono (what a browser microphone sends, as mono)."""
     from ideal.avatar.audio.io import load_audio, resample
 
-    speech = load_audio(shared_data / "speech" / "test_13s.wav")[: 5 * 16_000]
+    speech = load_audio(new_speech_wav)[: 5 * 16_000]
     return resample(np.concatenate([np.zeros(int(SILENCE_S * 16_000), np.float32), speech]), 16_000, 48_000)
 
 

@@ -131,7 +131,7 @@ class RealTimeSpeechSession:
                               latency_ms=None)
 
 
-async def test_a_consumer_slower_than_real_time_still_hears_the_speech_with_its_lips(shared_data: Path):
+async def test_a_consumer_slower_than_real_time_still_hears_the_speech_with_its_lips(new_speech_wav):
     """Regression: on a CPU-starved process aiortc's sender pulled the lip-aligned audio at ~15 packets/s (50/s
     are produced); the track handed out its 2 s queue in order, so the voice fell seconds behind its picture and
     `ideal bench --mode webrtc`'s watcher heard only the leading silence. Now the sound stays within
@@ -139,7 +139,7 @@ async def test_a_consumer_slower_than_real_time_still_hears_the_speech_with_its_
     from ideal.avatar.audio.io import load_audio
     from ideal.bench.signals import speech_onset
 
-    speech = load_audio(shared_data / "speech" / "test_13s.wav")
+    speech = load_audio(new_speech_wav)
     speech = speech[speech_onset(speech):][:int(1.5 * 16_000)]
     silence_s = 1.0
     session = RealTimeSpeechSession(np.concatenate([np.zeros(int(silence_s * 16_000), np.float32), speech]))

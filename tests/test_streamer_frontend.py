@@ -42,9 +42,9 @@ def _feed_random_chunks(fe: AudioFrontend, edge: EdgeConverter, pcm: np.ndarray,
     return rows
 
 
-@pytest.mark.parametrize("name,max_chunk", [("speech/test_13s.wav", 3000), ("speech/speech_1.wav", 7000)])
-def test_streaming_features_match_offline_for_random_chunking(shared_data, name, max_chunk):
-    path = shared_data / name
+@pytest.mark.parametrize("name,max_chunk", [("new_speech_wav", 3000), ("speech_44k_stereo_wav", 7000)])
+def test_streaming_features_match_offline_for_random_chunking(request, name, max_chunk):
+    path = request.getfixturevalue(name)
     pcm, rate = sf.read(str(path), dtype="int16", always_2d=True)
     pcm = pcm[: rate * 6]  # 6 s keep the test short
     offline = compute_features(load_audio_from_pcm(pcm, rate), CFG)
@@ -64,8 +64,8 @@ def load_audio_from_pcm(pcm: np.ndarray, rate: int) -> np.ndarray:
     return resample(to_mono(pcm), rate)
 
 
-def test_edge_converter_equals_load_audio_on_a_441k_stereo_file(shared_data):
-    path = shared_data / "speech/speech_1.wav"
+def test_edge_converter_equals_load_audio_on_a_441k_stereo_file(speech_44k_stereo_wav):
+    path = speech_44k_stereo_wav
     pcm, rate = sf.read(str(path), dtype="float32", always_2d=True)
     assert rate == 44100 and pcm.shape[1] == 2
     edge = EdgeConverter("HQ")
@@ -78,11 +78,11 @@ def test_edge_converter_equals_load_audio_on_a_441k_stereo_file(shared_data):
     np.testing.assert_allclose(streamed[:n], offline[:n], atol=2e-4)
 
 
-def test_work_and_memory_per_chunk_stay_flat_over_ten_minutes(shared_data):
-    """Ten minutes of real speech (eng_60s looped) in 20 ms chunks through VAD + features + rings: the work
+def test_work_and_memory_per_chunk_stay_flat_over_ten_minutes(obama_audio):
+    """Ten minutes of real speech (obama_20s's audio looped) in 20 ms chunks through VAD + features + rings: the work
     per chunk (feature frames computed) is the same in minute 10 as in minute 1, the front end's buffers keep
     one size, and nothing accumulates in the tenth minute."""
-    speech = load_audio(shared_data / "speech/eng_60s.wav")
+    speech = obama_audio
     fe = _frontend()
     chunk = 320
     per_minute = 60 * 16000 // chunk
@@ -114,8 +114,8 @@ def test_work_and_memory_per_chunk_stay_flat_over_ten_minutes(shared_data):
         fe.features("mel", 0, 16)
 
 
-def test_vad_marks_speech_and_silence_with_hysteresis(shared_data):
-    speech = load_audio(shared_data / "speech/test_13s.wav")[: 16000 * 3]
+def test_vad_marks_speech_and_silence_with_hysteresis(new_speech_wav):
+    speech = load_audio(new_speech_wav)[: 16000 * 3]
     rng = np.random.default_rng(0)
     noise = (rng.normal(0, 10 ** (-45 / 20), 16000 * 2)).astype(np.float32)  # quiet background hiss
     signal = np.concatenate([noise, speech, noise])

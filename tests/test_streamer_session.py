@@ -117,8 +117,8 @@ def _every(n: int):
 
 
 @pytest.fixture(scope="module")
-def speech(shared_data) -> np.ndarray:
-    return load_audio(shared_data / "speech/test_13s.wav")[: SR * 4]
+def speech(new_speech_wav) -> np.ndarray:
+    return load_audio(new_speech_wav)[: SR * 4]
 
 
 # --- pacing, timestamps, alignment ------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, sp
 
 
 @pytest.mark.parametrize("silence_mouth", ["closed", "rest"])
-async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, shared_data, tmp_path,
+async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, speech_44k_stereo_wav, tmp_path,
                                                                             silence_mouth):
     """44.1 kHz stereo speech between stretches of digital silence: each frame carries exactly its slice of the
     resampled signal, the VAD flags the speech frames, and the mouth opens in speech and in silence is closed
@@ -164,7 +164,7 @@ async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny
     rest_open = 0.25
     manifest["mouth_calibration"]["rest"] = [rest_open] + [0.0] * 9
     (avatar / "avatar.json").write_text(json.dumps(manifest))
-    pcm, rate = sf.read(str(shared_data / "speech/speech_1.wav"), dtype="int16", always_2d=True)
+    pcm, rate = sf.read(str(speech_44k_stereo_wav), dtype="int16", always_2d=True)
     assert rate == 44100 and pcm.shape[1] == 2
     speech = pcm[: rate * 2]
     silence = np.zeros((rate * 3 // 5, 2), np.int16)
@@ -417,12 +417,12 @@ async def test_bad_inputs_are_clear_errors(tiny_avatar, tmp_path):
 
 
 # --- expression sources ---------------------------------------------------------------------------------------
-async def test_clip_source_drives_the_upper_face_and_switching_cross_fades(tiny_avatar, speech, shared_data):
+async def test_clip_source_drives_the_upper_face_and_switching_cross_fades(tiny_avatar, speech, driver_clip):
     """clip:PATH (another person's video, cross-identity): brows, eyes and gaze follow the tracked clip frame for
     frame while the mouth follows the live audio; switching to neutral fades over the transition frames."""
     from ideal.avatar.expression import SLICES
 
-    clip_path = shared_data / "drivers/aoc_8s.mp4"
+    clip_path = driver_clip
     upper = np.r_[SLICES["brows"].indices, SLICES["eyes"].indices, SLICES["gaze"].indices]
     clock = VirtualClock(compute_scale=0.0)
     engine = _engine(tiny_avatar, clock)
