@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="copy the dubbed video here")
     args = ap.parse_args()
     from ideal.avatar.audio.io import load_audio, write_wav
-    from ideal.avatar.mouth.training import pearson
+    from ideal.avatar.evaluation.face_metrics import pearson
     from ideal.avatar.prepare import track_clip
     from ideal.cli import main as ideal
 

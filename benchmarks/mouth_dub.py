@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     from ideal.avatar.audio.io import write_wav
     from ideal.avatar.mouth.data import load_clip
-    from ideal.avatar.mouth.training import pearson
+    from ideal.avatar.evaluation.face_metrics import pearson
     from ideal.avatar.prepare import track_clip
     from ideal.cli import main as ideal
 

@@ -27,9 +27,8 @@ from ideal.avatar.mouth.augmentation import AugmentConfig
 from ideal.avatar.mouth.bank import Sequence, build_bank
 from ideal.avatar.mouth.data import MouthClip, load_clip, shared_clips
 from ideal.avatar.mouth.features import FeatureSpec
-from ideal.avatar.mouth.model import MouthModel
-from ideal.avatar.mouth.training import MouthTrainConfig, bootstrap_offsets, build_index, pearson, predict_sequence, \
-    train_mouth_net
+from ideal.avatar.evaluation.face_metrics import pearson
+from ideal.avatar.mouth.training import MouthTrainConfig, bootstrap_offsets, build_index, leave_one_speaker_out
 
 log = logging.getLogger("mouth_loso")
 REPO = Path(__file__).resolve().parents[1]
@@ -44,30 +43,11 @@ def speakers_of(clips: list[MouthClip]) -> list[str]:
 def loso_nn(clips, seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow, cfg: MouthTrainConfig,
             offsets: dict[int, float], keep_preds: bool = False) -> dict:
     """Per-speaker r (corrected alignment, and raw) of the net trained without that speaker."""
-    out = {"per_speaker": {}, "per_clip": {}, "per_clip_raw": {}}
-    preds = {}
-    for spk in speakers_of(clips):
-        held = {i for i, c in enumerate(clips) if c.speaker == spk}
-        module = train_mouth_net([s for s in seqs if s.clip not in held], spec, window, cfg, offsets_ms=offsets,
-                                 progress=False)
-        model = MouthModel(window=window, spec=spec, module=module)
-        rs = []
-        for s in seqs:
-            if s.clip in held and s.variant == 0:
-                c = clips[s.clip]
-                p = predict_sequence(model, s, offsets[s.clip])
-                r = pearson(p[s.valid, 0], s.mouth[s.valid, 0])
-                p_raw = predict_sequence(model, s, 0.0)
-                out["per_clip"][c.name] = r
-                out["per_clip_raw"][c.name] = pearson(p_raw[s.valid, 0], s.mouth[s.valid, 0])
-                rs.append(r)
-                if keep_preds:
-                    preds[c.name] = p[:, 0]
-        out["per_speaker"][spk] = float(np.mean(rs))
-        log.info("  %s: r=%.3f", spk, out["per_speaker"][spk])
-    out["mean"] = float(np.mean(list(out["per_speaker"].values())))
+    res = leave_one_speaker_out(seqs, clips, spec, window, cfg, offsets_ms=offsets, raw=True)
+    out = {"per_speaker": res.per_speaker, "per_clip": res.per_clip, "per_clip_raw": res.per_clip_raw,
+           "mean": res.mean}
     if keep_preds:
-        out["_preds"] = preds
+        out["_preds"] = {name: p[:, 0] for name, p in res.predictions.items()}
     return out
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ideal.avatar.audio.io import load_audio
+from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.manifest import load_dataset_manifest
 from ideal.avatar.mouth.calibration import MOUTH, calibration_from_clip
 from ideal.avatar.mouth.gate import gated_mouth_track
 from ideal.avatar.mouth.inference import predict_frames
 from ideal.avatar.mouth.model import load_mouth_model
-from ideal.avatar.mouth.training import pearson
 
 
 def compare(dataset: Path, mouth_model) -> dict:

@@ -102,7 +102,7 @@ def test_shipped_model_follows_real_mouth(obama_dataset: Path) -> None:
     from ideal.avatar.expression import mouth_opening
     from ideal.avatar.mouth import load_mouth_model, predict_frames
     from ideal.avatar.mouth.offset import estimate_offset
-    from ideal.avatar.mouth.training import pearson
+    from ideal.avatar.evaluation.face_metrics import pearson
 
     model = load_mouth_model(_shipped_or_skip())
     assert model.window.length > 0 and model.mel_config.n_mels == 80

@@ -25,7 +25,7 @@ def test_train_then_evaluate(driver_clip, talking_clip, cache: Path, tmp_path: P
     out = tmp_path / "model"
     clips = [str(talking_clip), str(driver_clip)]
     code = main(["mouth", "train", "--data", *clips, "-o", str(out), "--steps", "40", "--variants", "1",
-                 "--bootstrap-rounds", "1", "--cache", str(cache)])
+                 "--bootstrap-rounds", "1", "--loso", "--cache", str(cache)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "talking_9s" in printed and "A/V offset" in printed
@@ -33,6 +33,8 @@ def test_train_then_evaluate(driver_clip, talking_clip, cache: Path, tmp_path: P
     m = json.loads((out / "mouth.json").read_text())
     assert [d["name"] for d in m["training_data"]] == ["talking_9s", "driver_30fps"]
     assert m["av_offset_method"] == "bootstrap" and m["output_fields"][0] == "mouth_open"
+    loso = m["metrics"]["loso_mouth_open_r"]  # one model per left-out speaker, scored on that speaker
+    assert len(loso["per_speaker"]) == 2 and all(np.isfinite(r) for r in loso["per_speaker"].values())
     assert model.window.length == m["window"]["length"]
     code = main(["mouth", "evaluate", "--model", str(out), "--cache", str(cache), clips[0]])
     assert code == 0

@@ -131,7 +131,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ideal.avatar.mouth.inference import predict_frames
     from ideal.avatar.mouth.model import load_mouth_model
     from ideal.avatar.mouth.offset import estimate_offset
-    from ideal.avatar.mouth.training import pearson
+    from ideal.avatar.evaluation.face_metrics import pearson
 
     model = load_mouth_model(args.model)
     rs = []

@@ -10,13 +10,15 @@ import numpy as np
 
 from ideal.avatar.audio.features import AudioWindow
 from ideal.avatar.errors import IdealError, InputError
+from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.manifest import atomic_output_dir
 from ideal.avatar.mouth.augmentation import AugmentConfig
 from ideal.avatar.mouth.bank import build_bank
 from ideal.avatar.mouth.data import MouthClip, find_clips, load_clip
 from ideal.avatar.mouth.features import FeatureSpec
 from ideal.avatar.mouth.model import MouthModel, NetConfig, save_mouth_model
-from ideal.avatar.mouth.training import MouthTrainConfig, bootstrap_offsets, pearson, predict_sequence, train_mouth_net
+from ideal.avatar.mouth.training import (MouthTrainConfig, bootstrap_offsets, leave_one_speaker_out,
+                                        predict_sequence, train_mouth_net)
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +109,8 @@ def train_from_clips(clips: list[MouthClip], out_dir: Path, cfg: PipelineConfig 
         log.log(level, "%s: A/V offset %+.0f ms (%s)", c.name, offsets[i], offset_method)
     metrics: dict = {}
     if cfg.loso and len({c.speaker for c in clips}) >= 2:
-        per_speaker = {}
-        for spk in sorted({c.speaker for c in clips}):
-            held = {i for i, c in enumerate(clips) if c.speaker == spk}
-            module = train_mouth_net([s for s in seqs if s.clip not in held], cfg.spec, cfg.window, cfg.train,
-                                     cfg.net, offsets, progress=False)
-            model = MouthModel(cfg.window, cfg.spec, module)
-            rs = [pearson(predict_sequence(model, s, offsets[s.clip])[s.valid, 0], s.mouth[s.valid, 0])
-                  for s in seqs if s.clip in held and s.variant == 0]
-            per_speaker[spk] = round(float(np.mean(rs)), 3)
-            log.info("LOSO %s: r=%.3f", spk, per_speaker[spk])
+        loso = leave_one_speaker_out(seqs, clips, cfg.spec, cfg.window, cfg.train, cfg.net, offsets)
+        per_speaker = {spk: round(r, 3) for spk, r in loso.per_speaker.items()}
         metrics["loso_mouth_open_r"] = {"per_speaker": per_speaker,
                                         "mean": round(float(np.mean(list(per_speaker.values()))), 3)}
     module = train_mouth_net(seqs, cfg.spec, cfg.window, cfg.train, cfg.net, offsets)

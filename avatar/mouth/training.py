@@ -15,6 +15,7 @@ import torch
 from ideal.avatar.progress import progress_bar
 
 from ideal.avatar.audio.features import AudioWindow
+from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.mouth.bank import Sequence
 from ideal.avatar.mouth.features import FeatureSpec, padding_value
 from ideal.avatar.mouth.inference import frame_end_indices
@@ -143,20 +144,55 @@ def train_mouth_net(seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow
     return module
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    sa, sb = a.std(), b.std()
-    if sa < 1e-12 or sb < 1e-12:
-        return float("nan")
-    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
-
-
 def predict_sequence(model: MouthModel, seq: Sequence, offset_ms: float = 0.0) -> np.ndarray:
     """(N, 10) predictions for every video frame of a sequence (clean sequences in evaluation)."""
     from ideal.avatar.mouth.inference import gather_windows
 
     ends = frame_end_indices(len(seq.mouth), seq.fps, model.window, model.spec, offset_ms / seq.speed)
     return model.predict(gather_windows(seq.features, ends, model.window.length, padding_value(model.spec)))
+
+
+@dataclass
+class LosoResult:
+    """Leave-one-speaker-out scores: Pearson r of predicted against tracked mouth opening on the clean
+    sequence of every clip, by a model trained without that clip's speaker."""
+
+    per_speaker: dict[str, float]  # mean over the speaker's clips
+    per_clip: dict[str, float]
+    per_clip_raw: dict[str, float]  # the same model scored on the uncorrected A/V alignment (when asked for)
+    predictions: dict[str, np.ndarray]  # clip -> (N, 10) on the corrected alignment
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.per_speaker.values())))
+
+
+def leave_one_speaker_out(seqs: list[Sequence], clips, spec: FeatureSpec, window: AudioWindow,
+                          cfg: MouthTrainConfig = MouthTrainConfig(), net: NetConfig = NetConfig(),
+                          offsets_ms: dict[int, float] | None = None, raw: bool = False) -> LosoResult:
+    """Train one model per speaker without that speaker's clips and score it on them (`raw`: also on the
+    uncorrected alignment). The one LOSO loop of `ideal mouth train --loso` and benchmarks/mouth_loso.py."""
+    offsets = offsets_ms or {i: 0.0 for i in range(len(clips))}
+    result = LosoResult({}, {}, {}, {})
+    for spk in sorted({c.speaker for c in clips}):
+        held = {i for i, c in enumerate(clips) if c.speaker == spk}
+        module = train_mouth_net([s for s in seqs if s.clip not in held], spec, window, cfg, net, offsets,
+                                 progress=False)
+        model = MouthModel(window=window, spec=spec, module=module)
+        rs = []
+        for s in seqs:
+            if s.clip not in held or s.variant != 0:
+                continue
+            name = clips[s.clip].name
+            pred = predict_sequence(model, s, offsets[s.clip])
+            result.per_clip[name] = pearson(pred[s.valid, 0], s.mouth[s.valid, 0])
+            result.predictions[name] = pred
+            if raw:
+                result.per_clip_raw[name] = pearson(predict_sequence(model, s, 0.0)[s.valid, 0], s.mouth[s.valid, 0])
+            rs.append(result.per_clip[name])
+        result.per_speaker[spk] = float(np.mean(rs))
+        log.info("LOSO %s: r=%.3f", spk, result.per_speaker[spk])
+    return result
 
 
 def bootstrap_offsets(seqs: list[Sequence], clips, spec: FeatureSpec, window: AudioWindow,

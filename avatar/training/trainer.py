@@ -16,6 +16,7 @@ from ideal.avatar.progress import progress_bar
 from ideal.avatar.audio.features import silence_value
 from ideal.avatar.compose import box_in_render_crop
 from ideal.avatar.errors import AvatarError
+from ideal.avatar.evaluation.image_metrics import psnr as psnr_db
 from ideal.avatar.model.components.losses import composite, opacity_loss, photometric_loss, psnr
 from ideal.avatar.model.components.rays import crop_pixel_grid
 from ideal.avatar.model.components.encoders import set_input_stats
@@ -228,9 +229,9 @@ class Trainer:
         preds = {name: self.render_frames(idx, name) for name in self.model_cfg.tiers}
         preds["base_only"] = self.data.base[idx].astype(np.float32) / 255.0
         for name, pred in preds.items():
-            res[f"psnr_{name}"] = round(float(np.mean([_psnr(p[y0:y1, x0:x1], t[y0:y1, x0:x1])
+            res[f"psnr_{name}"] = round(float(np.mean([psnr_db(p[y0:y1, x0:x1], t[y0:y1, x0:x1])
                                                        for p, t, (x0, y0, x1, y1) in zip(pred, target, boxes)])), 3)
-            res[f"crop_psnr_{name}"] = round(float(np.mean([_psnr(p, t) for p, t in zip(pred, target)])), 3)
+            res[f"crop_psnr_{name}"] = round(float(np.mean([psnr_db(p, t) for p, t in zip(pred, target)])), 3)
         res["mouth_sensitivity"] = round(self.mouth_sensitivity(int(idx[0])), 4)
         return res
 
@@ -355,10 +356,6 @@ class Trainer:
     @property
     def rays_per_second(self) -> float:
         return self.rays_seen / max(self.elapsed, 1e-6)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10.0 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-10)))
 
 
 def set_threads(n: int | None) -> int:
