@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ideal.avatar.audio.features import AudioWindow, MelConfig
+from ideal.avatar.avatar_manifest import AvatarManifest, load_avatar_manifest
 from ideal.avatar.backend import RenderOutput, Tier
 from ideal.avatar.compose import BasePlate, composite
 from ideal.avatar.errors import AvatarError, InputError
 from ideal.avatar.expression import EXPRESSION_DIM
-from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar
-from ideal.avatar.mouth.calibration import MouthCalibration, load_calibration
+from ideal.avatar.manifest import resolve_avatar
+from ideal.avatar.mouth.calibration import MouthCalibration
 from ideal.avatar.occupancy import load as load_occupancy
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class TorchBackend:
 @dataclass
 class LoadedAvatar:
     path: Path
-    manifest: dict
+    manifest: AvatarManifest
     window: AudioWindow
     mel_config: MelConfig
     tiers: dict[str, Tier]
@@ -169,22 +170,11 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu", culling: bo
     import torch
 
     from ideal.avatar.model.components.prosody import ProsodyExpressionPredictor
-    from ideal.avatar.model.config import ModelConfig
     from ideal.avatar.model.models import IdealNeRF
 
     directory = resolve_avatar(path)
     m = load_avatar_manifest(directory)
-    try:
-        cfg = ModelConfig.from_dict(m["model"])
-        c = m["crop"]
-        crop = (float(c["x0"]), float(c["y0"]), float(c["size"]))
-        window = AudioWindow.from_dict(m["audio_window"])
-        mel = MelConfig.from_dict(m["mel"])
-        tiers = {k: Tier.from_dict(t) for k, t in m["tiers"].items()}
-        fps = float(m["fps"])
-        size = (int(m["width"]), int(m["height"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AvatarError(f"{directory / 'avatar.json'}: missing or bad field ({exc})", "re-run `ideal train`") from exc
+    cfg, crop = m.model, m.crop.box
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {device}: no CUDA device here", "use device='cpu'")
     try:
@@ -209,18 +199,13 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu", culling: bo
     if pose_track.ndim != 3 or pose_track.shape[1:] != (3, 4):
         raise AvatarError(f"{directory / 'pose_track.npz'}: pose shape {pose_track.shape}, expected (N, 3, 4)",
                           "re-run `ideal train`")
-    try:
-        mouth_calibration = load_calibration(m)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AvatarError(f"{directory / 'avatar.json'}: bad mouth_calibration ({exc})",
-                          "re-run `ideal mouth calibrate` or `ideal train`") from exc
     occupancy = load_occupancy(directory, m) if culling else None
     if occupancy is not None:
         model.set_culling(torch.from_numpy(occupancy[0]).float(), occupancy[1])
     model = model.to(device).eval()
     prosody = prosody.to(device).eval()
-    return LoadedAvatar(path=directory, manifest=m, window=window, mel_config=mel, tiers=tiers, fps=fps, crop=crop,
-                        image_size=size, pose_track=pose_track, expression_track=expression_track,
-                        backend=TorchBackend(model, device), prosody_predictor=prosody,
-                        av_offset_ms=float(m.get("av_offset_ms", 0.0)), fusion=str(m.get("fusion", cfg.fusion)),
-                        mouth_calibration=mouth_calibration)
+    return LoadedAvatar(path=directory, manifest=m, window=m.audio_window, mel_config=m.mel, tiers=m.tiers, fps=m.fps,
+                        crop=crop, image_size=(m.width, m.height), pose_track=pose_track,
+                        expression_track=expression_track, backend=TorchBackend(model, device),
+                        prosody_predictor=prosody, av_offset_ms=m.av_offset_ms, fusion=m.fusion,
+                        mouth_calibration=m.mouth_calibration or MouthCalibration.identity())

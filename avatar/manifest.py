@@ -1,8 +1,8 @@
 """Manifests of the two on-disk artifacts: the dataset dir (`ideal prepare`) and the avatar dir (`ideal train`).
 
-This module is the one place that knows their file names and format versions; every reader goes through
-`load_dataset_manifest` / `load_avatar_manifest`, which validate and say clearly what is missing or from an
-incompatible version.
+This module is the one place that knows their file names and format versions and checks them
+(`read_manifest`); the typed manifests build on it: avatar.dataset_manifest (`load_dataset_manifest`) and
+avatar.avatar_manifest (`load_avatar_manifest`), which say clearly what is missing or from an incompatible version.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, NamedTuple, TypeVar
 
-from ideal.avatar.errors import AvatarError, InputError
+from ideal.avatar.errors import AvatarError, IdealError, InputError
+from ideal.avatar.records import Record, RecordError
+
+R = TypeVar("R", bound=Record)
 
 DATASET_FORMAT_VERSION = 1
 AVATAR_FORMAT_VERSION = 1
@@ -45,52 +48,65 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def rewrite_avatar_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
-    """Replace an existing avatar's avatar.json atomically (a reader never sees half a file)."""
-    path = Path(directory) / AVATAR_MANIFEST
+class ManifestKind(NamedTuple):
+    """What differs between the two manifests' checks: file name, format version, files, error, fixing command."""
+
+    name: str  # "dataset" | "avatar"
+    file: str
+    version: int
+    files: tuple[str, ...]
+    error: type[IdealError]
+    command: str
+
+
+DATASET = ManifestKind("dataset", DATASET_MANIFEST, DATASET_FORMAT_VERSION, DATASET_FILES, InputError, "ideal prepare")
+AVATAR = ManifestKind("avatar", AVATAR_MANIFEST, AVATAR_FORMAT_VERSION, AVATAR_FILES, AvatarError, "ideal train")
+
+
+def read_manifest(directory: Path, kind: ManifestKind) -> dict[str, Any]:
+    """The JSON object of a dataset or avatar dir's manifest, after the one check of its format version and
+    files; the typed readers (avatar.dataset_manifest, avatar.avatar_manifest) build on it."""
+    if not directory.is_dir():
+        raise kind.error(f"{directory}: no such {kind.name} directory", f"create it with `{kind.command}`")
+    path = directory / kind.file
+    if not path.exists():
+        raise kind.error(f"{directory}: not a {kind.name} directory ({kind.file} is missing)",
+                         f"point at a directory written by `{kind.command}`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise kind.error(f"{path}: corrupt manifest ({exc.msg} at line {exc.lineno})",
+                         f"re-run `{kind.command}`") from exc
+    found = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if found != kind.version:
+        raise kind.error(f"{directory}: {kind.name} format version {found!r}, this ideal-nerf reads version "
+                         f"{kind.version}", f"re-create it with this version's `{kind.command}`")
+    missing = [f for f in kind.files if not (directory / f).exists()]
+    if missing:
+        raise kind.error(f"{directory}: incomplete {kind.name} directory, missing {', '.join(missing)}",
+                         f"re-run `{kind.command}`")
+    return manifest
+
+
+def load_manifest(directory: str | Path, kind: ManifestKind, record: type[R],
+                  fixes: Mapping[str, str] | None = None) -> R:
+    """The manifest of a dataset or avatar dir as its typed record; a key that is missing or of the wrong type
+    is the kind's error naming the file and the key, with the command that fixes it (`fixes`: top-level key ->
+    hint, where another command than the kind's own rewrites that key)."""
+    directory = Path(directory)
+    data = read_manifest(directory, kind)
+    try:
+        return record.from_dict(data)
+    except RecordError as exc:
+        hint = (fixes or {}).get(exc.key.split(".")[0].split("[")[0], f"re-run `{kind.command}`")
+        raise kind.error(f"{directory / kind.file}: {exc}", hint) from exc
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write a manifest so that a reader never sees half a file (also when it replaces an existing one)."""
     tmp = path.with_suffix(".json.partial")
     write_json(tmp, manifest)
     os.replace(tmp, path)
-    return path
-
-
-def _read_manifest(directory: Path, name: str, kind: str, error: type) -> dict[str, Any]:
-    if not directory.is_dir():
-        raise error(f"{directory}: no such {kind} directory", f"create it with `ideal {'prepare' if kind == 'dataset' else 'train'}`")
-    path = directory / name
-    if not path.exists():
-        raise error(f"{directory}: not a {kind} directory ({name} is missing)",
-                    f"point at a directory written by `ideal {'prepare' if kind == 'dataset' else 'train'}`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise error(f"{path}: corrupt manifest ({exc.msg} at line {exc.lineno})",
-                    f"re-run `ideal {'prepare' if kind == 'dataset' else 'train'}`") from exc
-
-
-def _check(directory: Path, manifest: dict, required: tuple[str, ...], version: int, kind: str, error: type) -> None:
-    found = manifest.get("format_version")
-    if found != version:
-        raise error(f"{directory}: {kind} format version {found!r}, this ideal-nerf reads version {version}",
-                    f"re-create it with this version's `ideal {'prepare' if kind == 'dataset' else 'train'}`")
-    missing = [f for f in required if not (directory / f).exists()]
-    if missing:
-        raise error(f"{directory}: incomplete {kind} directory, missing {', '.join(missing)}",
-                    f"re-run `ideal {'prepare' if kind == 'dataset' else 'train'}`")
-
-
-def load_dataset_manifest(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    m = _read_manifest(directory, DATASET_MANIFEST, "dataset", InputError)
-    _check(directory, m, DATASET_FILES, DATASET_FORMAT_VERSION, "dataset", InputError)
-    return m
-
-
-def load_avatar_manifest(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    m = _read_manifest(directory, AVATAR_MANIFEST, "avatar", AvatarError)
-    _check(directory, m, AVATAR_FILES, AVATAR_FORMAT_VERSION, "avatar", AvatarError)
-    return m
 
 
 @contextmanager

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ideal.avatar.avatar_manifest import AvatarManifest, RayBudget, RayCulling
 from ideal.avatar.errors import AvatarError
 
 OCCUPANCY_FILE = "occupancy.npz"
@@ -42,8 +42,8 @@ def measure(model, expression_track: np.ndarray, pose_track: np.ndarray, audio_w
     return grid.numpy().astype(np.uint8), budgets
 
 
-def write(directory: Path, manifest: dict[str, Any], grid: np.ndarray, budgets: dict[str, dict[str, int]],
-          opacity: float) -> dict[str, Any]:
+def write(directory: Path, manifest: AvatarManifest, grid: np.ndarray, budgets: dict[str, dict[str, int]],
+          opacity: float) -> RayCulling:
     """Write occupancy.npz into the avatar dir and return the manifest's `ray_culling` entry (not written)."""
     from ideal.avatar.manifest import sha256_file
 
@@ -51,25 +51,24 @@ def write(directory: Path, manifest: dict[str, Any], grid: np.ndarray, budgets: 
     tmp = directory / (OCCUPANCY_FILE + ".partial.npz")
     np.savez_compressed(tmp, grid=np.packbits(grid.astype(bool)), resolution=np.int32(grid.shape[0]))
     os.replace(tmp, path)
-    rays = {name: manifest["tiers"][name]["rays"] ** 2 for name in budgets if name in manifest.get("tiers", {})}
-    return {"file": OCCUPANCY_FILE, "sha256": sha256_file(path), "opacity": opacity,
-            "resolution": int(grid.shape[0]), "occupied_fraction": round(float(grid.mean()), 4),
-            "tiers": {name: {**b, "of": rays.get(name)} for name, b in budgets.items()}}
+    rays = {name: manifest.tiers[name].rays ** 2 for name in budgets if name in manifest.tiers}
+    return RayCulling(file=OCCUPANCY_FILE, sha256=sha256_file(path), opacity=opacity, resolution=int(grid.shape[0]),
+                      occupied_fraction=round(float(grid.mean()), 4),
+                      tiers={name: RayBudget(**b, of=rays.get(name)) for name, b in budgets.items()})
 
 
-def load(directory: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, dict[str, dict[str, int]]] | None:
+def load(directory: Path, manifest: AvatarManifest) -> tuple[np.ndarray, dict[str, dict[str, int]]] | None:
     """(grid (D, D, D) uint8, per-tier budgets) when avatar.json has `ray_culling`, else None."""
-    entry = manifest.get("ray_culling")
-    if not entry:
+    entry = manifest.ray_culling
+    if entry is None:
         return None
-    path = directory / str(entry.get("file", OCCUPANCY_FILE))
+    path = directory / entry.file
     try:
         with np.load(path, allow_pickle=False) as z:
             d = int(z["resolution"])
             grid = np.unpackbits(z["grid"])[:d ** 3].reshape(d, d, d)
-        budgets = {name: {"rays": int(t["rays"]), "footprint": int(t["footprint"])}
-                   for name, t in entry["tiers"].items()}
-    except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        budgets = {name: {"rays": t.rays, "footprint": t.footprint} for name, t in entry.tiers.items()}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise AvatarError(f"{path}: unreadable occupancy grid ({exc})",
                           f"re-run `ideal occupancy {directory}` (or `--off` to render every ray)") from exc
     return grid, budgets

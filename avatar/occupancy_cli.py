@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 from ideal.avatar.errors import InputError
 from ideal.avatar.occupancy import DEFAULT_OPACITY, DEFAULT_RESOLUTION, OCCUPANCY_FILE, measure, write
@@ -27,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ideal.avatar.avatar_manifest import load_avatar_manifest, write_avatar_manifest
     from ideal.avatar.loading import load_avatar
-    from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar, rewrite_avatar_manifest
+    from ideal.avatar.manifest import resolve_avatar
 
     if not 0.0 < args.opacity < 1.0:
         raise InputError(f"--opacity {args.opacity}: out of range", "use a value in (0, 1), e.g. 0.1")
@@ -39,16 +41,15 @@ def run(args: argparse.Namespace) -> int:
     if not os.access(args.avatar, os.W_OK):
         raise InputError(f"{args.avatar}: not writable", "copy the avatar dir somewhere writable and pass the copy")
     if args.off:
-        manifest.pop("ray_culling", None)
-        rewrite_avatar_manifest(args.avatar, manifest)
+        write_avatar_manifest(args.avatar, replace(manifest, ray_culling=None))
         (args.avatar / OCCUPANCY_FILE).unlink(missing_ok=True)
         print(f"{args.avatar}: ray culling off (every tier renders every ray)")
         return 0
     avatar = load_avatar(args.avatar, culling=False)
     grid, budgets = measure(avatar.model, avatar.expression_track, avatar.pose_track, opacity=args.opacity,
                             resolution=args.resolution)
-    manifest["ray_culling"] = write(args.avatar, manifest, grid, budgets, args.opacity)
-    rewrite_avatar_manifest(args.avatar, manifest)
+    culling = write(args.avatar, manifest, grid, budgets, args.opacity)
+    write_avatar_manifest(args.avatar, replace(manifest, ray_culling=culling))
     print(f"{args.avatar / OCCUPANCY_FILE}: {grid.mean():.1%} of the head box occupied; rays per frame: "
-          + ", ".join(f"{k} {b['rays']}/{manifest['tiers'][k]['rays'] ** 2}" for k, b in budgets.items()))
+          + ", ".join(f"{k} {b['rays']}/{manifest.tiers[k].rays ** 2}" for k, b in budgets.items()))
     return 0

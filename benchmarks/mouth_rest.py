@@ -20,7 +20,7 @@ import numpy as np
 
 from ideal.avatar.audio.io import load_audio
 from ideal.avatar.evaluation.face_metrics import pearson
-from ideal.avatar.manifest import load_dataset_manifest
+from ideal.avatar.dataset_manifest import load_dataset_manifest
 from ideal.avatar.mouth.calibration import MOUTH, calibration_from_clip
 from ideal.avatar.mouth.gate import gated_mouth_track
 from ideal.avatar.mouth.inference import predict_frames
@@ -29,11 +29,11 @@ from ideal.avatar.mouth.model import load_mouth_model
 
 def compare(dataset: Path, mouth_model) -> dict:
     manifest = load_dataset_manifest(dataset)
-    fps = float(manifest["fps"])
+    fps = manifest.fps
     audio = load_audio(dataset / "audio.wav")
     tracked = np.load(dataset / "expression.npy")[:, MOUTH]
     n = len(tracked)
-    train, held_out = np.arange(*manifest["split"]["train"]), np.arange(*manifest["split"]["val"])
+    train, held_out = np.arange(*manifest.split.train), np.arange(*manifest.split.val)
     raw = predict_frames(mouth_model, audio, n, fps)
     with_rest = calibration_from_clip(mouth_model, audio, tracked, fps, train)
     variants = {"neutral (zero)": with_rest.without_rest(), "rest": with_rest}

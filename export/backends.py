@@ -132,7 +132,7 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
     the graphs go beside the avatar, or into the user cache when it is read-only. Returns "current", "exported",
     or why nothing was done; never raises for a failed export (serving on PyTorch still works), it logs the
     reason."""
-    from ideal.avatar.manifest import load_avatar_manifest
+    from ideal.avatar.avatar_manifest import load_avatar_manifest
     from ideal.export.artifacts import load_export_manifest
 
     avatar_dir = resolve_avatar(avatar_dir)
@@ -178,13 +178,13 @@ def frame_ms(backend: Backend, avatar_dir: Path, repeats: int = 2) -> float:
 
     import numpy as np
 
+    from ideal.avatar.avatar_manifest import load_avatar_manifest
     from ideal.avatar.expression import EXPRESSION_DIM
-    from ideal.avatar.manifest import load_avatar_manifest
 
     manifest = load_avatar_manifest(avatar_dir)
     with np.load(avatar_dir / "pose_track.npz") as z:
         pose = np.asarray(z["pose"][:1], np.float32)
-    audio = np.zeros((1, int(manifest["audio_window"]["length"]), int(manifest["mel"]["n_mels"])), np.float32)
+    audio = np.zeros((1, manifest.audio_window.length, manifest.mel.n_mels), np.float32)
     expression = np.zeros((1, EXPRESSION_DIM), np.float32)
     tiers = backend.tiers
     tier = min(tiers, key=lambda t: tiers[t].rays * tiers[t].rays * tiers[t].samples)

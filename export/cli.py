@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from ideal.avatar.progress import progress_bar
 
     from ideal.avatar.errors import BackendError, InputError
-    from ideal.avatar.manifest import load_avatar_manifest, resolve_avatar
+    from ideal.avatar.avatar_manifest import load_avatar_manifest
+    from ideal.avatar.manifest import resolve_avatar
     from ideal.export.artifacts import export_dir_for, load_export_manifest
     from ideal.export.onnx_export import ExportConfig, export_avatar
 

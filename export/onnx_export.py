@@ -27,7 +27,8 @@ import numpy as np
 
 from ideal.avatar.backend import Tier
 from ideal.avatar.errors import BackendError, InputError
-from ideal.avatar.manifest import AVATAR_FORMAT_VERSION, load_avatar_manifest, sha256_file
+from ideal.avatar.avatar_manifest import load_avatar_manifest
+from ideal.avatar.manifest import sha256_file
 from ideal.export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, ExportManifest, GraphInfo,
                               avatar_fingerprint, export_dir_for, graph_file, graph_key)
 
@@ -234,7 +235,7 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     with torch.no_grad():  # scoped: a process-wide switch broke every later training in the same process
         specs = stage_specs(model, tiers, poses, mouth_module, mouth_input)
     out = ExportManifest(avatar_fingerprint=avatar_fingerprint(avatar_dir),
-                         avatar_format_version=int(manifest.get("format_version", AVATAR_FORMAT_VERSION)),
+                         avatar_format_version=manifest.format_version,
                          opset=cfg.opset if cfg.exporter == "legacy" else max(cfg.opset, 18), exporter=cfg.exporter,
                          batch=cfg.batch, tiers={k: t.to_dict() for k, t in tiers.items()},
                          plane_lookup=cfg.plane_lookup)

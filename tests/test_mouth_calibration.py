@@ -12,8 +12,7 @@ import pytest
 
 from ideal.avatar.mouth.gate import AudioMouth, gated_mouth_track
 from ideal.avatar.errors import AvatarError
-from ideal.avatar.mouth.calibration import (MouthCalibration, calibration_from_dataset, fit_calibration,
-                                      load_calibration)
+from ideal.avatar.mouth.calibration import MouthCalibration, calibration_from_dataset, fit_calibration
 from ideal.cli import main
 
 
@@ -101,7 +100,7 @@ def test_trained_avatar_carries_its_calibration_and_a_bad_one_is_refused(tiny_av
     from ideal.avatar.loading import load_avatar
 
     m = json.loads((tiny_avatar / "avatar.json").read_text())
-    cal = load_calibration(m)
+    cal = MouthCalibration.from_dict(m["mouth_calibration"])
     assert cal.speech_frames > 0 and cal.fitted_with == "mouth_model"
     bad = shutil.copytree(tiny_avatar, tmp_path / "bad")
     m["mouth_calibration"]["scale"] = [1.0, -2.0]

@@ -10,21 +10,22 @@ import pytest
 
 from ideal.avatar.clock import SAMPLE_RATE
 from ideal.avatar.expression import EXPRESSION_DIM, NOSE_TIP, RIGID_POINTS, face_height, mouth_opening
-from ideal.avatar.manifest import DATASET_FORMAT_VERSION, load_dataset_manifest, sha256_file
+from ideal.avatar.dataset_manifest import load_dataset_manifest
+from ideal.avatar.manifest import DATASET_FORMAT_VERSION, sha256_file
 
 N = 175  # 7 s at 25 fps
 
 
 def test_dataset_files_and_manifest(obama_dataset: Path, shared_data: Path):
     m = load_dataset_manifest(obama_dataset)  # validates every DATASET_FILES entry exists
-    assert m["format_version"] == DATASET_FORMAT_VERSION
-    assert (m["fps"], m["width"], m["height"], m["n_frames"]) == (25.0, 450, 450, N)
-    assert m["camera"]["model"] == "weak_perspective"
-    assert m["split"] == {"train": [0, 157], "val": [157, N]}
-    assert m["faces"]["detected"] >= 0.99 * N and m["faces"]["detected"] + m["faces"]["interpolated"] == N
-    assert m["source"]["sha256"] == sha256_file(shared_data / "train" / "obama_20s.mp4")
-    assert m["audio"]["av_offset_method"] == "skipped" and m["audio"]["mel"]["kind"] == "causal_logmel"
-    assert {"mediapipe", "numpy", "av"} <= set(m["tools"])
+    assert m.format_version == DATASET_FORMAT_VERSION
+    assert (m.fps, m.width, m.height, m.n_frames) == (25.0, 450, 450, N)
+    assert m.camera.model == "weak_perspective"
+    assert m.split.to_dict() == {"train": [0, 157], "val": [157, N]}
+    assert m.faces.detected >= 0.99 * N and m.faces.detected + m.faces.interpolated == N
+    assert m.source.sha256 == sha256_file(shared_data / "train" / "obama_20s.mp4")
+    assert m.audio.av_offset_method == "skipped" and m.audio.mel["kind"] == "causal_logmel"
+    assert {"mediapipe", "numpy", "av"} <= set(m.tools)
     assert sorted(p.name for p in (obama_dataset / "frames").iterdir())[-1] == f"{N - 1:06d}.jpg"
     assert len(list((obama_dataset / "masks").iterdir())) == N
     assert not list(obama_dataset.parent.glob(".obama.partial-*"))
@@ -128,8 +129,8 @@ def test_cli_prepares_a_30fps_driver_with_separate_audio_and_preview(shared_data
                  "-o", str(out), "--start", "3", "--duration", "6", "--preview", "--no-av-offset"])
     assert code == 0
     m = load_dataset_manifest(out)
-    assert m["fps"] == 25.0 and m["source"]["source_fps"] == pytest.approx(30.0) and m["n_frames"] == 150
-    assert m["audio"]["source"].endswith("reagan_clip1.wav") and m["audio"]["n_samples"] == 150 * 640
+    assert m.fps == 25.0 and m.source.source_fps == pytest.approx(30.0) and m.n_frames == 150
+    assert m.audio.source.endswith("reagan_clip1.wav") and m.audio.n_samples == 150 * 640
     sheet = cv2.imread(str(out / "preview" / "preview_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 200
     assert (out / "preview" / "preview.mp4").stat().st_size > 10_000

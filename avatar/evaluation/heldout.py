@@ -83,7 +83,7 @@ def load_heldout(dataset: str | Path, size: int, window: AudioWindow, mel_config
     if first is None:
         raise InputError(f"{dataset / 'frames'}: held-out frame {int(val[0])} is missing", "re-run `ideal prepare`")
     return HeldOut(
-        dataset=dataset, fps=float(data.manifest["fps"]), crop=data.crop, size=size,
+        dataset=dataset, fps=data.manifest.fps, crop=data.crop, size=size,
         frame_size=(first.shape[1], first.shape[0]), index=val, train_index=train,
         real=data.frames[val], base=data.base[val], audio=data.audio[val], expression=data.expression[val],
         pose=data.pose[val], neutral=data.neutral, baseline_source=picks, baseline_crops=data.frames[picks],

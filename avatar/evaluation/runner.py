@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ideal.avatar.progress import progress_bar
@@ -25,6 +26,9 @@ from ideal.avatar.evaluation.heldout import HeldOut, load_heldout, paste_crop
 from ideal.avatar.evaluation.image_metrics import head_crop_metrics, image_metrics
 from ideal.avatar.expression import replace
 from ideal.avatar.mouth.calibration import MouthCalibration
+
+if TYPE_CHECKING:
+    from ideal.avatar.loading import LoadedAvatar
 
 log = logging.getLogger(__name__)
 
@@ -216,17 +220,16 @@ def _track_real(held: HeldOut) -> TrackedFrames:
     return track_frames((held.full_frame(int(n)) for n in held.index), held.neutral)
 
 
-def _check_trained_on(path: Path, avatar, held: HeldOut) -> None:
+def _check_trained_on(path: Path, avatar: LoadedAvatar, held: HeldOut) -> None:
     """Warn when an avatar was trained on another dataset or split: its "held-out" frames may have been
     training frames, and its figures would be flattered."""
-    training = (getattr(avatar, "manifest", {}) or {}).get("training") or {}
-    trained_on = training.get("dataset")
-    if trained_on and Path(trained_on).resolve() != held.dataset.resolve():
-        log.warning("%s was trained on %s, evaluated on %s", path, trained_on, held.dataset)
-    val = (training.get("split") or {}).get("val")
-    if val and not (int(val[0]) <= int(held.index[0]) and int(held.index[-1]) < int(val[1])):
-        log.warning("%s: its training held out frames %s-%s, but frames %d-%d are evaluated", path, val[0],
-                    val[1] - 1, held.index[0], held.index[-1])
+    training = avatar.manifest.training
+    if training.dataset and Path(training.dataset).resolve() != held.dataset.resolve():
+        log.warning("%s was trained on %s, evaluated on %s", path, training.dataset, held.dataset)
+    start, stop = training.split.val
+    if not (start <= int(held.index[0]) and int(held.index[-1]) < stop):
+        log.warning("%s: its training held out frames %s-%s, but frames %d-%d are evaluated", path, start,
+                    stop - 1, held.index[0], held.index[-1])
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
@@ -240,13 +243,9 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _training_facts(avatar) -> dict:
-    """Fusion, seed, steps and time of an avatar's training, from its manifest (whatever it records)."""
-    m = getattr(avatar, "manifest", {}) or {}
-    model = m.get("model", {}) if isinstance(m.get("model"), dict) else {}
-    training = m.get("training", {}) if isinstance(m.get("training"), dict) else {}
-    facts = {"fusion": getattr(avatar, "fusion", None) or model.get("fusion", m.get("fusion"))}
-    for k in ("seed", "steps", "seconds", "device", "threads", "data_hash", "dataset", "split", "held_out_psnr"):
-        if k in training:
-            facts[k] = training[k]
-    return facts
+def _training_facts(avatar: LoadedAvatar) -> dict:
+    """Fusion, seed, steps and time of an avatar's training, from its manifest."""
+    t = avatar.manifest.training
+    return {"fusion": avatar.fusion, "seed": t.seed, "steps": t.steps, "seconds": t.seconds, "device": t.device,
+            "threads": t.threads, "data_hash": t.data_hash, "dataset": t.dataset, "split": t.split.to_dict(),
+            "held_out_psnr": t.held_out_psnr}

@@ -17,7 +17,7 @@ the gated track against the tracked mouth, leave-one-speaker-out mouth models, w
 the live streamer closes the mouth in silence unless configured otherwise (`StreamerConfig.silence_mouth`).
 
 Stored in avatar.json `mouth_calibration` (written by `ideal train`, or `ideal mouth calibrate` for an
-existing avatar); `load_calibration(manifest)` gives identity scales for avatars without one.
+existing avatar); avatars without one load with `MouthCalibration.identity()`.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def calibration_from_dataset(dataset: str | Path, mouth_model: Any | None = None
     """Fit on a prepared dataset dir (its audio.wav and expression.npy), with the shipped mouth model unless
     another is given; `frames` restricts the fit (the avatar's training split)."""
     from ideal.avatar.audio.io import load_audio
-    from ideal.avatar.manifest import load_dataset_manifest
+    from ideal.avatar.dataset_manifest import load_dataset_manifest
 
     dataset = Path(dataset)
     manifest = load_dataset_manifest(dataset)
@@ -135,10 +135,4 @@ def calibration_from_dataset(dataset: str | Path, mouth_model: Any | None = None
         mouth_model = load_mouth_model()
     expression = np.load(dataset / "expression.npy")
     return calibration_from_clip(mouth_model, load_audio(dataset / "audio.wav"), expression[:, MOUTH],
-                                 float(manifest["fps"]), frames)
-
-
-def load_calibration(manifest: dict[str, Any]) -> MouthCalibration:
-    """The avatar's calibration from its avatar.json (identity when it has none: avatars trained before it)."""
-    d = manifest.get("mouth_calibration")
-    return MouthCalibration.from_dict(d) if d else MouthCalibration.identity()
+                                 manifest.fps, frames)

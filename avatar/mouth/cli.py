@@ -63,25 +63,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import numpy as np
 
+    from ideal.avatar.avatar_manifest import load_avatar_manifest, write_avatar_manifest
+    from ideal.avatar.dataset_manifest import load_dataset_manifest
     from ideal.avatar.errors import InputError
-    from ideal.avatar.manifest import load_avatar_manifest, load_dataset_manifest, rewrite_avatar_manifest
     from ideal.avatar.mouth.calibration import calibration_from_dataset
     from ideal.avatar.mouth.model import load_mouth_model
 
     manifest = load_avatar_manifest(args.avatar)
     dataset = load_dataset_manifest(args.dataset)
-    trained_on = str((manifest.get("training") or {}).get("dataset") or "")
-    if int(dataset.get("n_frames", -1)) != int(manifest.get("n_frames", -2)):
-        raise InputError(f"--dataset {args.dataset}: {dataset.get('n_frames')} frames, the avatar was trained on "
-                         f"{manifest.get('n_frames')} ({trained_on or 'another dataset'})",
+    if dataset.n_frames != manifest.n_frames:
+        raise InputError(f"--dataset {args.dataset}: {dataset.n_frames} frames, the avatar was trained on "
+                         f"{manifest.n_frames} ({manifest.training.dataset or 'another dataset'})",
                          "pass the dataset dir the avatar was trained on")
-    split = (manifest.get("training") or {}).get("split", {}).get("train")
-    frames = np.arange(*split) if split else None
+    frames = np.arange(*manifest.training.split.train)
     cal = calibration_from_dataset(args.dataset, load_mouth_model(args.model), frames)
-    manifest["mouth_calibration"] = cal.to_dict()
-    path = rewrite_avatar_manifest(args.avatar, manifest)
+    path = write_avatar_manifest(Path(args.avatar), replace(manifest, mouth_calibration=cal))
     print(f"{path}: mouth calibration from {cal.speech_frames} speech frames: "
           + " ".join(f"{s:.2f}" for s in cal.scale)
           + f"; rest mouth from {cal.silent_frames} silent frames: opening {cal.rest[0]:.2f}")

@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
         progress=logging.getLogger().getEffectiveLevel() <= logging.INFO,
         track=TrackConfig(max_gap_s=args.max_gap_s))
     m = prepare_dataset(cfg)
-    f, a = m["faces"], m["audio"]
-    print(f"{args.output}: {m['n_frames']} frames at {m['fps']:g} fps, faces detected on {f['detected']} "
-          f"({f['detected_fraction']:.1%}), interpolated {f['interpolated']}, A/V offset "
-          f"{a['av_offset_ms']:+.0f} ms ({a['av_offset_method']}), audio padded {a['padded_samples'] / 16:.0f} ms "
-          f"/ trimmed {a['trimmed_samples'] / 16:.0f} ms, {m['stats']['frames_per_second']:.1f} frames/s")
+    f, a = m.faces, m.audio
+    print(f"{args.output}: {m.n_frames} frames at {m.fps:g} fps, faces detected on {f.detected} "
+          f"({f.detected_fraction:.1%}), interpolated {f.interpolated}, A/V offset "
+          f"{a.av_offset_ms:+.0f} ms ({a.av_offset_method}), audio padded {a.padded_samples / 16:.0f} ms "
+          f"/ trimmed {a.trimmed_samples / 16:.0f} ms, {m.stats['frames_per_second']:.1f} frames/s")
     return 0

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,9 @@ import numpy as np
 from ideal.avatar.clock import DEFAULT_FPS
 from ideal.avatar.errors import InputError
 from ideal.avatar.expression import mouth_opening
-from ideal.avatar.manifest import DATASET_FORMAT_VERSION, DATASET_MANIFEST, atomic_output_dir, sha256_file, write_json
+from ideal.avatar.dataset_manifest import (Camera, Crop, DatasetAudio, DatasetManifest, Faces, Source, Split,
+                                           write_dataset_manifest)
+from ideal.avatar.manifest import DATASET_FORMAT_VERSION, atomic_output_dir, sha256_file
 from ideal.avatar.prepare.crops import CropConfig, fixed_crop, head_boxes, time_split
 from ideal.avatar.prepare.gaps import missing_runs
 from ideal.avatar.prepare.offset import decide_offset
@@ -127,7 +129,7 @@ def _check_duration(cfg: PrepareConfig, seconds: float, what: str) -> None:
                          "use a longer clip (minutes are better) or a longer --duration")
 
 
-def prepare_dataset(cfg: PrepareConfig) -> dict:
+def prepare_dataset(cfg: PrepareConfig) -> DatasetManifest:
     """Run the whole stage; returns the manifest written to cfg.output/dataset.json."""
     from ideal.avatar.audio.features import MelConfig, compute_features
     from ideal.avatar.audio.io import write_wav
@@ -181,13 +183,13 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
 
         manifest = _write_arrays_and_manifest(tmp, cfg, clip, plate_stats, fit, mel_cfg, mel.shape)
         elapsed = time.perf_counter() - t_start
-        manifest["stats"]["prepare_seconds"] = round(elapsed, 2)
-        manifest["stats"]["tracking_pass_seconds"] = round(t_track - t_start, 2)
-        manifest["stats"]["frames_per_second"] = round(clip.frame_count / elapsed, 1)
         cpu = time.process_time() - cpu_start
-        manifest["stats"]["cpu_seconds"] = round(cpu, 2)
-        manifest["stats"]["frames_per_cpu_second"] = round(clip.frame_count / cpu, 1)
-        write_json(tmp / DATASET_MANIFEST, manifest)
+        manifest = replace(manifest, stats={
+            **manifest.stats, "prepare_seconds": round(elapsed, 2),
+            "tracking_pass_seconds": round(t_track - t_start, 2),
+            "frames_per_second": round(clip.frame_count / elapsed, 1), "cpu_seconds": round(cpu, 2),
+            "frames_per_cpu_second": round(clip.frame_count / cpu, 1)})
+        write_dataset_manifest(tmp, manifest)
         if cfg.preview:
             from ideal.avatar.prepare.preview import write_preview
 
@@ -198,7 +200,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
 
 
 def _write_arrays_and_manifest(tmp: Path, cfg: PrepareConfig, clip: TrackedClip, plate_stats: dict, fit,
-                               mel_cfg, mel_shape: tuple) -> dict:
+                               mel_cfg, mel_shape: tuple) -> DatasetManifest:
     from ideal.avatar.prepare.pose import rotation_to_euler
 
     n = clip.frame_count
@@ -214,44 +216,43 @@ def _write_arrays_and_manifest(tmp: Path, cfg: PrepareConfig, clip: TrackedClip,
              euler_deg=rotation_to_euler(R), raw_pose=clip.raw_pose.astype(np.float32))
     boxes = head_boxes(clip.landmarks, clip.width, clip.height, cfg.crop)
     np.save(tmp / "head_boxes.npy", boxes)
-    crop = fixed_crop(boxes, clip.width, clip.height, cfg.crop)
-    if not crop["contains_all_boxes"]:
+    crop = Crop.from_dict(fixed_crop(boxes, clip.width, clip.height, cfg.crop))
+    if not crop.contains_all_boxes:
         log.warning("%s: the head moves over more than the frame's short side; some frames' heads leave the crop",
                     cfg.video)
     detected = int((~clip.interpolated).sum())
     runs = missing_runs(~clip.interpolated)
-    return {
-        "format_version": DATASET_FORMAT_VERSION,
-        "fps": clip.fps,
-        "width": clip.width,
-        "height": clip.height,
-        "n_frames": n,
-        "duration_s": n / clip.fps,
-        "camera": {
-            "model": "weak_perspective", "width": clip.width, "height": clip.height,
-            "pose_convention": "pixel = P[:, :3] @ c + P[:, 3], P = [s*R | t]; x right, y down, z away, z in pixels",
-            "canonical_unit": "neutral face height (landmark 10 to 152)",
-            "canonical_origin": "centroid of avatar.expression.RIGID_POINTS of the mean shape",
-            "pose_solver": "generalised Procrustes (Umeyama, Cauchy-reweighted) on RIGID_POINTS; "
-                           "Savitzky-Golay zero-phase smoothing",
-        },
-        "audio": {"file": "audio.wav", "sample_rate": 16000, "channels": 1, "mel": mel_cfg.to_dict(),
-                  "mel_frames": int(mel_shape[0]), "source": str(cfg.audio or cfg.video), **fit.to_dict()},
-        "split": time_split(n, cfg.crop.val_fraction),
-        "crop": crop,
-        "faces": {"detected": detected, "interpolated": n - detected, "detected_fraction": detected / n,
-                  "interpolated_ranges_s": [[a / clip.fps, b / clip.fps] for a, b in runs],
-                  "second_face_frames": int(clip.second_face.sum()) if clip.second_face is not None else 0},
-        "frames": {"dir": "frames", "pattern": "%06d.jpg", "jpeg_quality": JPEG_QUALITY},
-        "masks": {"dir": "masks", "pattern": "%06d.png", "labels": {"background": 0, "torso": 1, "head": 2}},
-        "source": {"path": str(Path(cfg.video).resolve()), "sha256": sha256_file(cfg.video),
-                   "audio_path": str(Path(cfg.audio).resolve()) if cfg.audio else None,
-                   "audio_sha256": sha256_file(cfg.audio) if cfg.audio else None,
-                   "source_fps": clip.info.source_fps, "codec": clip.info.codec,
-                   "start_s": clip.start_s, "duration_s": cfg.duration},
-        "settings": {"smoothing": cfg.track.smoothing.to_dict(), "max_gap_s": cfg.track.max_gap_s,
-                     "segment": asdict(cfg.segment), "crop": asdict(cfg.crop)},
-        "tools": _tool_versions(),
-        "stats": {"pose": pose_stats(clip.raw_pose, clip.pose, clip.fps), "background": plate_stats,
-                  **clip.stats},
-    }
+    return DatasetManifest(
+        format_version=DATASET_FORMAT_VERSION,
+        fps=clip.fps,
+        width=clip.width,
+        height=clip.height,
+        n_frames=n,
+        duration_s=n / clip.fps,
+        camera=Camera(
+            model="weak_perspective", width=clip.width, height=clip.height,
+            pose_convention="pixel = P[:, :3] @ c + P[:, 3], P = [s*R | t]; x right, y down, z away, z in pixels",
+            canonical_unit="neutral face height (landmark 10 to 152)",
+            canonical_origin="centroid of avatar.expression.RIGID_POINTS of the mean shape",
+            pose_solver="generalised Procrustes (Umeyama, Cauchy-reweighted) on RIGID_POINTS; "
+                        "Savitzky-Golay zero-phase smoothing",
+        ),
+        audio=DatasetAudio(file="audio.wav", sample_rate=16000, channels=1, mel=mel_cfg.to_dict(),
+                           mel_frames=int(mel_shape[0]), source=str(cfg.audio or cfg.video), **fit.to_dict()),
+        split=Split.from_dict(time_split(n, cfg.crop.val_fraction)),
+        crop=crop,
+        faces=Faces(detected=detected, interpolated=n - detected, detected_fraction=detected / n,
+                    interpolated_ranges_s=[(a / clip.fps, b / clip.fps) for a, b in runs],
+                    second_face_frames=int(clip.second_face.sum()) if clip.second_face is not None else 0),
+        frames={"dir": "frames", "pattern": "%06d.jpg", "jpeg_quality": JPEG_QUALITY},
+        masks={"dir": "masks", "pattern": "%06d.png", "labels": {"background": 0, "torso": 1, "head": 2}},
+        source=Source(path=str(Path(cfg.video).resolve()), sha256=sha256_file(cfg.video),
+                      audio_path=str(Path(cfg.audio).resolve()) if cfg.audio else None,
+                      audio_sha256=sha256_file(cfg.audio) if cfg.audio else None,
+                      source_fps=clip.info.source_fps, codec=clip.info.codec,
+                      start_s=clip.start_s, duration_s=cfg.duration),
+        settings={"smoothing": cfg.track.smoothing.to_dict(), "max_gap_s": cfg.track.max_gap_s,
+                  "segment": asdict(cfg.segment), "crop": asdict(cfg.crop)},
+        tools=_tool_versions(),
+        stats={"pose": pose_stats(clip.raw_pose, clip.pose, clip.fps), "background": plate_stats, **clip.stats},
+    )

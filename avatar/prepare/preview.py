@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ideal.avatar.dataset_manifest import Crop, DatasetManifest
+
 log = logging.getLogger(__name__)
 
 HEAD_TINT = np.array([255, 60, 60], np.float32)
@@ -15,17 +17,18 @@ TORSO_TINT = np.array([60, 200, 255], np.float32)
 
 
 def annotate(rgb: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, pose: np.ndarray,
-             box: np.ndarray, crop: dict, interpolated: bool, caption: str, zoom: float = 1.0) -> np.ndarray:
+             box: np.ndarray, crop: Crop, interpolated: bool, caption: str, zoom: float = 1.0) -> np.ndarray:
     """One frame with mask tint, landmarks (irises highlighted), pose axes, head box and crop drawn, at
     `zoom` times the frame size (drawing after resizing keeps the dots visible on small tiles)."""
     import cv2
 
+    x0, y0, x1, y1 = crop.x0, crop.y0, crop.x1, crop.y1
     if zoom != 1.0:
         size = (int(round(rgb.shape[1] * zoom)), int(round(rgb.shape[0] * zoom)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
         landmarks, pose, box = landmarks * zoom, pose * zoom, np.asarray(box) * zoom
-        crop = {k: int(round(crop[k] * zoom)) for k in ("x0", "y0", "x1", "y1")}
+        x0, y0, x1, y1 = (int(round(v * zoom)) for v in (x0, y0, x1, y1))
     img = rgb.astype(np.float32)
     for lab, tint in ((2, HEAD_TINT), (1, TORSO_TINT)):
         m = labels == lab
@@ -44,7 +47,7 @@ def annotate(rgb: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, pose: n
         e = o + 0.3 * pose[:, axis]
         cv2.line(img, tuple(np.round(o[:2]).astype(int)), tuple(np.round(e[:2]).astype(int)), c, 2 * scale)
     cv2.rectangle(img, (int(box[0]), int(box[1])), (int(box[2]) - 1, int(box[3]) - 1), (255, 255, 255), 1)
-    cv2.rectangle(img, (crop["x0"], crop["y0"]), (crop["x1"] - 1, crop["y1"] - 1), (255, 0, 255), 1)
+    cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 255), 1)
     cv2.putText(img, caption, (6, 18 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 255), scale,
                 cv2.LINE_AA)
     return img
@@ -58,7 +61,7 @@ def _frame(dataset: Path, i: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb, labels
 
 
-def write_preview(dataset: Path, out_dir: Path, manifest: dict, n_tiles: int = 12, video_s: float = 6.0) -> list[Path]:
+def write_preview(dataset: Path, out_dir: Path, manifest: DatasetManifest, n_tiles: int = 12, video_s: float = 6.0) -> list[Path]:
     """Writes out_dir/preview_sheet.png and out_dir/preview.mp4; returns their paths."""
     import av
     import cv2
@@ -67,13 +70,13 @@ def write_preview(dataset: Path, out_dir: Path, manifest: dict, n_tiles: int = 1
     pose = np.load(dataset / "pose.npz")["pose"]
     boxes = np.load(dataset / "head_boxes.npy")
     interp = np.load(dataset / "interpolated.npy")
-    crop, fps, n = manifest["crop"], float(manifest["fps"]), int(manifest["n_frames"])
+    crop, fps, n = manifest.crop, manifest.fps, manifest.n_frames
     # Interpolated frames are shown first when there are any, so the weakest tracking gets looked at.
     picks = list(np.linspace(0, n - 1, n_tiles).round().astype(int))
     gaps = np.flatnonzero(interp)
     if len(gaps):
         picks[1:1 + min(3, len(gaps))] = gaps[np.linspace(0, len(gaps) - 1, min(3, len(gaps))).astype(int)]
-    h, w = int(manifest["height"]), int(manifest["width"])
+    h, w = manifest.height, manifest.width
     tw = 320
     th = int(round(h * tw / w))
     tiles = []

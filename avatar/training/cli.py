@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ideal.avatar.errors import InputError
 
 if TYPE_CHECKING:
+    from ideal.avatar.avatar_manifest import Consent
     from ideal.avatar.model.config import ModelConfig
     from ideal.avatar.training.config import TrainConfig
     from ideal.avatar.training.data import TrainingData
@@ -62,19 +63,21 @@ class _ListRecipes(argparse.Action):
         parser.exit()
 
 
-def confirm_consent(flag: bool, dataset: Path, stdin=None) -> dict:
+def confirm_consent(flag: bool, dataset: Path, stdin=None) -> Consent:
     """The consent record for avatar.json; asks on a terminal, demands --consent otherwise."""
+    from ideal.avatar.avatar_manifest import Consent
+
     stdin = stdin or sys.stdin
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if flag:
-        return {"confirmed": True, "method": "flag", "at": now}
+        return Consent(confirmed=True, method="flag", at=now)
     if not stdin.isatty():
         raise InputError("training an avatar needs the subject's consent, and --consent was not given",
                          "confirm that the person in the video agreed, then pass --consent")
     answer = input(f"Do you have the consent of the person in {dataset} to build an avatar of them? [y/N] ")
     if answer.strip().lower() not in ("y", "yes"):
         raise InputError("consent not confirmed", "only build avatars of people who agreed to it")
-    return {"confirmed": True, "method": "prompt", "at": now}
+    return Consent(confirmed=True, method="prompt", at=now)
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -146,16 +149,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_data(dataset: Path, cfg: "TrainConfig") -> "TrainingData":
     from ideal.avatar.audio.features import AudioWindow, MelConfig
-    from ideal.avatar.manifest import load_dataset_manifest
-    from ideal.avatar.training.data import crop_box, load_training_data
+    from ideal.avatar.dataset_manifest import load_dataset_manifest
+    from ideal.avatar.training.data import load_training_data
 
     manifest = load_dataset_manifest(dataset)
-    size = output_size_for(crop_box(manifest)[2], cfg.output_size)
+    size = output_size_for(manifest.crop.size, cfg.output_size)
     window = AudioWindow(length=16, lookahead_ms=40.0)
     return load_training_data(dataset, size, window, MelConfig(), max_frames=cfg.max_frames)
 
 
-def _train_stage(args: argparse.Namespace, data: "TrainingData", cfg: "TrainConfig", output: Path, consent: dict,
+def _train_stage(args: argparse.Namespace, data: "TrainingData", cfg: "TrainConfig", output: Path, consent: Consent,
                  resume: bool, threads: int, checkpoint_required: bool) -> int:
     """Train one stage and write its avatar; 130 when interrupted (after saving a checkpoint). A resumed later
     stage without a checkpoint was interrupted before its first one, so it starts afresh."""
@@ -205,13 +208,11 @@ def _train_stage(args: argparse.Namespace, data: "TrainingData", cfg: "TrainConf
 
 def init_model_config(avatar: str, crop: tuple[float, float, float]) -> "ModelConfig":
     """The model config of the avatar to fine-tune from, refusing one trained on another crop (another clip)."""
-    from ideal.avatar.manifest import load_avatar_manifest
-    from ideal.avatar.model.config import ModelConfig
+    from ideal.avatar.avatar_manifest import load_avatar_manifest
 
     m = load_avatar_manifest(avatar)
-    c = m.get("crop", {})
-    theirs = (float(c.get("x0", -1)), float(c.get("y0", -1)), float(c.get("size", -1)))
+    theirs = m.crop.box
     if any(abs(a - b) > 0.5 for a, b in zip(theirs, crop)):
         raise InputError(f"--init-from {avatar}: trained on another crop {theirs} (this dataset: {crop})",
                          "fine-tune from an avatar trained on this same dataset")
-    return ModelConfig.from_dict(m["model"])
+    return m.model

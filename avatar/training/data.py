@@ -20,7 +20,7 @@ from ideal.avatar.audio.features import AudioWindow, MelConfig, windows_for_fram
 from ideal.avatar.compose import base_image
 from ideal.avatar.errors import InputError
 from ideal.avatar.expression import EXPRESSION_DIM, L_EYE_INNER, L_EYE_OUTER, LIPS, R_EYE_INNER, R_EYE_OUTER
-from ideal.avatar.manifest import load_dataset_manifest, sha256_file
+from ideal.avatar.dataset_manifest import DatasetManifest, Split, load_dataset_manifest
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ BACKGROUND, TORSO, HEAD = 0, 1, 2
 
 @dataclass
 class TrainingData:
-    manifest: dict
+    manifest: DatasetManifest
     directory: Path
     crop: tuple[float, float, float]  # x0, y0, size in full-frame pixels
     size: int  # S: crop resolution the arrays are stored at
@@ -99,14 +99,6 @@ def _recompute_mel(path: Path, cfg: MelConfig) -> np.ndarray:
     return compute_features(audio, cfg)
 
 
-def crop_box(manifest: dict) -> tuple[float, float, float]:
-    c = manifest.get("crop")
-    try:
-        return float(c["x0"]), float(c["y0"]), float(c["size"])
-    except (TypeError, KeyError) as exc:
-        raise InputError(f"dataset manifest: bad crop {c!r}", "re-run `ideal prepare`") from exc
-
-
 def cut_crop(img: np.ndarray, crop: tuple[float, float, float], size: int, interpolation: int | None = None) -> np.ndarray:
     """The crop (x0, y0, side) of a full frame, resized to size x size (edge pixels replicated outside)."""
     import cv2
@@ -123,15 +115,8 @@ def cut_crop(img: np.ndarray, crop: tuple[float, float, float], size: int, inter
     return cv2.resize(patch, (size, size), interpolation=interpolation)
 
 
-def _split(manifest: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
-    split = manifest.get("split") or {}
-    try:
-        tr, va = split["train"], split["val"]
-        train = np.arange(int(tr[0]), int(tr[1]))
-        val = np.arange(int(va[0]), int(va[1]))
-    except (KeyError, TypeError, IndexError):
-        n_val = max(1, int(np.ceil(0.1 * n)))
-        train, val = np.arange(0, n - n_val), np.arange(n - n_val, n)
+def _split(split: Split, n: int) -> tuple[np.ndarray, np.ndarray]:
+    train, val = np.arange(*split.train), np.arange(*split.val)
     if len(train) == 0:
         raise InputError(f"dataset has {n} frames: too few to train", "prepare a longer clip (10 s or more)")
     return train, val
@@ -144,14 +129,14 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
 
     directory = Path(directory)
     manifest = load_dataset_manifest(directory)
-    crop = crop_box(manifest)
+    crop = manifest.crop.box
     pose = _load_npy(directory / "pose.npz", "pose").astype(np.float32)
     expression = _load_npy(directory / "expression.npy").astype(np.float32)
     mel = _load_npy(directory / "mel.npy").astype(np.float32)
     landmarks = _load_npy(directory / "landmarks.npy").astype(np.float32)
     neutral = _load_npy(directory / "neutral.npy").astype(np.float32)
     head_boxes = _load_npy(directory / "head_boxes.npy").astype(np.float32)
-    n = int(manifest.get("n_frames", len(pose)))
+    n = manifest.n_frames
     for name, arr, shape in (("pose.npz", pose, (n, 3, 4)), ("expression.npy", expression, (n, EXPRESSION_DIM)),
                              ("landmarks.npy", landmarks[..., :2], (n, 478, 2)), ("neutral.npy", neutral, (478, 3)), ("head_boxes.npy", head_boxes, (n, 4))):
         if arr.shape != shape:
@@ -164,7 +149,7 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
         raise InputError(f"{directory}: non-finite values in pose.npz or expression.npy", "re-run `ideal prepare`")
     if max_frames is not None:
         n = min(n, max_frames)
-    fps = float(manifest["fps"])
+    fps = manifest.fps
     background = _read_image(directory / "background.png", cv2.IMREAD_COLOR)[:, :, ::-1]
     frames = np.empty((n, size, size, 3), np.uint8)
     head = np.empty((n, size, size), np.uint8)
@@ -192,7 +177,7 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     # version's MelConfig, which is what the streamer computes live and what avatar.json records.
     mel = _recompute_mel(directory / "audio.wav", mel_config)
     audio = windows_for_frames(mel, n, fps, window, mel_config)
-    train, val = _split(manifest, int(manifest.get("n_frames", n)))
+    train, val = _split(manifest.split, manifest.n_frames)
     train, val = train[train < n], val[val < n]
     if len(val) == 0:
         val = train[-max(1, len(train) // 10):]
@@ -210,13 +195,6 @@ def _eye_blob(landmarks: np.ndarray, outer: int, inner: int, crop: tuple[float, 
     centre = (0.5 * (a + b) - np.array([x0, y0])) * size / side
     radius = np.linalg.norm(a - b, axis=1) * size / side * 0.75
     return np.concatenate([centre, radius[:, None]], axis=1).astype(np.float32)
-
-
-def dataset_hash(directory: Path, manifest: dict) -> str:
-    """The training data's identity: the source video's sha256 when the manifest records it, else the hash of
-    the dataset manifest itself."""
-    src = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
-    return str(src.get("sha256") or manifest.get("source_sha256") or sha256_file(directory / "dataset.json"))
 
 
 def head_box_from_neutral(neutral: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -13,7 +13,7 @@ from ideal.avatar.training.data import TrainingData
 def fit_prosody(data: TrainingData) -> tuple[ProsodyExpressionPredictor, dict]:
     """-> the fitted predictor and its held-out Pearson r per predicted field (the honest figure: small)."""
     pred = ProsodyExpressionPredictor()
-    fps = float(data.manifest["fps"])
+    fps = data.manifest.fps
     windows = windows_for_frames(data.mel, data.n_frames, fps, pred.window, data.mel_config)
     pred.fit(windows[data.train_idx], data.expression[data.train_idx])
     out = pred.predict_expression(windows[data.val_idx])

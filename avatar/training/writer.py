@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ideal.avatar.avatar_manifest import AvatarManifest, Consent, Prosody, RayCulling, Training, write_avatar_manifest
 from ideal.avatar.compose import BasePlate
+from ideal.avatar.dataset_manifest import Crop, Split
 from ideal.avatar.manifest import AVATAR_FORMAT_VERSION, write_json
 from ideal.avatar.model.components.prosody import ProsodyExpressionPredictor
-from ideal.avatar.training.data import TrainingData, dataset_hash
+from ideal.avatar.training.data import TrainingData
 from ideal.avatar.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,7 @@ def build_base_plate(data: TrainingData) -> BasePlate:
     import cv2
 
     d = data.directory
-    n = int(data.manifest["n_frames"])
+    n = data.manifest.n_frames
     bg = cv2.imread(str(d / "background.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
 
     def frames():
@@ -45,8 +48,8 @@ def mouth_calibration_for(data: TrainingData):
     return cal
 
 
-def ray_culling_for(out: Path, manifest: dict, model: torch.nn.Module, data: TrainingData,
-                    pose_track: np.ndarray) -> dict:
+def ray_culling_for(out: Path, manifest: AvatarManifest, model: torch.nn.Module, data: TrainingData,
+                    pose_track: np.ndarray) -> RayCulling:
     """Measure the occupancy grid of the trained field (avatar.occupancy) over the training frames' expressions
     and audio, with budgets for the avatar's whole pose track; write occupancy.npz into `out` and return the
     manifest entry."""
@@ -57,8 +60,8 @@ def ray_culling_for(out: Path, manifest: dict, model: torch.nn.Module, data: Tra
     cpu_model = copy.deepcopy(model).cpu().eval()
     grid, budgets = occupancy.measure(cpu_model, data.expression, pose_track, data.audio)
     entry = occupancy.write(out, manifest, grid, budgets, occupancy.DEFAULT_OPACITY)
-    log.info("ray culling: %.1f%% of the head box occupied; rays per frame %s", 100 * entry["occupied_fraction"],
-             ", ".join(f"{k} {b['rays']}/{b['of']}" for k, b in entry["tiers"].items()))
+    log.info("ray culling: %.1f%% of the head box occupied; rays per frame %s", 100 * entry.occupied_fraction,
+             ", ".join(f"{k} {b.rays}/{b.of}" for k, b in entry.tiers.items()))
     return entry
 
 
@@ -95,7 +98,7 @@ def write_loss_curve(trainer: Trainer, path: Path) -> None:
 
 
 def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: ProsodyExpressionPredictor,
-                 consent: dict, half: bool = False, prosody_stats: dict | None = None,
+                 consent: Consent, half: bool = False, prosody_stats: dict | None = None,
                  ray_culling: bool = True) -> None:
     """Everything of AVATAR_FILES (+ stats.json, loss_curve.png) into `out` (an existing, empty directory)."""
     m = data.manifest
@@ -104,49 +107,48 @@ def write_avatar(out: Path, trainer: Trainer, data: TrainingData, prosody: Proso
                out / "weights.pt")
     pose_track = np.load(data.directory / "pose.npz")["pose"].astype(np.float32)
     np.savez(out / "pose_track.npz", pose=pose_track,
-             expression=np.load(data.directory / "expression.npy").astype(np.float32), fps=np.float32(m["fps"]))
+             expression=np.load(data.directory / "expression.npy").astype(np.float32), fps=np.float32(m.fps))
     build_base_plate(data).save(out / "base_plate.npz")
     last = trainer.history.val[-1] if trainer.history.val else {}
     x0, y0, side = data.crop
-    manifest = {
-        "format_version": AVATAR_FORMAT_VERSION,
-        "kind": "ideal-nerf",
-        "fps": float(m["fps"]),
-        "width": int(m["width"]),
-        "height": int(m["height"]),
-        "n_frames": int(m["n_frames"]),
-        "crop": {"x0": int(x0), "y0": int(y0), "x1": int(x0 + side), "y1": int(y0 + side), "size": int(side)},
-        "camera": m.get("camera", {"model": "weak_perspective"}),
-        "mel": data.mel_config.to_dict(),
-        "audio_window": data.window.to_dict(),
-        "prosody": {"audio_window": prosody.window.to_dict(), "slices": ["brows", "eyes"], **(prosody_stats or {})},
-        "tiers": {k: t.to_dict() for k, t in trainer.model_cfg.tiers.items()},
-        "fusion": trainer.model_cfg.fusion,
-        "model": trainer.model_cfg.to_dict(),
-        "weights_dtype": "float16" if half else "float32",
-        "rgb": "straight (not premultiplied) colour; composite as rgb * alpha + base * (1 - alpha)",
-        "training": {
-            "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "seed": trainer.cfg.seed,
-            "device": trainer.cfg.device, "threads": torch.get_num_threads(),
-            "rays_per_second": round(trainer.rays_per_second, 1),
-            "data_hash": dataset_hash(data.directory, m), "dataset": str(data.directory),
-            "source": (m.get("source") or {}).get("path") if isinstance(m.get("source"), dict) else None,
-            "split": {"train": [int(data.train_idx[0]), int(data.train_idx[-1]) + 1],
-                      "val": [int(data.val_idx[0]), int(data.val_idx[-1]) + 1]},
-            "held_out_psnr": {k[5:]: v for k, v in last.items() if k.startswith("psnr_")},
-            "held_out_psnr_whole_crop": {k[10:]: v for k, v in last.items() if k.startswith("crop_psnr_")},
-            "psnr_definition": "head box (head_boxes.npy mapped into the render crop), mean over held-out frames",
-            "config": trainer.cfg.to_dict(),
-        },
-        "av_offset_ms": float((m.get("audio") or {}).get("av_offset_ms", m.get("av_offset_ms", 0.0)) or 0.0),
-        "mouth_calibration": mouth_calibration_for(data).to_dict(),
-        "consent": consent,
-        "synthetic_mark": True,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    manifest = AvatarManifest(
+        format_version=AVATAR_FORMAT_VERSION,
+        kind="ideal-nerf",
+        fps=m.fps,
+        width=m.width,
+        height=m.height,
+        n_frames=m.n_frames,
+        crop=Crop(x0=int(x0), y0=int(y0), x1=int(x0 + side), y1=int(y0 + side), size=int(side)),
+        camera=m.camera,
+        mel=data.mel_config,
+        audio_window=data.window,
+        prosody=Prosody(audio_window=prosody.window, slices=["brows", "eyes"], **(prosody_stats or {})),
+        tiers=trainer.model_cfg.tiers,
+        fusion=trainer.model_cfg.fusion,
+        model=trainer.model_cfg,
+        weights_dtype="float16" if half else "float32",
+        rgb="straight (not premultiplied) colour; composite as rgb * alpha + base * (1 - alpha)",
+        training=Training(
+            steps=trainer.step, seconds=round(trainer.elapsed, 1), seed=trainer.cfg.seed,
+            device=trainer.cfg.device, threads=torch.get_num_threads(),
+            rays_per_second=round(trainer.rays_per_second, 1),
+            data_hash=m.source.sha256, dataset=str(data.directory), source=m.source.path,
+            split=Split(train=(int(data.train_idx[0]), int(data.train_idx[-1]) + 1),
+                        val=(int(data.val_idx[0]), int(data.val_idx[-1]) + 1)),
+            held_out_psnr={k[5:]: v for k, v in last.items() if k.startswith("psnr_")},
+            held_out_psnr_whole_crop={k[10:]: v for k, v in last.items() if k.startswith("crop_psnr_")},
+            psnr_definition="head box (head_boxes.npy mapped into the render crop), mean over held-out frames",
+            config=trainer.cfg.to_dict(),
+        ),
+        av_offset_ms=m.audio.av_offset_ms,
+        mouth_calibration=mouth_calibration_for(data),
+        consent=consent,
+        synthetic_mark=True,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     if ray_culling:
-        manifest["ray_culling"] = ray_culling_for(out, manifest, model, data, pose_track)
-    write_json(out / "avatar.json", manifest)
+        manifest = replace(manifest, ray_culling=ray_culling_for(out, manifest, model, data, pose_track))
+    write_avatar_manifest(out, manifest)
     out.chmod(0o755)  # mkdtemp made it private; avatars are read by other users and services
     stats = {"history": trainer.history.to_dict(), "rays_per_second": trainer.rays_per_second,
              "training_seconds": trainer.elapsed, "steps": trainer.step,
