@@ -14,6 +14,7 @@ import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -26,13 +27,19 @@ SILENCE_DBFS = -55.0  # loudest 40 ms frame quieter than this: the audio is trea
 
 @dataclass(frozen=True)
 class DubConfig:
-    expression: str = "audio"  # "audio" | "neutral" | path to a driver video
-    mouth: str = "audio"  # "audio" | "driver"
-    on_short: str = "loop"  # a driver shorter than the audio: "loop" | "hold"
-    seed: int = 0
-    tier: str | None = None  # default: the avatar's best tier
-    mark: bool = True
-    batch_size: int = 4
+    """The fields are `ideal dub`'s options (ideal/configcli.py derives them)."""
+
+    expression: str = field(default="audio", metadata={
+        "help": "brows/eyes/gaze from: a driver VIDEO of another person, 'audio' (the avatar's prosody predictor) "
+                "or 'neutral' (idle blinks only)"})
+    mouth: Literal["audio", "driver"] = field(default="audio", metadata={
+        "help": "mouth from the audio or from the driver video"})
+    on_short: Literal["loop", "hold"] = field(default="loop", metadata={
+        "help": "a driver shorter than the audio loops (ping-pong, no jump) or holds its last frame"})
+    seed: int = field(default=0, metadata={"help": "seed of the idle motion (blinks, saccades, pose start)"})
+    tier: str | None = field(default=None, metadata={"help": "quality tier (none: the avatar's best)"})
+    mark: bool = field(default=True, metadata={"help": "the visible 'synthetic' mark"})
+    batch_size: int = field(default=4, metadata={"help": "frames per render call"})
 
 
 @dataclass
@@ -198,31 +205,24 @@ def dub(avatar_path: str | Path | None, audio_path: str | Path, out: str | Path,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ideal.configcli import add_options
+
     p.add_argument("--avatar", default=None, help="avatar dir (default: the built-in avatar)")
     p.add_argument("--audio", required=True, type=Path, help="speech file: wav, m4a, mp3, mp4, ... any rate")
-    p.add_argument("--expression", default="audio",
-                   help="brows/eyes/gaze from: a driver VIDEO of another person, 'audio' (the avatar's prosody "
-                        "predictor, default) or 'neutral' (idle blinks only)")
-    p.add_argument("--mouth", choices=("audio", "driver"), default="audio",
-                   help="mouth from the audio (default) or from the driver video")
-    p.add_argument("--on-short", choices=("loop", "hold"), default="loop",
-                   help="a driver shorter than the audio loops (ping-pong, no jump) or holds its last frame")
-    p.add_argument("--tier", default=None, help="quality tier (default: the avatar's best)")
+    options = add_options(p, DubConfig, fields=("expression", "mouth", "on_short", "tier", "seed", "mark",
+                                                "batch_size"))
     p.add_argument("--mouth-model", default=None, help="audio-to-mouth model dir (default: the shipped one)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the idle motion (blinks, saccades, pose start)")
-    p.add_argument("--no-mark", action="store_true", help="leave out the visible 'synthetic' mark")
-    p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--save-drive", type=Path, default=None,
                    help="also write the per-frame expressions, poses and audio mouth opening (.npz)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4")
+    p.set_defaults(_dub_options=options)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    cfg = DubConfig(expression=args.expression, mouth=args.mouth, on_short=args.on_short, seed=args.seed,
-                    tier=args.tier, mark=not args.no_mark, batch_size=args.batch_size)
+    cfg = args._dub_options.build(args)
     mouth_model = None
     if args.mouth_model is not None:
         from ideal.avatar.mouth import load_mouth_model

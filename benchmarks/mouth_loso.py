@@ -28,7 +28,8 @@ from ideal.avatar.mouth.bank import Sequence, build_bank
 from ideal.avatar.mouth.data import MouthClip, load_clip, shared_clips
 from ideal.avatar.mouth.features import FeatureSpec
 from ideal.avatar.evaluation.face_metrics import pearson
-from ideal.avatar.mouth.training import MouthTrainConfig, bootstrap_offsets, build_index, leave_one_speaker_out
+from ideal.avatar.mouth.config import MouthTrainConfig
+from ideal.avatar.mouth.training import bootstrap_offsets, build_index, leave_one_speaker_out
 
 log = logging.getLogger("mouth_loso")
 REPO = Path(__file__).resolve().parents[1]

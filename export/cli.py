@@ -17,23 +17,19 @@ TARGETS = ("onnx", "tensorrt", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ideal.configcli import add_options
+    from ideal.export.onnx_export import ExportConfig
+
     parser.add_argument("avatar", nargs="?", default="default",
                         help="avatar dir written by `ideal train` (default: the built-in avatar)")
     parser.add_argument("--target", choices=TARGETS, default="onnx", help="what to build (default onnx)")
     parser.add_argument("--fp16", action="store_true", help="TensorRT engines in FP16 (accumulations kept FP32)")
-    parser.add_argument("--tiers", nargs="+", metavar="TIER", help="only these quality tiers (default: all)")
-    parser.add_argument("--max-batch", type=int, default=16, help="largest batch (sessions per call), default 16")
-    parser.add_argument("--opt-batch", type=int, default=4, help="batch TensorRT optimises for, default 4")
-    parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
-                        help="torch ONNX exporter: legacy (TorchScript, opset 17, fast) or dynamo (opset 20)")
-    parser.add_argument("--plane-lookup", choices=("gather", "grid_sample"), default="gather",
-                        help="tri-plane lookup in the field graphs: gather (fast in ONNX Runtime on CPU) or "
-                             "grid_sample (ONNX GridSample); both are validated against PyTorch's grid_sample")
-    parser.add_argument("--no-mouth", action="store_true", help="leave out the audio-to-mouth model graph")
-    parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="leave out the INT8 refine graphs (ONNX Runtime on CPU then runs the FP32 ones)")
+    options = add_options(parser, ExportConfig,
+                          fields=("tiers", "batch_max", "batch_opt", "exporter", "plane_lookup", "mouth", "int8"),
+                          flags={"batch_max": "--max-batch", "batch_opt": "--opt-batch"}, metavars={"tiers": "TIER"})
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
+    parser.set_defaults(_export_options=options)
 
 
 def _tensorrt_ready(fp16: bool) -> str | None:
@@ -55,21 +51,19 @@ def run(args: argparse.Namespace) -> int:
     from ideal.avatar.avatar_manifest import load_avatar_manifest
     from ideal.avatar.manifest import resolve_avatar
     from ideal.export.artifacts import export_dir_for, load_export_manifest
-    from ideal.export.onnx_export import ExportConfig, export_avatar
+    from ideal.export.onnx_export import export_avatar
 
     avatar_dir = resolve_avatar(args.avatar)
     load_avatar_manifest(avatar_dir)  # a missing / old-format avatar fails here with the command that fixes it
-    if not 1 <= args.opt_batch <= args.max_batch:
-        raise InputError(f"--opt-batch {args.opt_batch} / --max-batch {args.max_batch}",
+    cfg = args._export_options.build(args)
+    if not 1 <= cfg.batch_opt <= cfg.batch_max:
+        raise InputError(f"--opt-batch {cfg.batch_opt} / --max-batch {cfg.batch_max}",
                          "need 1 <= opt-batch <= max-batch")
     want_trt = args.target in ("tensorrt", "all")
     trt_problem = _tensorrt_ready(args.fp16) if want_trt else None
     if args.target == "tensorrt" and trt_problem:
         raise BackendError(f"cannot build TensorRT engines on this machine: {trt_problem}")
 
-    cfg = ExportConfig(exporter=args.exporter, batch_opt=args.opt_batch, batch_max=args.max_batch,
-                       tiers=tuple(args.tiers) if args.tiers else None, mouth=not args.no_mouth,
-                       plane_lookup=args.plane_lookup, int8=args.int8)
     need_onnx = args.target in ("onnx", "all") or _stale_or_missing(avatar_dir, load_export_manifest, cfg)
     if need_onnx:
         with progress_bar(desc="export onnx", unit="graph") as bar:
@@ -86,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             from ideal.export.tensorrt_build import build_engines
 
-            engines = build_engines(avatar_dir, fp16=args.fp16, tiers=args.tiers, force=args.force,
+            engines = build_engines(avatar_dir, fp16=args.fp16, tiers=cfg.tiers, force=args.force,
                                     workspace_gb=args.workspace_gb)
             for path in engines:
                 print(f"engine  {path}")

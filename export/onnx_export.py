@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 import numpy as np
 
@@ -35,24 +35,30 @@ from ideal.export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, RE
 from ideal.export.quantize import INT8_TIMINGS
 log = logging.getLogger(__name__)
 
-PLANE_LOOKUPS = ("gather", "grid_sample")
+PlaneLookup = Literal["gather", "grid_sample"]
+PLANE_LOOKUPS: tuple[str, ...] = get_args(PlaneLookup)
 
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """The fields with a help text are `ideal export`'s options (ideal/configcli.py derives them)."""
+
     opset: int = 17
-    exporter: str = "legacy"  # "legacy" (TorchScript, opset 17) | "dynamo" (torch.export, opset >= 18)
+    exporter: Literal["legacy", "dynamo"] = field(default="legacy", metadata={
+        "help": "torch ONNX exporter: legacy (TorchScript, opset 17, fast) or dynamo (torch.export, opset 20)"})
     batch_min: int = 1
-    batch_opt: int = 4
-    batch_max: int = 16
-    tiers: tuple[str, ...] | None = None  # None: every tier of the avatar
-    mouth: bool = True  # also export the shipped audio-to-mouth model
+    batch_opt: int = field(default=4, metadata={"help": "batch TensorRT optimises for"})
+    batch_max: int = field(default=16, metadata={"help": "largest batch (sessions per call)"})
+    tiers: tuple[str, ...] | None = field(default=None, metadata={"help": "only these quality tiers (none: all)"})
+    mouth: bool = field(default=True, metadata={"help": "also export the shipped audio-to-mouth model's graph"})
     validate: bool = True  # compare each graph with PyTorch in onnxruntime (when installed)
-    # tri-plane lookup in the field graphs: "gather" (row gathers + lerps; 2-3x faster than ONNX Runtime's CPU
-    # GridSample here) or "grid_sample" (ONNX GridSample). Validation always compares with grid_sample.
-    plane_lookup: str = "gather"
-    # also write INT8 refine graphs (export/quantize.py) for ONNX Runtime on CPU; the FP32 ones are always written
-    int8: bool = True
+    # "gather" (row gathers + lerps) is 2-3x faster than ONNX Runtime's CPU GridSample here
+    plane_lookup: PlaneLookup = field(default="gather", metadata={
+        "help": "tri-plane lookup in the field graphs: gather (fast in ONNX Runtime on CPU) or grid_sample (ONNX "
+                "GridSample); both are validated against PyTorch's grid_sample"})
+    int8: bool = field(default=True, metadata={
+        "help": "also write INT8 refine graphs (export/quantize.py) for ONNX Runtime on CPU, which then runs them; "
+                "the FP32 ones are always written"})
     int8_frames: int = 24  # renders of the avatar's own pose track: half calibrate the ranges, half check them
 
     @property

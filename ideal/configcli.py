@@ -6,7 +6,7 @@ A command adds the fields it offers with `add_options`, optionally under other f
 `ConfigOptions` that turns the parsed arguments into the dataclass. Options remember whether they were given on
 the command line, so a preset (a training recipe) can supply every value the command line leaves out.
 
-Types: int, float, str, Path, bool (`--name` turns it on, `--no-name` off),
+Types: int, float, str, Path, bool (`--name` turns it on; when its default is on, `--no-name` turns it off),
 `X | None`, `Literal[...]` (choices) and `tuple[X, ...]` / `list[X]` (one or more values).
 """
 
@@ -62,7 +62,7 @@ class _Switch(argparse.Action):
 class Option:
     field: str  # the dataclass field
     dest: str  # its attribute in the parsed namespace
-    flag: str  # its flag ("--steps") or, for a positional argument, its name
+    flag: str  # its long flag ("--steps") or, for a positional argument, its name
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class ConfigOptions(Generic[C]):
 
     cls: type[C]
     options: tuple[Option, ...]
+    base: C | None = None  # the instance whose values are the options' defaults (None: the dataclass defaults)
 
     def given(self, args: argparse.Namespace) -> dict[str, Any]:
         """field -> value of every option given on the command line."""
@@ -120,18 +121,19 @@ def _with_default(text: str, default: Any) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[C], *,
-                fields: Iterable[str] | None = None, flags: Mapping[str, str] | None = None,
+                fields: Iterable[str] | None = None, flags: Mapping[str, str | tuple[str, ...]] | None = None,
                 dests: Mapping[str, str] | None = None, dest_prefix: str = "", helps: Mapping[str, str] | None = None,
                 base: C | None = None, metavars: Mapping[str, str] | None = None) -> ConfigOptions[C]:
-    """Add an option per field of `cls` to `parser`.
+    """Add an option per field of `cls` to `parser` (or to an argument group of it).
 
     fields: the fields to offer, in this order (default: every field with a help text).
-    flags: field -> flag name when not `--field-name` (a bool also gets `--no-` + it); a name without leading
-        dashes makes a positional argument.
+    flags: field -> flag name(s) when not `--field-name` (e.g. ("-o", "--output")); a bool also gets `--no-` + its
+        last flag when its default is on; a name without dashes makes a positional argument.
     dests: field -> attribute in the parsed namespace when not `dest_prefix` + the field name (a prefix keeps the
         fields of a nested config apart from its parent's).
     helps: field -> help text replacing the field's own (a command's angle on a shared setting).
     base: an instance whose values are the defaults shown and parsed (default: the dataclass defaults).
+    metavars: field -> metavar when not the long flag in capitals.
     """
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -145,14 +147,17 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         text = helps.get(name, f.metadata.get("help"))
         if text is None:
             raise TypeError(f"{cls.__name__}.{name}: no help text (give it field(metadata={{'help': ...}}))")
+        given = flags.get(name, "--" + name.replace("_", "-"))
+        strings = (given,) if isinstance(given, str) else tuple(given)
         dest = dests.get(name, dest_prefix + name)
-        kwargs: dict[str, Any] = {"dest": dest}
         if tp is bool:
-            flag = flags.get(name, "--" + name.replace("_", "-"))
-            parser.add_argument(flag, "--no-" + flag[2:], action=_Switch, default=default,
-                                help=f"{text} (default {'on' if default else 'off'})", **kwargs)
-            options.append(Option(name, dest, flag))
+            if default and not strings[-1].startswith("--no-"):
+                strings += ("--no-" + strings[-1][2:],)
+            parser.add_argument(*strings, action=_Switch, dest=dest, default=default,
+                                help=f"{text} (default on)" if default else text)
+            options.append(Option(name, dest, strings[0]))
             continue
+        kwargs: dict[str, Any] = {"help": _with_default(text, default)}
         origin = typing.get_origin(tp)
         if origin is typing.Literal:
             choices = typing.get_args(tp)
@@ -161,32 +166,20 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
             kwargs.update(nargs="+", type=typing.get_args(tp)[0], tuple=origin is tuple)
         else:
             kwargs["type"] = tp
-        if "choices" not in kwargs:
-            kwargs["metavar"] = metavars.get(name, name.upper())
-        flag = flags.get(name, "--" + name.replace("_", "-"))
-        if flag.startswith("-"):
-            if default is dataclasses.MISSING:
-                kwargs["required"] = True
-            else:
-                kwargs["default"] = default
-            parser.add_argument(flag, action=_Store, help=_with_default(text, default), **kwargs)
-        else:  # positional: argparse takes its dest from the name
-            del kwargs["dest"]
+        if not strings[0].startswith("-"):  # positional: argparse takes its dest (and metavar) from the name
+            dest = strings[0]
             if default is not dataclasses.MISSING:
                 kwargs.update(nargs="?", default=default)
-            dest = flag
-            parser.add_argument(flag, action=_Store, help=_with_default(text, default), **kwargs)
-        options.append(Option(name, dest, flag))
-    return ConfigOptions(cls, tuple(options))
+            parser.add_argument(dest, action=_Store, **kwargs)
+            options.append(Option(name, dest, dest))
+            continue
+        if "choices" not in kwargs:
+            kwargs["metavar"] = metavars.get(name, strings[-1].lstrip("-").replace("-", "_").upper())
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+        parser.add_argument(*strings, action=_Store, dest=dest, **kwargs)
+        options.append(Option(name, dest, strings[-1]))
+    return ConfigOptions(cls, tuple(options), base)
 
-
-def parser_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """Every option of a parser and its sub-parsers (for checks that iterate them)."""
-    actions = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in dict.fromkeys(action.choices.values()):
-                actions += parser_options(sub)
-        elif not isinstance(action, argparse._HelpAction):
-            actions.append(action)
-    return actions

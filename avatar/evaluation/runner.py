@@ -40,12 +40,16 @@ HEADLINE = ("l1", "psnr", "ssim", "lmd", "lmd_mouth", "lmdv", "au_error", "pose_
 
 @dataclass(frozen=True)
 class EvalConfig:
-    tier: str | None = None  # default: the avatar's highest-quality tier
-    batch_size: int = 8
-    lmd_reference_px: int = 512  # LMD/LMDV are scaled to a frame this wide
-    max_frames: int | None = None  # evaluate only the first N held-out frames (tests, quick looks)
-    device: str = "cpu"
-    mouth_model: str | None = None  # default: the shipped audio-to-mouth model
+    """The fields are `ideal evaluate`'s options (ideal/configcli.py derives them)."""
+
+    tier: str | None = field(default=None, metadata={"help": "quality tier to render (none: the best one)"})
+    batch_size: int = field(default=8, metadata={"help": "frames per render call"})
+    lmd_reference_px: int = field(default=512, metadata={
+        "help": "LMD/LMDV are reported in pixels of the frame scaled to this width"})
+    max_frames: int | None = field(default=None, metadata={"help": "evaluate only the first N held-out frames"})
+    device: str = field(default="cpu", metadata={"help": "torch device for the PyTorch backend"})
+    mouth_model: str | None = field(default=None, metadata={
+        "help": "audio-to-mouth model dir (none: the shipped one)"})
 
 
 @dataclass

@@ -8,7 +8,7 @@ generator so a training run is reproducible and its augmented features can be ca
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import signal as sps
@@ -18,7 +18,7 @@ from ideal.avatar.clock import SAMPLE_RATE
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    n_variants: int = 4  # augmented copies per clip, besides the clean one
+    n_variants: int = field(default=4, metadata={"help": "augmented copies of each clip, besides the clean one"})
     speed_range: tuple[float, float] = (0.88, 1.12)
     pitch_semitones: tuple[float, float] = (-4.0, 4.0)
     p_pitch: float = 0.5

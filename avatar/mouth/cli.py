@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ideal.avatar.mouth.augmentation import AugmentConfig
+    from ideal.avatar.mouth.config import DEFAULT_FEATURE, DEFAULT_WINDOW, MouthTrainConfig, PipelineConfig
+    from ideal.avatar.mouth.features import FEATURE_KINDS
+    from ideal.configcli import add_options
+
     sub = parser.add_subparsers(dest="mouth_command", metavar="ACTION")
     tr = sub.add_parser("train", help="train a mouth model on talking-head videos",
                         description="Train the audio-to-mouth model on a folder of talking-head videos (each "
@@ -25,15 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_VIDEO", help="videos or folders of videos")
     tr.add_argument("-o", "--output", type=Path, required=True, help="model directory to write")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    tr.add_argument("--features", choices=["logmel", "cepstral", "formant"], default=None,
-                    help="input features (default: the benchmark's choice)")
-    tr.add_argument("--lookahead-ms", type=float, default=None, help="audio lookahead (latency) in ms")
-    tr.add_argument("--steps", type=int, default=None, help="optimiser steps")
-    tr.add_argument("--variants", type=int, default=None, help="augmented copies of each clip")
-    tr.add_argument("--bootstrap-rounds", type=int, default=2, help="rounds of per-clip A/V offset search")
+    tr.add_argument("--features", choices=FEATURE_KINDS, default=DEFAULT_FEATURE,
+                    help=f"input features (default {DEFAULT_FEATURE}: the benchmark's choice)")
+    tr.add_argument("--lookahead-ms", type=float, default=DEFAULT_WINDOW.lookahead_ms,
+                    help=f"audio lookahead (latency) in ms (default {DEFAULT_WINDOW.lookahead_ms:g})")
+    train = add_options(tr, MouthTrainConfig, fields=("steps",))
+    augment = add_options(tr, AugmentConfig, fields=("n_variants",), flags={"n_variants": "--variants"})
+    pipeline = add_options(tr, PipelineConfig, fields=("bootstrap_rounds", "loso"))
+    tr.set_defaults(_mouth_train_options=(train, augment, pipeline))
     tr.add_argument("--offsets", type=Path, default=None,
                     help="known A/V offsets instead of the bootstrap: a json {clip name: ms} or a mouth.json")
-    tr.add_argument("--loso", action="store_true", help="also measure leave-one-speaker-out r (slower)")
     tr.add_argument("--cache", type=Path, default=None, help="tracking/feature cache directory")
     ev = sub.add_parser("evaluate", help="r of predicted vs tracked mouth opening on videos",
                         description="Track each video's mouth, predict it from the audio alone and report Pearson "
@@ -89,26 +95,20 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ideal.avatar.audio.features import AudioWindow
     from ideal.avatar.errors import InputError
+    from ideal.avatar.mouth.config import DEFAULT_WINDOW
     from ideal.avatar.mouth.features import FeatureSpec
-    from ideal.avatar.mouth.pipeline import DEFAULT_WINDOW, PipelineConfig, load_clips, read_offsets, train_from_clips
+    from ideal.avatar.mouth.pipeline import load_clips, read_offsets, train_from_clips
 
     if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
         raise InputError(f"{args.output}: already exists and is not empty", "pass --overwrite or choose another -o")
-    cfg = PipelineConfig(bootstrap_rounds=args.bootstrap_rounds, loso=args.loso)
-    if args.features:
-        cfg.spec = FeatureSpec(args.features)
-    if args.lookahead_ms is not None:
-        if not 0 <= args.lookahead_ms <= 500:
-            raise InputError(f"--lookahead-ms {args.lookahead_ms}: out of range", "use 0..500 ms")
-        cfg.window = AudioWindow(DEFAULT_WINDOW.length, args.lookahead_ms)
-    if args.steps:
-        cfg.train = replace(cfg.train, steps=args.steps)
-    if args.variants is not None:
-        cfg.augment = replace(cfg.augment, n_variants=args.variants)
+    if not 0 <= args.lookahead_ms <= 500:
+        raise InputError(f"--lookahead-ms {args.lookahead_ms}: out of range", "use 0..500 ms")
+    train, augment, pipeline = args._mouth_train_options
+    cfg = pipeline.build(args, spec=FeatureSpec(args.features), window=AudioWindow(DEFAULT_WINDOW.length,
+                                                                                  args.lookahead_ms),
+                         train=train.build(args), augment=augment.build(args))
     clips = load_clips(args.data, cache_dir=args.cache)
     known = read_offsets(args.offsets) if args.offsets else None
     info = train_from_clips(clips, args.output, cfg, overwrite=args.overwrite, cache_dir=args.cache,

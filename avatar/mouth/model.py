@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ideal.avatar.audio.features import AudioWindow, MelConfig
 from ideal.avatar.errors import AvatarError
 from ideal.avatar.expression import SLICES
 from ideal.avatar.manifest import MOUTH_MODEL_DIR, write_json
+from ideal.avatar.mouth.config import NetConfig
 from ideal.avatar.mouth.features import FeatureSpec, dct_matrix
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,6 @@ MOUTH_MANIFEST = "mouth.json"
 MOUTH_WEIGHTS = "weights.pt"
 MOUTH_FIELDS: tuple[str, ...] = SLICES["mouth"].fields
 N_OUT = len(MOUTH_FIELDS)
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    channels: int = 64
-    hidden: int = 128
-    dropout: float = 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class MouthNet(nn.Module):

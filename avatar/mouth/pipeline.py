@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ideal.avatar.audio.features import AudioWindow
 from ideal.avatar.errors import IdealError, InputError
 from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.manifest import atomic_output_dir
-from ideal.avatar.mouth.augmentation import AugmentConfig
 from ideal.avatar.mouth.bank import build_bank
 from ideal.avatar.mouth.data import MouthClip, find_clips, load_clip
-from ideal.avatar.mouth.features import FeatureSpec
-from ideal.avatar.mouth.model import MouthModel, NetConfig, save_mouth_model
-from ideal.avatar.mouth.training import (MouthTrainConfig, bootstrap_offsets, leave_one_speaker_out,
-                                        predict_sequence, train_mouth_net)
+from ideal.avatar.mouth.config import PipelineConfig
+from ideal.avatar.mouth.model import MouthModel, save_mouth_model
+from ideal.avatar.mouth.training import bootstrap_offsets, leave_one_speaker_out, predict_sequence, train_mouth_net
 
 log = logging.getLogger(__name__)
-
-# Chosen by benchmarks/mouth_loso.py (docs/mouth.md): feature kind and window.
-DEFAULT_FEATURE = "cepstral"
-DEFAULT_WINDOW = AudioWindow(length=24, lookahead_ms=120.0)
-
-
-@dataclass
-class PipelineConfig:
-    spec: FeatureSpec = field(default_factory=lambda: FeatureSpec(DEFAULT_FEATURE))
-    window: AudioWindow = DEFAULT_WINDOW
-    train: MouthTrainConfig = field(default_factory=MouthTrainConfig)
-    net: NetConfig = field(default_factory=NetConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    bootstrap_rounds: int = 2
-    loso: bool = False  # also measure leave-one-speaker-out r (one extra training per speaker)
-
 
 def load_clips(inputs: list[str | Path], cache_dir: Path | None = None) -> list[MouthClip]:
     """Track every clip (cached); a bad clip is skipped with a warning, none usable is an error."""

@@ -8,7 +8,7 @@ Each clip's A/V offset shifts where its windows are cut (audio late by d ms: the
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,29 +19,10 @@ from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.mouth.bank import Sequence
 from ideal.avatar.mouth.features import FeatureSpec, padding_value
 from ideal.avatar.mouth.inference import frame_end_indices
-from ideal.avatar.mouth.model import MouthModel, MouthNet, NetConfig
+from ideal.avatar.mouth.config import MouthTrainConfig, NetConfig
+from ideal.avatar.mouth.model import MouthModel, MouthNet
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MouthTrainConfig:
-    steps: int = 800
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    mouth_open_weight: float = 4.0  # mouth_open is what lip-sync is judged on
-    feature_mask: int = 10  # SpecAugment-style: mask up to this many feature bins per example
-    time_jitter: int = 1  # random shift of the window, in feature hops, against the labels
-    seed: int = 0
-    # one thread: on a shared, oversubscribed CPU two OpenMP threads measured 5x slower than one
-    threads: int = 1
-    # "clip": each clip's labels are standardised on its own (then mapped to the pooled scale), so the model
-    # does not spend capacity on per-person resting lip gaps it cannot hear; "none": raw expression units
-    label_norm: str = "clip"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -34,18 +34,25 @@ JPEG_QUALITY = 95
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    video: Path
-    output: Path
-    audio: Path | None = None
-    fps: float = DEFAULT_FPS
-    start: float | None = None
-    duration: float | None = None
-    preview: bool = False
-    overwrite: bool = False
-    av_offset_ms: float | None = None  # forced offset (positive: audio late)
-    no_av_offset: bool = False
-    av_offset_min_confidence: float = 0.3  # weaker estimates are recorded, not applied
-    min_duration_s: float = MIN_DURATION_S
+    """The fields with a help text are `ideal prepare`'s options (ideal/configcli.py derives them)."""
+
+    video: Path = field(metadata={"help": "the talking-head video (any container, 24-60 fps)"})
+    output: Path = field(metadata={"help": "dataset directory to write"})
+    audio: Path | None = field(default=None, metadata={
+        "help": "speech file to use instead of the video's own audio track (sample 0 = first frame)"})
+    fps: float = field(default=DEFAULT_FPS, metadata={"help": "output frame rate"})
+    start: float | None = field(default=None, metadata={"help": "excerpt start in seconds"})
+    duration: float | None = field(default=None, metadata={"help": "excerpt length in seconds"})
+    preview: bool = field(default=False, metadata={
+        "help": "also write preview/preview_sheet.png and preview/preview.mp4 to check tracking"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output directory"})
+    av_offset_ms: float | None = field(default=None, metadata={
+        "help": "force the audio/video offset to correct (positive: audio late)"})
+    no_av_offset: bool = field(default=False, metadata={"help": "do not estimate or correct an A/V offset"})
+    # weaker estimates are recorded, not applied
+    av_offset_min_confidence: float = field(default=0.3, metadata={
+        "help": "apply an estimated A/V offset only at this correlation or above"})
+    min_duration_s: float = field(default=MIN_DURATION_S, metadata={"help": "shortest accepted clip in seconds"})
     progress: bool = True
     track: TrackConfig = field(default_factory=TrackConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)

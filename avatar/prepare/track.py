@@ -33,7 +33,8 @@ FrameCallback = Callable[[int, np.ndarray, "np.ndarray | None"], None]
 
 @dataclass(frozen=True)
 class TrackConfig:
-    max_gap_s: float = 0.5  # longest run of faceless frames that is interpolated
+    max_gap_s: float = field(default=0.5, metadata={
+        "help": "longest run of frames without a face that is interpolated, in seconds"})
     second_person_fraction: float = 0.1  # a second face on more than this fraction of frames: two people
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)

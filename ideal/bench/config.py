@@ -1,0 +1,40 @@
+"""What `ideal bench` measures and how: one dataclass, from which ideal/configcli.py derives the command's
+options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["offline", "realtime", "webrtc"]
+
+
+@dataclass
+class BenchConfig:
+    avatar: str = field(default="default", metadata={"help": "avatar dir (default: the built-in avatar)"})
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt", "all"] = field(default="auto", metadata={
+        "help": "backend to measure; all = every backend that runs here (offline mode)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:N]"})
+    tier: list[str] | None = field(default=None, metadata={
+        "help": "tiers to measure (offline; none: all) or the highest tier the streamer may use (realtime/webrtc)"})
+    pin_tier: bool = field(default=False, metadata={
+        "help": "realtime: render every frame at --tier (no adaptation), to measure that tier"})
+    audio: str | None = field(default=None, metadata={
+        "help": "speech file to feed (none: espeak-ng speech, else synthetic)"})
+    sessions: int = field(default=1, metadata={"help": "concurrent sessions (batch in offline mode)"})
+    duration: float | None = field(default=None, metadata={
+        "help": "seconds of stream per run (none: offline 4, realtime 10, webrtc: the audio)"})
+    mode: Mode = field(default="offline", metadata={"help": "what to measure"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch and onnxruntime"})
+    fp16: bool = field(default=False, metadata={"help": "FP16 engines (TensorRT)"})
+    int8: bool = field(default=True, metadata={
+        "help": "ONNX Runtime on CPU: run the INT8 refine graphs (off: the FP32 ones, for an A/B)"})
+    trials: int = field(default=3, metadata={"help": "webrtc: speech onsets measured (one peer each)"})
+    interleave: bool = field(default=False, metadata={
+        "help": "offline: backends and tiers take turns frame by frame (fair on a loaded machine)"})
+    max_sessions: bool = field(default=False, metadata={
+        "help": "realtime: also find how many sessions hold 25 fps (adds runs)"})
+    inject_delay_ms: float = field(default=0.0, metadata={
+        "help": "add a fixed sleep to every backend call (checks that latency figures see it)"})
+    json: str | None = field(default=None, metadata={"help": "write the full figures as JSON"})
+    plot: str | None = field(default=None, metadata={"help": "write a plot"})
