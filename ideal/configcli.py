@@ -6,7 +6,7 @@ A command adds the fields it offers with `add_options`, optionally under other f
 `ConfigOptions` that turns the parsed arguments into the dataclass. Options remember whether they were given on
 the command line, so a preset (a training recipe) can supply every value the command line leaves out.
 
-Types: int, float, str, Path, bool (`--name` turns it on; when its default is on, `--no-name` turns it off),
+Types: int, float, str, Path, bool (its flag turns it on; when its default is on, `--no-` + it turns it off),
 `X | None`, `Literal[...]` (choices) and `tuple[X, ...]` / `list[X]` (one or more values).
 """
 
@@ -35,23 +35,25 @@ def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
 
 
 class _Store(argparse.Action):
-    def __init__(self, *args: Any, tuple: bool = False, **kwargs: Any) -> None:  # noqa: A002
+    def __init__(self, *args: Any, as_tuple: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.tuple = tuple
+        self.as_tuple = as_tuple
 
     def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        setattr(namespace, self.dest, tuple(values) if isinstance(values, list) and self.tuple else values)
+        setattr(namespace, self.dest, tuple(values) if isinstance(values, list) and self.as_tuple else values)
         _mark_given(namespace, self.dest)
 
 
 class _Switch(argparse.Action):
-    """`--name` turns a setting on, `--no-name` off (argparse.BooleanOptionalAction, remembering it was given)."""
+    """A bool's flags turn it on, its `off` flag (the added `--no-` twin) off; like argparse.BooleanOptionalAction,
+    remembering that it was given."""
 
-    def __init__(self, option_strings, dest, default=None, help=None):  # noqa: ANN001, A002
+    def __init__(self, option_strings, dest, default=None, help=None, off=None):  # noqa: ANN001, A002
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+        self.off = off
 
     def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        setattr(namespace, self.dest, not option_string.startswith("--no-"))
+        setattr(namespace, self.dest, option_string != self.off)
         _mark_given(namespace, self.dest)
 
     def format_usage(self) -> str:
@@ -83,8 +85,10 @@ class ConfigOptions(Generic[C]):
         return {o.field: getattr(args, o.dest) for o in self.options}
 
     def build(self, args: argparse.Namespace, base: C | None = None, **extra: Any) -> C:
-        """The config of these arguments: `base` (a preset) with the given options on top, or, without one, the
-        dataclass defaults with every option's value; `extra` sets fields the command computes itself."""
+        """The config of these arguments: `base` (a preset; default: the one the options were made with) with the
+        given options on top, or, without one, every option's value over the dataclass defaults; `extra` sets
+        fields the command computes itself."""
+        base = base if base is not None else self.base
         if base is None:
             return self.cls(**self.values(args), **extra)
         return dataclasses.replace(base, **self.given(args), **extra)  # type: ignore[type-var]
@@ -112,12 +116,18 @@ def _default_of(f: dataclasses.Field, base: Any) -> Any:
     return dataclasses.MISSING
 
 
-def _with_default(text: str, default: Any) -> str:
-    if text == argparse.SUPPRESS or default is None or default is dataclasses.MISSING or isinstance(default, bool) or "(default" in text:
+def _help(text: str, default: Any) -> str:
+    """The help text with the default shown (argparse's own %(default)s would print 45.0 for 45 and None)."""
+    if text == argparse.SUPPRESS:
         return text
-    shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else f"{default:g}" if isinstance(
-        default, float) else str(default)
-    return f"{text} (default {shown})".replace("%", "%%")
+    text = text.replace("%", "%%")
+    if default is None or default is dataclasses.MISSING or default is False:
+        return text
+    if default is True:
+        return f"{text} (default on)"
+    if isinstance(default, (tuple, list)):
+        return f"{text} (default {' '.join(map(str, default))})"
+    return f"{text} (default {default:g})" if isinstance(default, float) else f"{text} (default {default})"
 
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[C], *,
@@ -127,8 +137,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
     """Add an option per field of `cls` to `parser` (or to an argument group of it).
 
     fields: the fields to offer, in this order (default: every field with a help text).
-    flags: field -> flag name(s) when not `--field-name` (e.g. ("-o", "--output")); a bool also gets `--no-` + its
-        last flag when its default is on; a name without dashes makes a positional argument.
+    flags: field -> flag name(s) when not `--field-name` (e.g. ("-o", "--output")); a bool that defaults to on also
+        gets `--no-` + its last flag; a name without dashes makes a positional argument.
     dests: field -> attribute in the parsed namespace when not `dest_prefix` + the field name (a prefix keeps the
         fields of a nested config apart from its parent's).
     helps: field -> help text replacing the field's own (a command's angle on a shared setting).
@@ -151,19 +161,18 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         strings = (given,) if isinstance(given, str) else tuple(given)
         dest = dests.get(name, dest_prefix + name)
         if tp is bool:
-            if default and not strings[-1].startswith("--no-"):
-                strings += ("--no-" + strings[-1][2:],)
-            parser.add_argument(*strings, action=_Switch, dest=dest, default=default,
-                                help=f"{text} (default on)" if default else text)
+            off = "--no-" + strings[-1][2:] if default else None
+            parser.add_argument(*strings, *([off] if off else []), action=_Switch, dest=dest, default=default,
+                                help=_help(text, default), off=off)
             options.append(Option(name, dest, strings[0]))
             continue
-        kwargs: dict[str, Any] = {"help": _with_default(text, default)}
+        kwargs: dict[str, Any] = {"help": _help(text, default)}
         origin = typing.get_origin(tp)
         if origin is typing.Literal:
             choices = typing.get_args(tp)
             kwargs.update(choices=choices, type=type(choices[0]))
         elif origin in (tuple, list):
-            kwargs.update(nargs="+", type=typing.get_args(tp)[0], tuple=origin is tuple)
+            kwargs.update(nargs="+", type=typing.get_args(tp)[0], as_tuple=origin is tuple)
         else:
             kwargs["type"] = tp
         if not strings[0].startswith("-"):  # positional: argparse takes its dest (and metavar) from the name

@@ -147,13 +147,14 @@ def test_config_options_types_and_given():
         kind: Literal["a", "b"] = dataclasses.field(default="a", metadata={"help": "a kind"})
         tiers: tuple[str, ...] | None = dataclasses.field(default=None, metadata={"help": "tiers"})
         mark: bool = dataclasses.field(default=True, metadata={"help": "a mark"})
+        no_cache: bool = dataclasses.field(default=False, metadata={"help": "no cache"})
         hidden: int = 7
 
     parser = argparse.ArgumentParser()
     options = add_options(parser, Demo, flags={"size": "--side"})
     args = parser.parse_args(["--side", "5", "--kind", "b", "--tiers", "x", "y", "--no-mark"])
     assert options.build(args) == Demo(size=5, kind="b", tiers=("x", "y"), mark=False)
-    assert options.given(parser.parse_args(["--mark"])) == {"mark": True}
+    assert options.given(parser.parse_args(["--mark", "--no-cache"])) == {"mark": True, "no_cache": True}
     assert options.build(parser.parse_args([]), base=Demo(size=9, hidden=1)) == Demo(size=9, hidden=1)
     with pytest.raises(SystemExit):
         parser.parse_args(["--kind", "c"])
