@@ -25,8 +25,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="copy the dubbed video here")
     args = ap.parse_args()
     from ideal.avatar.audio.io import load_audio, write_wav
-    from ideal.avatar.evaluation.face_metrics import pearson
-    from ideal.avatar.prepare import track_clip
+    from ideal.avatar.evaluation.dub_check import check_dub
     from ideal.cli import main as ideal
 
     work = Path(tempfile.mkdtemp(prefix="lip_follow_"))
@@ -37,13 +36,12 @@ def main() -> None:
         cmd += ["--avatar", str(args.avatar)]
     if ideal(cmd) != 0:
         raise SystemExit("ideal dub failed")
-    rendered = track_clip(args.keep or work / "dub.mp4", audio_path=work / "speech.wav", progress=False).expression[:, 0]
-    commanded = np.load(work / "drive.npz")["audio_mouth_open"]
-    n = min(len(rendered), len(commanded))
-    print(json.dumps({"avatar": str(args.avatar or "default"), "audio": str(args.audio), "frames": n,
-                      "tier": args.tier, "r_rendered_vs_commanded": round(pearson(rendered[:n], commanded[:n]), 3),
-                      "rendered_mouth_open_std": round(float(rendered[:n].std()), 4),
-                      "commanded_mouth_open_std": round(float(commanded[:n].std()), 4)}, indent=2))
+    check = check_dub(args.keep or work / "dub.mp4", np.load(work / "drive.npz")["audio_mouth_open"])
+    print(json.dumps({"avatar": str(args.avatar or "default"), "audio": str(args.audio),
+                      "frames": check["frames_compared"], "tier": args.tier,
+                      "r_rendered_vs_commanded": round(check["r_commanded"], 3),
+                      "rendered_mouth_open_std": round(check["tracked_mouth_open_std"], 4),
+                      "commanded_mouth_open_std": round(check["commanded_mouth_open_std"], 4)}, indent=2))
 
 
 if __name__ == "__main__":

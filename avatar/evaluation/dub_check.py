@@ -1,8 +1,9 @@
 """Does a dubbed video's mouth follow its speech? Track the rendered video with the prepare tracker and
 correlate the mouth opening it measures with (a) the mouth opening the audio model commanded and (b) the
-speech loudness envelope (independent of every model of the project).
+speech loudness envelope (independent of every model of the project). The one rendered-lip check: `ideal dub`
+output here, benchmarks/lip_follow.py over a fresh dub.
 
-`python -m avatar.evaluation.dub_check OUT.mp4 [--drive OUT.drive.npz]` (the .drive.npz is what
+`python -m ideal.avatar.evaluation.dub_check OUT.mp4 [--drive OUT.drive.npz]` (the .drive.npz is what
 `ideal dub --save-drive` writes).
 """
 
@@ -27,7 +28,8 @@ def loudness_envelope(audio_16k: np.ndarray, fps: float, n: int) -> np.ndarray:
 
 
 def check_dub(video: str | Path, commanded_mouth_open: np.ndarray | None = None) -> dict:
-    """{"r_commanded", "r_loudness", "tracked_mouth_open_mean/std", "face_found", "n_frames"}."""
+    """{"r_loudness", "tracked_mouth_open_mean/std", "face_found", "n_frames"}; with the commanded mouth opening
+    (N,) also "r_commanded" and "commanded_mouth_open_std" over the "frames_compared" both have."""
     from ideal.avatar.expression import mouth_opening
     from ideal.avatar.prepare import track_clip
 
@@ -43,8 +45,10 @@ def check_dub(video: str | Path, commanded_mouth_open: np.ndarray | None = None)
     }
     if commanded_mouth_open is not None:
         m = min(len(commanded_mouth_open), len(tracked))
-        out["r_commanded"] = pearson(np.asarray(commanded_mouth_open)[:m], tracked[:m])
-        out["commanded_mouth_open_std"] = float(np.std(commanded_mouth_open))
+        commanded = np.asarray(commanded_mouth_open)[:m]
+        out["frames_compared"] = m
+        out["r_commanded"] = pearson(commanded, tracked[:m])
+        out["commanded_mouth_open_std"] = float(np.std(commanded))
     return out
 
 
