@@ -46,7 +46,7 @@ class ReusedRender:
 async def run(avatar: str | None, minutes: int, audio_path: str) -> list[tuple[float, float, float]]:
     from ideal.avatar.audio.io import load_audio
     from ideal.avatar.loading import load_avatar
-    from ideal.streamer.benchmark import feed
+    from ideal.bench.realtime import feed
     from ideal.streamer.clock import VirtualClock
     from ideal.streamer.config import StreamerConfig
     from ideal.streamer.engine import StreamerEngine

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from ideal.avatar.audio.io import load_audio
-    from ideal.streamer.benchmark import run_realtime, tier_quality
+    from ideal.bench.realtime import run_realtime
+    from ideal.bench.tier_quality import tier_quality
     from ideal.streamer.config import StreamerConfig
     from ideal.streamer.engine import StreamerEngine
 

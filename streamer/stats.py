@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -101,27 +101,3 @@ class StatsRecorder:
             vals = [r.timings_ms[name] for r in self.recent if name in r.timings_ms]
             out[name] = {"mean": float(np.mean(vals)) if vals else None, **percentiles(vals, (95,))}
         return out
-
-
-@dataclass
-class TierFigures:
-    """A benchmark's summary of one run on one tier (shared with `ideal bench`)."""
-
-    tier: str
-    backend: str
-    seconds: float
-    frames: int
-    sustained_fps: float
-    late_frames: int
-    tiers_used: dict[str, int]
-    latency_ms: dict[str, float | None]
-    stage_ms: dict[str, dict[str, float | None]]
-    output_size: tuple[int, int]
-    rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, MiB)
-    stalls: int = 0  # gaps between emitted frames longer than two frame durations
-    render_calls: int = 0  # backend calls completed (on time or not)
-    tier_cost_ms: dict[str, float] = field(default_factory=dict)  # the scheduler's cost estimate per tier at the end
-    load_average: float | None = None  # 1-min load average of the machine at the end (a busy host explains a lot)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

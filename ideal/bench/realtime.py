@@ -12,20 +12,26 @@ cross-check.
 Figures per run: sustained fps per session, late frames (the last frame repeated), dropped frames, tier
 changes, latency p50/p95/p99, the real-time factor (compute per frame over the frame duration), and with
 `--max-sessions` the most sessions that hold 25 fps here.
+
+The one live-session harness: `feed` and `consume` drive a session as a call would, `run_sessions` runs N of
+them for `ideal bench`, and `run_realtime` one session through the whole signal for benchmarks/streamer_*.py
+(the streamer's own latency figures, stage timings, stalls and RSS along the run, as `TierFigures`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from ideal.avatar.clock import SAMPLE_RATE
 from ideal.bench.report import distribution
+from ideal.streamer.stats import percentiles, rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,7 @@ COMPUTE_KEYS = ("features", "expression", "model", "compose")
 class SessionRun:
     pushed_at: list[float] = field(default_factory=list)  # wall time chunk k was pushed
     frames: list[dict[str, Any]] = field(default_factory=list)  # per received frame
-    audio: list[np.ndarray] = field(default_factory=list)  # the frames' own audio (640 samples each)
+    audio: list[np.ndarray] = field(default_factory=list)  # the frames' own audio (640 samples each), if kept
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,21 +54,35 @@ def _loop_audio(audio: np.ndarray, seconds: float) -> np.ndarray:
     return np.tile(audio, reps)[:n].astype(np.float32)
 
 
-async def _feed(session: Any, signal: np.ndarray, run: SessionRun, start: float, clock: Any) -> None:
-    for k in range(len(signal) // CHUNK):
-        await clock.sleep_until(start + (k + 1) * CHUNK_MS / 1000.0)  # the chunk's last sample is "captured"
-        run.pushed_at.append(clock.now())
-        session.push_audio(signal[k * CHUNK:(k + 1) * CHUNK], SAMPLE_RATE, 1)
+async def feed(session: Any, clock: Any, signal: np.ndarray, chunk_ms: float = CHUNK_MS, start: float | None = None,
+               pushed_at: list[float] | None = None) -> None:
+    """Push `signal` (16 kHz mono) in `chunk_ms` chunks, each when a live microphone would have delivered it
+    (once its last sample was captured); the clock time of every push goes to `pushed_at`."""
+    n = int(round(chunk_ms * SAMPLE_RATE / 1000.0))
+    t0 = clock.now() if start is None else start
+    for k in range(-(-len(signal) // n)):
+        await clock.sleep_until(t0 + (k + 1) * n / SAMPLE_RATE)
+        if session.closed:
+            return
+        if pushed_at is not None:
+            pushed_at.append(clock.now())
+        session.push_audio(signal[k * n:(k + 1) * n], SAMPLE_RATE, 1)
 
 
-async def _consume(session: Any, run: SessionRun, until: float, clock: Any) -> None:
+async def consume(session: Any, run: SessionRun, clock: Any, until: float | None = None, keep_audio: bool = True,
+                  on_frame: Callable[[float], None] | None = None) -> None:
+    """Take the session's frames as they are emitted, into `run.frames` (and their audio into `run.audio`),
+    until the clock passes `until` or the session ends; `on_frame(now)` after each."""
     async for frame in session.frames():
         now = clock.now()
         run.frames.append({"index": frame.index, "received": now, "late": frame.late, "tier": frame.tier,
                            "speech": frame.speech, "streamer_latency_ms": frame.latency_ms,
                            "timings_ms": dict(frame.timings_ms)})
-        run.audio.append(np.asarray(frame.audio, np.float32))
-        if now >= until:
+        if keep_audio:
+            run.audio.append(np.asarray(frame.audio, np.float32))
+        if on_frame is not None:
+            on_frame(now)
+        if until is not None and now >= until:
             return
 
 
@@ -130,8 +150,8 @@ async def run_sessions(engine: Any, audio: np.ndarray, sessions: int, duration_s
     opened = [engine.open_session(expression="audio", tier=tier) for _ in range(sessions)]
     start = clock.now()
     until = start + duration_s
-    tasks = [asyncio.create_task(_feed(s, signal, r, start, clock)) for s, r in zip(opened, runs)]
-    consumers = [asyncio.create_task(_consume(s, r, until, clock)) for s, r in zip(opened, runs)]
+    tasks = [asyncio.create_task(feed(s, clock, signal, CHUNK_MS, start, r.pushed_at)) for s, r in zip(opened, runs)]
+    consumers = [asyncio.create_task(consume(s, r, clock, until)) for s, r in zip(opened, runs)]
     ticker = None
     if progress:
         async def tick() -> None:
@@ -187,6 +207,94 @@ def summarise(runs: list[SessionRun], signal: np.ndarray, engine: Any, duration_
         "latency_ms": distribution(all_latency), "per_session": per_session, "latency_samples_ms": all_latency,
         "playout_delay_ms": round(engine.info.get("delay_ms", 0.0), 1),
     }
+
+
+@dataclass
+class TierFigures:
+    """One session's run through a whole signal (`run_realtime`), as the streamer itself saw it."""
+
+    tier: str
+    backend: str
+    seconds: float
+    frames: int
+    sustained_fps: float
+    late_frames: int
+    tiers_used: dict[str, int]
+    latency_ms: dict[str, float | None]
+    stage_ms: dict[str, dict[str, float | None]]
+    output_size: tuple[int, int]
+    rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, MiB)
+    stalls: int = 0  # gaps between emitted frames longer than two frame durations
+    render_calls: int = 0  # backend calls completed (on time or not)
+    tier_cost_ms: dict[str, float] = field(default_factory=dict)  # the scheduler's cost estimate per tier at the end
+    load_average: float | None = None  # 1-min load average of the machine at the end (a busy host explains a lot)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+async def run_realtime(engine: Any, audio_16k: np.ndarray, chunk_ms: float = float(CHUNK_MS), tier: str | None = None,
+                       expression: str = "audio", rss_every_s: float = 5.0, tail_s: float = 0.5,
+                       on_progress: Callable[[float], None] | None = None) -> tuple[TierFigures, SessionRun]:
+    """One session fed all of `audio_16k` live, then `tail_s` plus the playout delay for the last frames;
+    returns its figures and the per-frame record (frames' audio not kept: RSS is part of the figures)."""
+    clock = engine.clock
+    session = engine.open_session(expression=expression, tier=tier)
+    run = SessionRun()
+    rss: list[tuple[float, float]] = []
+    start = clock.now()
+    next_rss = 0.0
+
+    def sample_rss(now: float) -> None:
+        nonlocal next_rss
+        if now - start >= next_rss:
+            rss.append((round(now - start, 2), round(rss_mb(), 1)))
+            next_rss += rss_every_s
+            if on_progress:
+                on_progress(now - start)
+
+    consumer = asyncio.ensure_future(consume(session, run, clock, keep_audio=False, on_frame=sample_rss))
+    await feed(session, clock, audio_16k, chunk_ms, start, run.pushed_at)
+    await clock.sleep(tail_s + engine.info["delay_ms"] / 1000.0)
+    stats = session.stats
+    await session.aclose()
+    await consumer
+    run.stats = stats.to_dict()
+    rss.append((round(clock.now() - start, 2), round(rss_mb(), 1)))
+    return tier_figures(run, engine, tier, len(audio_16k) / SAMPLE_RATE, rss), run
+
+
+def tier_figures(run: SessionRun, engine: Any, tier: str | None, duration: float,
+                 rss: list[tuple[float, float]]) -> TierFigures:
+    frames = run.frames
+    fresh = [f for f in frames if not f["late"]]
+    span = (frames[-1]["received"] - frames[0]["received"]) if len(frames) > 1 else 0.0
+    gaps = np.diff([f["received"] for f in frames]) if len(frames) > 1 else np.zeros(0)
+    tiers: dict[str, int] = {}
+    for f in fresh:
+        tiers[f["tier"]] = tiers.get(f["tier"], 0) + 1
+    stage_names = sorted({k for f in fresh for k in f["timings_ms"]})
+    stage_ms = {}
+    for k in stage_names:
+        values = [f["timings_ms"][k] for f in fresh if k in f["timings_ms"]]
+        stage_ms[k] = {"mean": float(np.mean(values)), **percentiles(values, (95,))}
+    h, w = engine.idle_image.shape[:2]
+    return TierFigures(
+        tier=tier or "adaptive", backend=engine.backend_name, seconds=round(duration, 2), frames=len(frames),
+        sustained_fps=round(len(fresh) / span, 2) if span > 0 else 0.0, late_frames=len(frames) - len(fresh),
+        tiers_used=tiers, latency_ms=percentiles(f["streamer_latency_ms"] for f in fresh), stage_ms=stage_ms,
+        output_size=(w, h), rss_mb=rss, stalls=int(np.count_nonzero(gaps > 2.0 / engine.fps)),
+        render_calls=engine.render_queue.calls,
+        tier_cost_ms={t: round(1000.0 * (engine.costs.estimate(t) or 0.0), 1) for t in engine.ordered_tiers},
+        load_average=_load_average(),
+    )
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not on every platform
+        return None
 
 
 def holds_real_time(summary: dict[str, Any], fps: float = 25.0) -> bool:
