@@ -11,12 +11,12 @@ from typing import Any, Callable
 from ideal.avatar.errors import InputError
 from ideal.avatar.manifest import DEFAULT_AVATAR_DIR, resolve_avatar
 from ideal.server.config import ServerConfig
-from ideal.server.mouth_region import engine_mouth_box
 
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[Path | None, ServerConfig], Any]
 BASE_EXPRESSIONS = ("audio", "neutral")
+PRIVATE_INFO = ("avatar_dir",)  # engine info a client never sees
 
 
 def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
@@ -47,7 +47,9 @@ class AvatarEntry:
     info: dict[str, Any]
 
     def describe(self) -> dict[str, Any]:
-        info = {k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+        # Where the avatar lives on the server is the operator's business, not a client's.
+        info = {k: v for k, v in self.info.items()
+                if k not in PRIVATE_INFO and isinstance(v, (str, int, float, bool, list, dict, type(None)))}
         return {"name": self.name, **info}
 
 
@@ -65,9 +67,7 @@ class AvatarCatalog:
             while name in self._entries:
                 name += "_"
             engine = self._factory(None if path == DEFAULT_AVATAR_DIR else path, self.config)
-            info = dict(engine.info)
-            info["mouth_box"] = engine_mouth_box(engine)
-            self._entries[name] = AvatarEntry(name, path, engine, info)
+            self._entries[name] = AvatarEntry(name, path, engine, dict(engine.info))
             log.info("avatar %s: %s", name, {k: info.get(k) for k in ("backend", "fps", "tiers")})
 
     @property

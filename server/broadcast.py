@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,6 +87,7 @@ class AvatarBroadcast:
         self.frames = 0
         self.speech_frames = 0
         self.late_frames = 0
+        self.last_speech_at: float | None = None  # monotonic time of the last frame with speech (session policy)
         self.last: dict[str, Any] = {}
         self.error: str | None = None
         self.ended = asyncio.Event()
@@ -149,6 +151,8 @@ class AvatarBroadcast:
             self.pictures += 1
             self.picture_rate.tick()
         self.speech_frames += bool(frame.speech)
+        if frame.speech:
+            self.last_speech_at = time.monotonic()
         self.late_frames += bool(frame.late)
         self.last = {"index": frame.index, "tier": str(getattr(frame.tier, "name", frame.tier)),
                      "speech": bool(frame.speech), "late": bool(frame.late),

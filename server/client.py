@@ -80,6 +80,11 @@ class ClientPeer:
     def peer_id(self) -> str:
         return self.answer["peer_id"]
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a request on this peer's `/peers/ID/*` routes must carry: its secret from the answer."""
+        return {"X-Peer-Secret": self.answer["peer_secret"]}
+
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
@@ -108,7 +113,7 @@ class ClientPeer:
 async def post_offer(base_url: str, payload: dict[str, Any], token: str | None = None) -> tuple[int, dict]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as http:
-        async with http.post(base_url.rstrip("/") + "/offer", data=json.dumps(payload), headers=headers) as r:
+        async with http.post(base_url.rstrip("/") + "/offer", json=payload, headers=headers) as r:
             return r.status, await r.json()
 
 

@@ -81,13 +81,47 @@ class ServerConfig:
     max_viewers: int = field(default=DEFAULT_MAX_VIEWERS, metadata={
         "help": "room viewers at once (an encoder each)"})
     token: str | None = field(default=None, metadata={
-        "help": "access token clients must present (?token= or Authorization: Bearer)"})
+        "help": "access token clients must present (?token= or Authorization: Bearer); visible in `ps`: "
+                "prefer --token-file or IDEAL_SERVE_TOKEN"})
     codec: Codec = field(default="auto", metadata={
         "help": "video codec preference (auto: the browser's order)"})
     streamer: StreamerConfig = field(default_factory=server_streamer)
+    # --- who may call, and with what (docs/serve.md "Security") ----------------------------------------------
+    allow_origins: list[str] = field(default_factory=list, metadata={
+        "help": "browser origins besides the server's own page that may call the API, e.g. "
+                "chrome-extension://ID for the browser extension"})
+    allow_hosts: list[str] = field(default_factory=list, metadata={
+        "help": "host names a token-less server answers to besides localhost and IP addresses (DNS-rebinding "
+                "guard; '*': any)"})
+    # The TURN REST scheme (coturn's `use-auth-secret` + `static-auth-secret`): clients get credentials that expire
+    # after turn_ttl_s instead of a long-lived password. From --turn-secret-file or IDEAL_TURN_SECRET, never argv.
+    turn_secret: str | None = None
+    turn_ttl_s: float = field(default=6 * 3600.0, metadata={
+        "help": "lifetime of the TURN credentials handed to a client (with a TURN secret)"})
+    # --- abuse limits --------------------------------------------------------------------------------------------
+    offer_burst: int = field(default=10, metadata={
+        "help": "offers a client (IP address, and token) may make that do not connect, before it must wait"})
+    offer_refill_s: float = field(default=30.0, metadata={
+        "help": "seconds until a client may make one more offer that does not connect (connected ones are free)"})
+    max_connections: int = field(default=256, metadata={
+        "help": "open HTTP connections at once (capped at half the open-file limit); more get 503"})
+    header_timeout_s: float = field(default=10.0, metadata={
+        "help": "a connection that has not sent a whole request this long after opening or its last answer is "
+                "closed"})
+    body_timeout_s: float = field(default=10.0, metadata={"help": "time a client has to send a request's body"})
+    tls_handshake_timeout_s: float = field(default=10.0, metadata={"help": "time a client has to complete TLS"})
+    max_session_s: float = field(default=4 * 3600.0, metadata={
+        "help": "longest call (avatar sessions and viewers); 0: no limit"})
+    inactivity_timeout_s: float = field(default=600.0, metadata={
+        "help": "an avatar session whose microphone carried no speech this long is closed; 0: never"})
+    drain_timeout_s: float = field(default=30.0, metadata={
+        "help": "on SIGTERM: how long connected calls may go on (new ones get 503) before the server exits"})
     max_offer_bytes: int = 64 * 1024
-    connect_timeout_s: float = 20.0  # an answered offer that never connects is dropped after this
-    idle_timeout_s: float = 10.0  # an avatar peer whose microphone sends nothing this long has vanished
+    max_body_bytes: int = 4096  # every other request body (expression changes)
+    # An answered offer that never connects holds a session slot: a browser connects within a second or two (ICE
+    # gathering is done before it offers), so a few seconds bound what a client that never connects can hold.
+    connect_timeout_s: float = 5.0
+    idle_timeout_s: float = 10.0  # a connected avatar peer whose microphone sends nothing this long has vanished
     stats_interval_s: float = 1.0
 
     def validate(self) -> "ServerConfig":
@@ -124,6 +158,25 @@ class ServerConfig:
                              "give a dir written by `ideal mouth train`, or leave it out for the shipped model")
         if self.token is not None and not self.token:
             raise InputError("--token is empty", "give a non-empty token or leave it out")
+        if self.turn_secret is not None and not self.turn_secret:
+            raise InputError("the TURN secret is empty", "give coturn's static-auth-secret or leave it out")
+        for origin in self.allow_origins:
+            if not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", origin):
+                raise InputError(f"--allow-origin {origin}: not an origin", "e.g. chrome-extension://ID or "
+                                 "https://call.example.org (scheme://host[:port], no path)")
+        for name, value in (("--offer-burst", self.offer_burst), ("--max-connections", self.max_connections)):
+            if value < 1:
+                raise InputError(f"{name} {value}: must be at least 1", "use a positive number")
+        for name, value in (("--offer-refill-s", self.offer_refill_s), ("--header-timeout-s", self.header_timeout_s),
+                            ("--body-timeout-s", self.body_timeout_s), ("--turn-ttl-s", self.turn_ttl_s),
+                            ("--tls-handshake-timeout-s", self.tls_handshake_timeout_s)):
+            if not value > 0:
+                raise InputError(f"{name} {value:g}: must be positive", "use a number of seconds above 0")
+        for name, value in (("--max-session-s", self.max_session_s),
+                            ("--inactivity-timeout-s", self.inactivity_timeout_s),
+                            ("--drain-timeout-s", self.drain_timeout_s)):
+            if value < 0:
+                raise InputError(f"{name} {value:g}: must be 0 or more", "use a number of seconds (0: no limit)")
         return self
 
     @property

@@ -30,8 +30,9 @@ def parse_offer(body: bytes, max_bytes: int) -> OfferRequest:
         raise InputError(f"offer too large: {len(body)} bytes (limit {max_bytes})", "send one SDP offer, not media")
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"offer is not JSON ({exc})", 'send {"sdp": ..., "type": "offer"}') from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, a number too long, nested too deep
+        raise InputError(f"offer is not JSON ({type(exc).__name__}: {str(exc)[:200]})",
+                         'send {"sdp": ..., "type": "offer"}') from None
     if not isinstance(data, dict):
         raise InputError("offer is not a JSON object", 'send {"sdp": ..., "type": "offer"}')
     if data.get("type") != "offer":

@@ -4,16 +4,26 @@ An *avatar* peer sends its microphone and receives its own avatar (video only: n
 session and the broadcast of that session. A *watch* peer receives another participant's avatar with that
 participant's voice, lip-aligned. Every peer ends through `close_peer`, whatever the cause (the browser left,
 the connection failed, ICE consent expired, the microphone went silent for `idle_timeout_s`, the session failed,
-the server shuts down): it closes the connection, cancels the peer's tasks and closes its session, and a failure
-in one step never skips the others or touches another peer.
+a limit of the session policy was reached, the server shuts down): it closes the connection, cancels the peer's
+tasks and closes its session, and a failure in one step never skips the others or touches another peer.
+
+Session policy (every limit in `ServerConfig`): an answered offer must connect within `connect_timeout_s`; a
+connected avatar peer must send microphone audio at least every `idle_timeout_s` and speech at least every
+`inactivity_timeout_s`; no call lasts longer than `max_session_s`.
+
+Each peer has a secret, returned only in the answer to its own offer: the `/peers/ID/*` routes need it, so the
+peer id that a room lists lets others watch that participant and nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +36,7 @@ from ideal.server.broadcast import AvatarBroadcast, Subscription
 from ideal.server.config import ServerConfig
 from ideal.server.metrics import ServerMetrics
 from ideal.server.offers import OfferRequest
+from ideal.server.ratelimit import OfferLimiter
 from ideal.server.rooms import Participant, RoomRegistry
 
 log = logging.getLogger(__name__)
@@ -37,6 +48,27 @@ class CapacityError(IdealError):
 
 class NotFoundError(IdealError):
     """No such peer or participant (HTTP 404)."""
+
+
+class GoneError(IdealError):
+    """The peer was closed by the session policy (HTTP 410): a client should not simply rejoin."""
+
+
+class PeerSecretError(IdealError):
+    """A `/peers/ID/*` request without that peer's secret (HTTP 403)."""
+
+
+class RateLimitError(IdealError):
+    """The client made too many offers that did not connect (HTTP 429)."""
+
+    def __init__(self, message: str, hint: str, retry_after_s: float) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
+
+
+# Why recently closed peers ended, so that their page learns it was the policy (kept for the last few hundred).
+_REMEMBERED_CLOSES = 256
+POLICY_TICK_S = 0.5
 
 
 @dataclass(eq=False)
@@ -53,8 +85,11 @@ class Peer:
     subscription: Subscription | None = None  # the tracks this peer receives
     publisher: "Peer | None" = None  # watch peers: whose avatar they receive
     tasks: set[asyncio.Task] = field(default_factory=set)
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    client_keys: tuple[str, ...] = ()  # the rate-limit buckets its offer was charged to
     created: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    connected_at: float | None = None
     closed: bool = False
     close_reason: str | None = None
     audio_frames_in: int = 0
@@ -73,8 +108,11 @@ class PeerManager:
         self.catalog = catalog
         self.rooms = rooms
         self.metrics = metrics
+        self.limiter = OfferLimiter(config.offer_burst, config.offer_refill_s)
         self.peers: dict[str, Peer] = {}
+        self.draining = False  # SIGTERM: no new calls, connected ones may end
         self._closing: set[asyncio.Task] = set()
+        self._closed_by_policy: OrderedDict[str, str] = OrderedDict()
 
     # --- counts --------------------------------------------------------------------------------------------
     @property
@@ -85,10 +123,18 @@ class PeerManager:
     def viewers(self) -> int:
         return sum(p.kind == "watch" for p in self.peers.values())
 
-    def get(self, peer_id: str) -> Peer:
+    def get(self, peer_id: str, secret: str | None) -> Peer:
+        """The peer, for a request that shows its secret."""
         peer = self.peers.get(peer_id)
         if peer is None:
+            reason = self._closed_by_policy.get(peer_id)
+            if reason is not None:
+                raise GoneError(f"peer {peer_id}: closed ({reason})", "press Join to start a new call")
             raise NotFoundError(f"peer {peer_id}: not connected", "it left or was closed; join again")
+        given = (secret or "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, peer.secret.encode()):
+            raise PeerSecretError(f"peer {peer_id}: missing or wrong peer secret",
+                                  "send the peer_secret of your offer's answer (X-Peer-Secret or ?secret=)")
         return peer
 
     # --- offer -> answer -----------------------------------------------------------------------------------
@@ -97,19 +143,31 @@ class PeerManager:
                                             for s in self.config.ice_servers])
 
     def _check_capacity(self, req: OfferRequest) -> None:
+        if self.draining:
+            raise CapacityError("server is shutting down: it takes no new calls", "connect to another server")
         if req.mode == "avatar" and self.sessions >= self.config.max_sessions:
-            self.metrics.rejected["503"] += 1
             raise CapacityError(
                 f"server is full: {self.sessions} of {self.config.max_sessions} avatar sessions in use "
                 f"(the limit is what this machine renders at full frame rate)", "try again later")
         if req.mode == "watch" and self.viewers >= self.config.max_viewers:
-            self.metrics.rejected["503"] += 1
             raise CapacityError(f"server is full: {self.viewers} of {self.config.max_viewers} viewers in use",
                                 "try again later")
 
-    async def accept(self, req: OfferRequest) -> dict[str, Any]:
-        """Create the peer for `req` and return the answer. Raises InputError/CapacityError/NotFoundError."""
+    async def accept(self, req: OfferRequest, client_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Create the peer for `req` and return the answer. Raises InputError/CapacityError/NotFoundError, and
+        RateLimitError when a client in `client_keys` (rate-limit buckets) offered too often without connecting."""
         self._check_capacity(req)
+        retry_after = self.limiter.take(client_keys)
+        if retry_after is not None:
+            raise RateLimitError("too many offers that did not connect from this client",
+                                 f"try again in {retry_after:.0f} s", retry_after)
+        try:
+            return await self._accept(req, client_keys)
+        except BaseException:
+            self.limiter.give_back(client_keys)  # refused before it held anything
+            raise
+
+    async def _accept(self, req: OfferRequest, client_keys: tuple[str, ...]) -> dict[str, Any]:
         entry = None
         publisher = None
         if req.mode == "avatar":
@@ -122,7 +180,8 @@ class PeerManager:
             expression = publisher.expression
         pc = RTCPeerConnection(self._rtc_configuration())
         peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=entry.name if entry else publisher.avatar,
-                    room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher)
+                    room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher,
+                    client_keys=client_keys)
         self.peers[peer.id] = peer  # counted from here on, so concurrent offers cannot overshoot the limit
         self.metrics.counters[f"{req.mode}_offers"] += 1
         try:
@@ -154,7 +213,7 @@ class PeerManager:
         peer.spawn(self._watchdog(peer), "watchdog")
         log.info("peer %s (%s, avatar %s, room %s) answered", peer.id[:8], peer.kind, peer.avatar, peer.room)
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "peer_id": peer.id,
-                "session_id": getattr(peer.session, "id", None), "avatar": peer.avatar}
+                "peer_secret": peer.secret, "session_id": getattr(peer.session, "id", None), "avatar": peer.avatar}
 
     def _wire(self, peer: Peer) -> None:
         pc = peer.pc
@@ -163,7 +222,8 @@ class PeerManager:
         async def on_state() -> None:
             state = pc.connectionState
             log.debug("peer %s: connection %s", peer.id[:8], state)
-            if state == "connected":
+            if state == "connected" and not peer.connected.is_set():
+                peer.connected_at = time.monotonic()
                 peer.connected.set()
             elif state in ("failed", "closed"):
                 await self.close_peer(peer, f"connection {state}")
@@ -189,17 +249,18 @@ class PeerManager:
     # --- per-peer tasks ------------------------------------------------------------------------------------
     async def _pump_microphone(self, peer: Peer, track: MediaStreamTrack) -> None:
         """Browser mic (Opus decoded to 48 kHz stereo, 20 ms frames) -> the session, as it comes (the streamer
-        resamples at its edge). Silence from the network for `idle_timeout_s` means the browser vanished."""
-        timeout = self.config.connect_timeout_s + self.config.idle_timeout_s
+        resamples at its edge). Silence from the network for `idle_timeout_s` once connected means the browser
+        vanished (before that, the watchdog's connect timeout applies)."""
+        await peer.connected.wait()
+        timeout = self.config.idle_timeout_s
         while not peer.closed:
             try:
                 frame = await asyncio.wait_for(track.recv(), timeout)
             except asyncio.TimeoutError:
-                self._close_soon(peer, f"no microphone audio for {timeout:.0f} s (peer vanished)")
+                self._close_soon(peer, f"no microphone audio for {timeout:g} s (peer vanished)")
                 return
             except MediaStreamError:
                 return
-            timeout = self.config.idle_timeout_s
             pcm = frame.to_ndarray().reshape(-1)  # packed s16: (1, samples * channels) -> interleaved
             try:
                 peer.session.push_audio(pcm, frame.sample_rate, len(frame.layout.channels))
@@ -216,10 +277,34 @@ class PeerManager:
             self._close_soon(peer, f"session ended: {reason}")
 
     async def _watchdog(self, peer: Peer) -> None:
+        """The session policy: connect in time, then keep within the call length and the inactivity limit."""
         try:
             await asyncio.wait_for(peer.connected.wait(), self.config.connect_timeout_s)
         except asyncio.TimeoutError:
-            self._close_soon(peer, f"not connected within {self.config.connect_timeout_s:.0f} s")
+            self._close_soon(peer, f"not connected within {self.config.connect_timeout_s:g} s")
+            return
+        self.limiter.give_back(peer.client_keys)  # a connected offer does not count against its client
+        while not peer.closed:
+            reason = self._policy_breach(peer, time.monotonic())
+            if reason is not None:
+                self._closed_by_policy[peer.id] = reason
+                while len(self._closed_by_policy) > _REMEMBERED_CLOSES:
+                    self._closed_by_policy.popitem(last=False)
+                self._close_soon(peer, reason)
+                return
+            await asyncio.sleep(POLICY_TICK_S)
+
+    def _policy_breach(self, peer: Peer, now: float) -> str | None:
+        assert peer.connected_at is not None
+        limit = self.config.max_session_s
+        if limit and now - peer.connected_at > limit:
+            return f"the call reached the server's limit of {limit:g} s"
+        limit = self.config.inactivity_timeout_s
+        if limit and peer.broadcast is not None:
+            last = max(peer.connected_at, peer.broadcast.last_speech_at or 0.0)
+            if now - last > limit:
+                return f"no speech for {limit:g} s"
+        return None
 
     def _close_soon(self, peer: Peer, reason: str) -> None:
         """Close from inside one of the peer's own tasks (which `close_peer` cancels) without cancelling itself."""
@@ -276,6 +361,7 @@ class PeerManager:
     # --- what the API reports ------------------------------------------------------------------------------
     def describe(self, peer: Peer) -> dict[str, Any]:
         d: dict[str, Any] = {"id": peer.id, "kind": peer.kind, "avatar": peer.avatar, "room": peer.room,
+                             "draining": self.draining,
                              "expression": peer.expression, "state": peer.pc.connectionState,
                              "audio_frames_in": peer.audio_frames_in,
                              "age_s": round(time.monotonic() - peer.created, 1)}

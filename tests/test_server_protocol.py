@@ -109,8 +109,9 @@ async def server():
 
 
 async def _post(url: str, body: bytes | str, headers: dict | None = None) -> tuple[int, dict]:
+    """POST `body` as JSON (the only body the API takes)."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(url, data=body, headers=headers or {}) as r:
+        async with http.post(url, data=body, headers={"Content-Type": "application/json", **(headers or {})}) as r:
             return r.status, await r.json()
 
 
@@ -192,7 +193,7 @@ async def test_media_flows_both_ways_and_stats_report_it(server):
     assert peer.video_frames > 20  # and the avatar's frames came back
     assert peer.last_image is not None and peer.last_image.mean() > 100  # frames followed the loud tone
     assert peer.audio_frames == 0  # the speaker never gets their own voice back
-    status, stats = await _get(server.url + f"peers/{peer.peer_id}")
+    status, stats = await _get(server.url + f"peers/{peer.peer_id}", peer.headers)
     assert status == 200 and stats["stream"]["fps"] > 15 and stats["stream"]["speech_frames"] > 0
     assert stats["stream"]["picture_fps"] > 15  # every fake frame is a new picture
     status, metrics = await _get(server.url + "metrics")
@@ -206,9 +207,11 @@ async def test_media_flows_both_ways_and_stats_report_it(server):
     gauges = {f.name: f.samples[0].value for f in text_string_to_metric_families(text)}
     assert gauges["ideal_serve_sessions"] == 1 and gauges["ideal_serve_latency_ms_p50"] == 50.0
     assert gauges["ideal_serve_frames"] >= metrics["frames"] > 0  # a counter, read a moment later
-    status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "neutral"}))
+    status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "neutral"}),
+                               peer.headers)
     assert status == 200 and session.expression == "neutral"
-    status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "x"}))
+    status, data = await _post(server.url + f"peers/{peer.peer_id}/expression", json.dumps({"expression": "x"}),
+                               peer.headers)
     assert status == 400
     await peer.close()
 
@@ -296,7 +299,8 @@ async def _run_clients(url: str, n: int, mode: str) -> subprocess.Popen:
 @pytest.mark.slow
 async def test_fifty_dropped_sessions_leave_nothing_behind():
     engine = FakeEngine()
-    config = ServerConfig(host="127.0.0.1", port=0, max_sessions=60, connect_timeout_s=10, idle_timeout_s=1.5)
+    config = ServerConfig(host="127.0.0.1", port=0, max_sessions=60, connect_timeout_s=10, idle_timeout_s=1.5,
+                          offer_burst=100)
     srv = await start_server(config, engine_factory=lambda path, cfg: engine)
     try:
         # Warm-up at the same concurrency: codecs, thread pools and the allocator's high-water mark (measured: the

@@ -16,7 +16,8 @@ const state = {
   mic: null,           // MediaStream from getUserMedia
   pc: null,            // my publishing RTCPeerConnection
   peerId: null,        // my id on the server (also my participant id in the room)
-  remotes: new Map(),  // participant id -> {pc, tile, peerId}
+  peerSecret: null,    // the secret of my peer: the server answers /peers/ID/* only with it
+  remotes: new Map(),  // participant id -> {pc, tile, peerId, peerSecret}
   joined: false,       // the user wants to be in the call (drives reconnects)
   reconnectAttempt: 0,
   reconnectTimer: null,
@@ -42,9 +43,11 @@ class ServerError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path, options = {}) {
+// `secret`: the peer secret a /peers/ID/* route needs (from the answer to that peer's offer).
+async function api(path, options = {}, secret = null) {
   const headers = Object.assign({}, options.headers || {});
   if (TOKEN) headers["Authorization"] = "Bearer " + TOKEN;
+  if (secret) headers["X-Peer-Secret"] = secret;
   let response;
   try {
     response = await fetch(path, Object.assign({}, options, { headers }));
@@ -208,6 +211,7 @@ async function publish() {
     name: $("name").value || "guest",
   });
   state.peerId = answer.peer_id;
+  state.peerSecret = answer.peer_secret;
 }
 
 function onPublishState(pc) {
@@ -229,8 +233,8 @@ function onPublishState(pc) {
 }
 
 function handleJoinError(err) {
-  if (err instanceof ServerError && (err.status === 503 || err.status === 0)) {
-    // full, or unreachable: both may pass, so keep trying (with back-off) and say why
+  if (err instanceof ServerError && [0, 429, 503].includes(err.status)) {
+    // unreachable, too many tries, full or draining: all may pass, so keep trying (with back-off) and say why
     teardown(false);
     scheduleReconnect(err.status === 503 ? `The server is full: ${err.message}.` : err.message);
   } else {
@@ -243,7 +247,21 @@ function handleJoinError(err) {
   }
 }
 
-function connectionLost(why) {
+// The server closed the call: when its session policy did (410: too long, or no speech for long), say why and
+// stay out rather than take the slot again; otherwise reconnect.
+async function connectionLost(why) {
+  if (!state.joined) return;
+  if (state.peerId) {
+    try {
+      await api(`/peers/${state.peerId}`, {}, state.peerSecret);
+    } catch (err) {
+      if (err.status === 410) {
+        leave();
+        say(`${err.message}.`, "error");
+        return;
+      }
+    }
+  }
   if (!state.joined) return;
   teardown(false);
   scheduleReconnect(why);
@@ -269,8 +287,9 @@ function teardown(stopMic) {
     pc.close();
   }
   if (state.peerId) {
-    api(`/peers/${state.peerId}/leave`, { method: "POST" }).catch(() => {});
+    api(`/peers/${state.peerId}/leave`, { method: "POST" }, state.peerSecret).catch(() => {});
     state.peerId = null;
+    state.peerSecret = null;
   }
   for (const id of [...state.remotes.keys()]) dropRemote(id);
   $("preview").srcObject = null;
@@ -326,7 +345,7 @@ async function watch(participant) {
   tile.append(video, caption, stats);
   $("remotes").appendChild(tile);
   const pc = newPeerConnection();
-  const entry = { pc, tile, stats, peerId: null };
+  const entry = { pc, tile, stats, peerId: null, peerSecret: null };
   state.remotes.set(participant.id, entry);
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
@@ -344,6 +363,7 @@ async function watch(participant) {
   try {
     const answer = await negotiate(pc, { mode: "watch", room: ROOM, target: participant.id });
     entry.peerId = answer.peer_id;
+    entry.peerSecret = answer.peer_secret;
   } catch (err) {
     dropRemote(participant.id);
     if (err.status === 503) say(`Cannot show ${participant.name}: ${err.message}`, "error");
@@ -356,7 +376,7 @@ function dropRemote(id) {
   state.remotes.delete(id);
   entry.pc.close();
   entry.tile.remove();
-  if (entry.peerId) api(`/peers/${entry.peerId}/leave`, { method: "POST" }).catch(() => {});
+  if (entry.peerId) api(`/peers/${entry.peerId}/leave`, { method: "POST" }, entry.peerSecret).catch(() => {});
 }
 
 document.addEventListener("click", () => {
@@ -364,7 +384,7 @@ document.addEventListener("click", () => {
 });
 
 // --- stats overlay: WebRTC getStats() plus what the server knows (render tier, speech, pipeline latency) --------
-async function collectStats(pc, peerId) {
+async function collectStats(pc, peerId, secret) {
   const s = { fps: null, size: null, codec: null, rttMs: null, jitterBufferMs: null };
   const report = await pc.getStats();
   const codecs = {};
@@ -381,7 +401,7 @@ async function collectStats(pc, peerId) {
       s.rttMs = 1000 * r.currentRoundTripTime;
     }
   });
-  const server = peerId ? await api(`/peers/${peerId}`) : null;
+  const server = peerId ? await api(`/peers/${peerId}`, {}, secret) : null;
   return { client: s, server };
 }
 
@@ -407,17 +427,22 @@ function startStats() {
   const tick = async () => {
     if (state.pc) {
       try {
-        state.lastStats = await collectStats(state.pc, state.peerId);
+        state.lastStats = await collectStats(state.pc, state.peerId, state.peerSecret);
         $("stats").textContent = statsText(state.lastStats);
+        if (state.lastStats.server && state.lastStats.server.draining) {
+          // the server is going down: leave now so the reconnect finds the next one
+          state.reconnectAttempt = 0;
+          connectionLost("The server is shutting down.");
+        }
       } catch (err) {
-        if (err.status === 404) connectionLost("The server closed this session.");
+        if (err.status === 404 || err.status === 410) connectionLost("The server closed this session.");
         else if (err.status === 0) connectionLost(err.message);
       }
     }
     for (const entry of state.remotes.values()) {
       if (!entry.peerId) continue;
       try {
-        entry.stats.textContent = statsText(await collectStats(entry.pc, entry.peerId));
+        entry.stats.textContent = statsText(await collectStats(entry.pc, entry.peerId, entry.peerSecret));
       } catch (_) { /* the room poll drops tiles that went away */ }
     }
   };
@@ -443,15 +468,20 @@ $("expression").addEventListener("change", async () => {
     await api(`/peers/${state.peerId}/expression`, {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ expression: $("expression").value }),
-    });
+    }, state.peerSecret);
   } catch (err) { say(err.message, "error"); }
 });
 if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
   navigator.mediaDevices.addEventListener("devicechange", listMicrophones);
 }
 window.addEventListener("pagehide", () => {
-  const ids = [state.peerId, ...[...state.remotes.values()].map((r) => r.peerId)].filter(Boolean);
-  for (const id of ids) navigator.sendBeacon(`/peers/${id}/leave${TOKEN ? "?token=" + encodeURIComponent(TOKEN) : ""}`);
+  // A beacon carries no headers: the token and the peer secret go in the query.
+  const peers = [[state.peerId, state.peerSecret], ...[...state.remotes.values()].map((r) => [r.peerId, r.peerSecret])];
+  for (const [id, secret] of peers.filter(([id]) => id)) {
+    const query = new URLSearchParams({ secret });
+    if (TOKEN) query.set("token", TOKEN);
+    navigator.sendBeacon(`/peers/${id}/leave?${query}`);
+  }
 });
 $("join").disabled = true;
 init();
