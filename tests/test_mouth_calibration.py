@@ -40,10 +40,10 @@ def test_fit_recovers_the_shrinkage_of_a_regressor_and_ignores_silence():
     assert wild.scale.max() == 4.0  # clipped: such a ratio says more about noise than about the face
 
 
-def test_gated_track_applies_the_scale_before_the_gate_and_rests_in_silence(shared_data: Path):
+def test_gated_track_applies_the_scale_before_the_gate_and_rests_in_silence(new_speech_wav):
     from ideal.avatar.audio.io import load_audio
 
-    audio = load_audio(shared_data / "speech" / "test_13s.wav")[: 16000 * 4]
+    audio = load_audio(new_speech_wav)[: 16000 * 4]
     audio = np.concatenate([np.zeros(16000, np.float32), audio])  # 1 s of silence first
     raw = np.tile(np.linspace(0.1, 1.0, 10, dtype=np.float32), (125, 1))
     plain, gate = gated_mouth_track(raw, audio, 25.0, 40.0)

@@ -16,14 +16,14 @@ from ideal.avatar.manifest import DATASET_FORMAT_VERSION, sha256_file
 N = 175  # 7 s at 25 fps
 
 
-def test_dataset_files_and_manifest(obama_dataset: Path, shared_data: Path):
+def test_dataset_files_and_manifest(obama_dataset: Path, obama_clip):
     m = load_dataset_manifest(obama_dataset)  # validates every DATASET_FILES entry exists
     assert m.format_version == DATASET_FORMAT_VERSION
     assert (m.fps, m.width, m.height, m.n_frames) == (25.0, 450, 450, N)
     assert m.camera.model == "weak_perspective"
     assert m.split.to_dict() == {"train": [0, 157], "val": [157, N]}
     assert m.faces.detected >= 0.99 * N and m.faces.detected + m.faces.interpolated == N
-    assert m.source.sha256 == sha256_file(shared_data / "train" / "obama_20s.mp4")
+    assert m.source.sha256 == sha256_file(obama_clip)
     assert m.audio.av_offset_method == "skipped" and m.audio.mel["kind"] == "causal_logmel"
     assert {"mediapipe", "numpy", "av"} <= set(m.tools)
     assert sorted(p.name for p in (obama_dataset / "frames").iterdir())[-1] == f"{N - 1:06d}.jpg"
@@ -118,19 +118,18 @@ def test_background_plate_is_clean_where_the_person_never_is(obama_dataset: Path
     assert not m["stats"]["background"]["moving_camera_suspected"]
 
 
-def test_cli_prepares_a_30fps_driver_with_separate_audio_and_preview(shared_data: Path, tmp_path: Path, capsys):
+def test_cli_prepares_a_30fps_driver_with_separate_audio_and_preview(driver_clip, tmp_path: Path, capsys):
     import cv2
 
     from ideal.cli import main
 
-    out = tmp_path / "reagan"
-    drv = shared_data / "drivers"
-    code = main(["-q", "prepare", str(drv / "reagan_clip1.mp4"), "--audio", str(drv / "reagan_clip1.wav"),
+    out = tmp_path / "driver"
+    code = main(["-q", "prepare", str(driver_clip), "--audio", str(driver_clip.with_suffix(".wav")),
                  "-o", str(out), "--start", "3", "--duration", "6", "--preview", "--no-av-offset"])
     assert code == 0
     m = load_dataset_manifest(out)
     assert m.fps == 25.0 and m.source.source_fps == pytest.approx(30.0) and m.n_frames == 150
-    assert m.audio.source.endswith("reagan_clip1.wav") and m.audio.n_samples == 150 * 640
+    assert m.audio.source.endswith("driver_30fps.wav") and m.audio.n_samples == 150 * 640
     sheet = cv2.imread(str(out / "preview" / "preview_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 200
     assert (out / "preview" / "preview.mp4").stat().st_size > 10_000
