@@ -67,7 +67,8 @@ class AvatarCatalog:
             while name in self._entries:
                 name += "_"
             engine = self._factory(None if path == DEFAULT_AVATAR_DIR else path, self.config)
-            self._entries[name] = AvatarEntry(name, path, engine, dict(engine.info))
+            info = dict(engine.info)
+            self._entries[name] = AvatarEntry(name, path, engine, info)
             log.info("avatar %s: %s", name, {k: info.get(k) for k in ("backend", "fps", "tiers")})
 
     @property

@@ -22,6 +22,7 @@ import pytest_asyncio
 import soundfile as sf
 
 from conftest import require_binary
+from mouth_region import mouth_box
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -149,9 +150,9 @@ async def _speech_timeline(server, stop: asyncio.Event) -> list[tuple[float, boo
 async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, chromium, mic_wav, tmp_path):
     from playwright.async_api import async_playwright
 
-    avatars = real_server.state.catalog.describe()["avatars"]
-    box = avatars[0]["mouth_box"]
-    assert box is not None, "the server found no mouth in the avatar's idle frame"
+    engine = real_server.state.catalog.default.engine
+    box = mouth_box(engine.idle_image, engine.pose_track)
+    assert box is not None, "no mouth found in the avatar's idle frame"
     x0, y0, x1, y1 = box
     ref = [x0, max(0, y0 - 2 * (y1 - y0)), x1, max(y1 - y0, y0 - (y1 - y0))]  # same size, above: the nose
     async with async_playwright() as pw:
@@ -191,7 +192,7 @@ async def test_browser_joins_as_avatar_and_lips_move_with_speech(real_server, ch
     assert onsets, "the server never detected speech"
     onset = onsets[0]
     # the page's video plays the avatar at its size
-    out_w, out_h = avatars[0]["output_size"]
+    out_w, out_h = real_server.state.catalog.describe()["avatars"][0]["output_size"]
     assert (width, height) == (out_w & ~1, out_h & ~1)
     assert likeness > 0.8, f"the preview does not look like the avatar (r = {likeness:.2f})"
     assert "fps" in overlay and "tier" in overlay

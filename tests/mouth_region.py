@@ -1,21 +1,17 @@
-"""Where the mouth is in an avatar's served frames, for clients that look at it (the browser test's lip check, a
-UI zoom). Found once per avatar at start-up: MediaPipe's lips on the engine's idle frame, grown by how far the
-avatar's head moves along its idle pose track (pose = [sR | t], t in output pixels)."""
+"""Where the mouth is in an avatar's served frames, for the browser test's lip check: MediaPipe's lips on the
+engine's idle frame, grown by how far the avatar's head moves along its idle pose track (pose = [sR | t], t in
+output pixels). Test code: the server never needs it, so it does not run MediaPipe at every start for it."""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 
 from ideal.avatar.expression import LIPS
 
-log = logging.getLogger(__name__)
-
 
 def lips_box(image: np.ndarray) -> tuple[float, float, float, float] | None:
     """(H, W, 3) uint8 RGB -> (x0, y0, x1, y1) of the lips in pixels, or None when no face is found."""
-    import mediapipe as mp  # imported here: only start-up needs it
+    import mediapipe as mp
 
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False) as mesh:
         result = mesh.process(np.ascontiguousarray(image))
@@ -42,15 +38,3 @@ def mouth_box(image: np.ndarray, pose_track: np.ndarray | None = None, grow: flo
         my += spread[1] / 2
     h, w = image.shape[:2]
     return [max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))]
-
-
-def engine_mouth_box(engine: object) -> list[int] | None:
-    """The mouth box of a streamer engine (its idle frame and pose track); None if it cannot be found."""
-    image = getattr(engine, "idle_image", None)
-    if image is None:
-        return None
-    try:
-        return mouth_box(np.asarray(image), getattr(engine, "pose_track", None))
-    except Exception as exc:  # a client feature: never stops the server
-        log.warning("no mouth box for the avatar (%s)", exc)
-        return None
