@@ -1,5 +1,5 @@
 """The avatars a server offers: one streamer engine each, loaded once at start-up, plus what a client needs to
-know about them (name, frame size, fps, tiers, where the mouth is in the frame) and the expression sources."""
+know about them (name, frame size, fps, tiers) and the expression sources."""
 
 from __future__ import annotations
 
