@@ -117,7 +117,7 @@ class TorchBackend:
             rgb, alpha = self._stage("refine", tier, (rgb, alpha, feat))(rgb, alpha, feat)
             self._sync()
             t3 = time.perf_counter()
-            timings = {"condition": (t1 - t0) * 1e3, "field": (t2 - t1) * 1e3, "refine": (t3 - t2) * 1e3}
+            timings = {"eaa": (t1 - t0) * 1e3, "field": (t2 - t1) * 1e3, "refine": (t3 - t2) * 1e3}
             out = RenderOutput(rgb=rgb.permute(0, 2, 3, 1).float().cpu().numpy(),
                                alpha=alpha.permute(0, 2, 3, 1).float().cpu().numpy(), timings_ms=timings)
         return out

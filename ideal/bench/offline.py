@@ -31,7 +31,7 @@ from ideal.bench.report import distribution
 log = logging.getLogger(__name__)
 
 STAGES = ("features", "mouth", "eaa", "field", "upsampling", "compose", "encode")
-BACKEND_STAGE = {"eaa": "eaa", "condition": "eaa", "field": "field", "refine": "upsampling"}
+BACKEND_STAGE = {"eaa": "eaa", "field": "field", "refine": "upsampling"}  # backend stage -> bench stage
 
 
 @dataclass
