@@ -46,12 +46,11 @@ class ConditionEncoder(nn.Module):
 
 class RayRenderer(nn.Module):
     """Field + GA-Module + volume rendering of arbitrary crop rays (training renders random rays and patches
-    through this; HeadRenderer fixes the rays to a tier's grid)."""
+    through this; HeadRenderer fixes the rays to a tier's grid). `n_tokens`: the condition's T."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, n_tokens: int) -> None:
         super().__init__()
         self.field = TriPlaneField(cfg.box_min, cfg.box_max, cfg.plane_res, cfg.plane_channels, cfg.n_basis)
-        n_tokens = cfg.audio_window // 4 + 4
         self.blend = nn.Linear(n_tokens * cfg.token_dim, cfg.n_basis) if cfg.n_basis else None
         self.ga = GAModule(self.field.out_dim, cfg.token_dim, cfg.ga_dim, cfg.ga_heads, cfg.hidden,
                            cfg.feat_channels, cfg.density_scale)
@@ -130,7 +129,7 @@ class IdealNeRF(nn.Module):
         self.cfg = cfg
         self.crop = tuple(float(c) for c in crop)
         self.encoder = ConditionEncoder(cfg)
-        self.ray_renderer = RayRenderer(cfg)
+        self.ray_renderer = RayRenderer(cfg, self.encoder.n_tokens)
         refiners = {}
         for name, tier in cfg.tiers.items():
             if tier.output % tier.rays:
