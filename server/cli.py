@@ -78,15 +78,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return dataclasses.replace(config, token=token, turn_secret=turn_secret).validate()
 
 
+def startup_line(config: ServerConfig, url: str) -> str:
+    # The token is never printed: logs and terminals are read by more people than the URL is meant for.
+    return f"ideal serve: open {url}{'?token=YOUR_TOKEN' if config.token else ''} (Ctrl-C to stop)"
+
+
 def run(args: argparse.Namespace) -> int:
     from ideal.server.app import serve_forever
 
     config = config_from_args(args)
 
     def ready(server) -> None:  # noqa: ANN001
-        # The token is never printed: logs and terminals are read by more people than the URL is meant for.
-        url = server.url + ("?token=YOUR_TOKEN" if config.token else "")
-        print(f"ideal serve: open {url} (Ctrl-C to stop)", flush=True)
+        print(startup_line(config, server.url), flush=True)
         if config.host not in ("127.0.0.1", "localhost", "::1") and not config.cert:
             print("note: browsers on other machines allow the microphone only over https: pass --cert/--key",
                   file=sys.stderr)
