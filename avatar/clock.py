@@ -21,18 +21,9 @@ class FrameClock:
     def samples_per_frame(self) -> float:
         return self.sample_rate / self.fps
 
-    @property
-    def frame_duration(self) -> float:
-        """Seconds per video frame."""
-        return 1.0 / self.fps
-
     def frame_start_sample(self, frame: int) -> int:
         """Index of the first audio sample that belongs to `frame`."""
         return int(round(frame * self.samples_per_frame))
-
-    def frame_time(self, frame: int) -> float:
-        """Presentation time of `frame` in seconds from the start of the stream."""
-        return frame / self.fps
 
     def frames_for_samples(self, n_samples: int) -> int:
         """Number of whole video frames covered by `n_samples` of audio."""

@@ -73,17 +73,6 @@ class TorchBackend:
     def tiers(self) -> dict[str, Tier]:
         return self._tiers
 
-    # the exportable stages (export/ turns each into an ONNX graph)
-    @property
-    def condition_encoder(self):
-        return self.model.encoder
-
-    def head_renderer(self, tier: str):
-        return self.model.head_renderer(tier)
-
-    def refiner(self, tier: str):
-        return self.model.refiner(tier)
-
     def _sync(self) -> None:
         import torch
 

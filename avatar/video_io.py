@@ -98,10 +98,6 @@ class VideoWriter:
             self._mux_audio()
         self._container.close()
 
-    @property
-    def frames_written(self) -> int:
-        return self._n
-
     def __enter__(self) -> "VideoWriter":
         return self
 

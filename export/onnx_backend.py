@@ -25,7 +25,6 @@ from ideal.export.quantize import (Int8Policy, cpu_signature, int8_key, int8_pol
 log = logging.getLogger(__name__)
 
 CPU, CUDA, TENSORRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
 def import_onnxruntime():

@@ -70,12 +70,8 @@ class StreamingMelFeatures:
         self._pending = np.zeros(0, dtype=np.float32)
         self._mean = np.full(cfg.n_mels, cfg.prior_mean, dtype=np.float64)
         self._voiced = 0
-        self.frames_emitted = 0
         self._silence_power = 10.0 ** (cfg.silence_db / 10.0)
         self._gate = cfg.gate_db * np.log(10.0) / 10.0  # dB -> natural-log power units
-
-    def reset(self) -> None:
-        self.__init__(self.cfg)
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         """Feed mono float32 16 kHz samples; returns the newly completed feature frames, shape (k, n_mels)."""
@@ -107,7 +103,6 @@ class StreamingMelFeatures:
                 alpha = max(1.0 / self._voiced, alpha_ema) if self._voiced <= cfg.norm_warmup else alpha_ema
                 self._mean += alpha * (log_mel[j] - self._mean)
             out[j] = (log_mel[j] - self._mean) / cfg.norm_scale
-        self.frames_emitted += n_frames
         return out.astype(np.float32)
 
 

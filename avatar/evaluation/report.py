@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ideal.avatar.evaluation.face_metrics import AU_PROXIES
-from ideal.avatar.evaluation.runner import HEADLINE, HIGHER_IS_BETTER, LOWER_IS_BETTER, MODES, EvalRun
+from ideal.avatar.evaluation.runner import HEADLINE, LOWER_IS_BETTER, MODES, EvalRun
 
 ROLES = ("ours", "ablation", "baseline", "floor")
 LABELS = {

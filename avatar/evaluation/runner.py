@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("reconstruction", "audio")
-LOWER_IS_BETTER = ("l1", "lmd", "lmd_mouth", "lmdv", "lmdv_mouth", "au_error", "pose_d")
-HIGHER_IS_BETTER = ("psnr", "ssim", "mouth_open_r", "face_found")
+LOWER_IS_BETTER = ("l1", "lmd", "lmd_mouth", "lmdv", "lmdv_mouth", "au_error", "pose_d")  # all others: higher
 HEADLINE = ("l1", "psnr", "ssim", "lmd", "lmd_mouth", "lmdv", "au_error", "pose_d", "mouth_open_r", "face_found")
 
 

@@ -56,10 +56,6 @@ def _mic_track_class() -> type:
         def start(self) -> None:
             self._play_from = self._index + 1
 
-        @property
-        def playing_duration_s(self) -> float:
-            return len(self._pcm) / RATE
-
         async def recv(self) -> Any:
             import av
 
