@@ -17,8 +17,9 @@ TARGETS = ("onnx", "tensorrt", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ideal.configcli import add_options
     from ideal.export.onnx_export import ExportConfig
+
+    from ideal.configcli import add_options
 
     parser.add_argument("avatar", nargs="?", default="default",
                         help="avatar dir written by `ideal train` (default: the built-in avatar)")
@@ -45,11 +46,10 @@ def _tensorrt_ready(fp16: bool) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ideal.avatar.progress import progress_bar
-
-    from ideal.avatar.errors import BackendError, InputError
     from ideal.avatar.avatar_manifest import load_avatar_manifest
+    from ideal.avatar.errors import BackendError, InputError
     from ideal.avatar.manifest import resolve_avatar
+    from ideal.avatar.progress import progress_bar
     from ideal.export.artifacts import export_dir_for, load_export_manifest
     from ideal.export.onnx_export import export_avatar
 

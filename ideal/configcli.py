@@ -39,7 +39,7 @@ class _Store(argparse.Action):
         super().__init__(*args, **kwargs)
         self.as_tuple = as_tuple
 
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+    def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, tuple(values) if isinstance(values, list) and self.as_tuple else values)
         _mark_given(namespace, self.dest)
 
@@ -48,11 +48,11 @@ class _Switch(argparse.Action):
     """A bool's flags turn it on, its `off` flag (the added `--no-` twin) off; like argparse.BooleanOptionalAction,
     remembering that it was given."""
 
-    def __init__(self, option_strings, dest, default=None, help=None, off=None):  # noqa: ANN001, A002
+    def __init__(self, option_strings, dest, default=None, help=None, off=None):
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
         self.off = off
 
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+    def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, option_string != self.off)
         _mark_given(namespace, self.dest)
 

@@ -21,6 +21,7 @@ REPRODUCING = ("tier", "max_frames", "mouth_model", "device", "lmd_reference_px"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ideal.avatar.evaluation.runner import EvalConfig
+
     from ideal.configcli import add_options
 
     p.add_argument("avatar", nargs="+", type=Path,
@@ -55,7 +56,6 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from ideal.avatar.evaluation.report import markdown_table, write_report
     from ideal.avatar.evaluation.runner import run_evaluation
     from ideal.avatar.evaluation.video import write_side_by_side

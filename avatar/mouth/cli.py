@@ -19,8 +19,14 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ideal.avatar.mouth.augmentation import AugmentConfig
-    from ideal.avatar.mouth.config import DEFAULT_FEATURE, DEFAULT_WINDOW, MouthTrainConfig, PipelineConfig
+    from ideal.avatar.mouth.config import (
+        DEFAULT_FEATURE,
+        DEFAULT_WINDOW,
+        MouthTrainConfig,
+        PipelineConfig,
+    )
     from ideal.avatar.mouth.features import FEATURE_KINDS
+
     from ideal.configcli import add_options
 
     sub = parser.add_subparsers(dest="mouth_command", metavar="ACTION")
@@ -72,7 +78,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     import numpy as np
-
     from ideal.avatar.avatar_manifest import load_avatar_manifest, write_avatar_manifest
     from ideal.avatar.dataset_manifest import load_dataset_manifest
     from ideal.avatar.errors import InputError
@@ -126,12 +131,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
-
+    from ideal.avatar.evaluation.face_metrics import pearson
     from ideal.avatar.mouth.data import find_clips, load_clip
     from ideal.avatar.mouth.inference import predict_frames
     from ideal.avatar.mouth.model import load_mouth_model
     from ideal.avatar.mouth.offset import estimate_offset
-    from ideal.avatar.evaluation.face_metrics import pearson
 
     model = load_mouth_model(args.model)
     rs = []

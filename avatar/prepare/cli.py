@@ -7,21 +7,21 @@ Example: ideal prepare clip.mp4 -o datasets/me --preview
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ideal.avatar.prepare.dataset import PrepareConfig
     from ideal.avatar.prepare.track import TrackConfig
+
     from ideal.configcli import add_options
 
     prepare = add_options(parser, PrepareConfig, flags={"video": "video", "output": ("-o", "--output")},
-                          fields=("video", "output", "audio", "fps", "start", "duration", "preview", "overwrite"))
-    track = add_options(parser, TrackConfig, fields=("max_gap_s",))
-    limits = add_options(parser, PrepareConfig, fields=("min_duration_s",))
+                          fields=("video", "output", "audio", "fps", "start", "duration", "preview", "overwrite",
+                                  "min_duration_s", "av_offset_min_confidence"))
+    # a forced offset and no offset exclude each other
     offset = add_options(parser.add_mutually_exclusive_group(), PrepareConfig, fields=("av_offset_ms", "no_av_offset"))
-    confidence = add_options(parser, PrepareConfig, fields=("av_offset_min_confidence",))
-    parser.set_defaults(_prepare_options=(prepare, limits, offset, confidence), _track_options=track)
+    track = add_options(parser, TrackConfig, fields=("max_gap_s",))
+    parser.set_defaults(_prepare_options=(prepare, offset), _track_options=track)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ideal.avatar.training.config import TrainConfig
     from ideal.avatar.training.recipes import DEFAULT_RECIPE, RECIPES
+
     from ideal.configcli import add_options
 
     p.add_argument("dataset", type=Path, help="dataset dir written by `ideal prepare`")
@@ -53,10 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _ListRecipes(argparse.Action):
-    def __init__(self, option_strings, dest, help=None):  # noqa: ANN001, A002
+    def __init__(self, option_strings, dest, help=None):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+    def __call__(self, parser, namespace, values, option_string=None):
         from ideal.avatar.training.recipes import describe
 
         print(describe())
@@ -110,7 +111,6 @@ def stage_outputs(output: Path, stages: int) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from ideal.avatar.manifest import AVATAR_MANIFEST
     from ideal.avatar.training.recipes import recipe_named, stage_configs
     from ideal.avatar.training.trainer import set_threads
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_data(dataset: Path, cfg: "TrainConfig") -> "TrainingData":
+def _load_data(dataset: Path, cfg: TrainConfig) -> TrainingData:
     from ideal.avatar.audio.features import AudioWindow, MelConfig
     from ideal.avatar.dataset_manifest import load_dataset_manifest
     from ideal.avatar.training.data import load_training_data
@@ -158,15 +158,15 @@ def _load_data(dataset: Path, cfg: "TrainConfig") -> "TrainingData":
     return load_training_data(dataset, size, window, MelConfig(), max_frames=cfg.max_frames)
 
 
-def _train_stage(args: argparse.Namespace, data: "TrainingData", cfg: "TrainConfig", output: Path, consent: Consent,
+def _train_stage(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, output: Path, consent: Consent,
                  resume: bool, threads: int, checkpoint_required: bool) -> int:
     """Train one stage and write its avatar; 130 when interrupted (after saving a checkpoint). A resumed later
     stage without a checkpoint was interrupted before its first one, so it starts afresh."""
     from ideal.avatar.manifest import atomic_output_dir
     from ideal.avatar.model.config import ModelConfig, default_tiers
     from ideal.avatar.training.data import head_box_from_neutral
-    from ideal.avatar.training.recipes import DEFAULT_RECIPE
     from ideal.avatar.training.prosody_fit import fit_prosody
+    from ideal.avatar.training.recipes import DEFAULT_RECIPE
     from ideal.avatar.training.trainer import Trainer
     from ideal.avatar.training.writer import write_avatar
 
@@ -206,7 +206,7 @@ def _train_stage(args: argparse.Namespace, data: "TrainingData", cfg: "TrainConf
     return 0
 
 
-def init_model_config(avatar: str, crop: tuple[float, float, float]) -> "ModelConfig":
+def init_model_config(avatar: str, crop: tuple[float, float, float]) -> ModelConfig:
     """The model config of the avatar to fine-tune from, refusing one trained on another crop (another clip)."""
     from ideal.avatar.avatar_manifest import load_avatar_manifest
 

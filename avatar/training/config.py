@@ -55,7 +55,7 @@ class TrainConfig:
                 "(`ideal occupancy AVATAR` adds it later)"})
     recipe: str | None = None  # the named recipe (recipes.py) these settings started from; flags may override it
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         for name, value, example in (("--mouth-weight", self.mouth_weight, 60), ("--eye-weight", self.eye_weight, 20)):
             if value < 0:
                 raise InputError(f"{name} {value:g}: must be >= 0", f"e.g. {name} {example}")
