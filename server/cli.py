@@ -74,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     token = read_secret("the access token", args.token, args.token_file, TOKEN_ENV)
     turn_secret = read_secret("the TURN secret", None, args.turn_secret_file, TURN_SECRET_ENV)
     config = server.build(args, avatars=args.avatar or ["default"], drivers=drivers, ice_servers=ice,
-                          streamer=streamer.build(args, base=ServerConfig().streamer))
+                          streamer=streamer.build(args))
     return dataclasses.replace(config, token=token, turn_secret=turn_secret).validate()
 
 
