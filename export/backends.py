@@ -46,12 +46,9 @@ class BackendChoice:
 
 
 def _cuda_available() -> bool:
-    try:
-        import torch
+    import torch
 
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
+    return bool(torch.cuda.is_available())
 
 
 def _torch(avatar_dir: Path, device: str, tiers: list[str] | None) -> Backend:

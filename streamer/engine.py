@@ -38,15 +38,10 @@ log = logging.getLogger(__name__)
 
 def _make_backend(avatar_dir: Path, loaded: Any, backend: str, device: str,
                   threads: int | None = None, int8: bool = True) -> tuple[Backend, str]:
-    """The exported backends when the export package is importable (it imports onnxruntime / tensorrt only
-    when a backend is created), else the avatar's own PyTorch backend."""
+    """The backend named (`auto`: the first exported one that runs, else the avatar's own PyTorch backend)."""
+    from ideal.export.backends import choose_backend  # imports onnxruntime / tensorrt only for a backend it makes
+
     if backend == "torch":
-        return loaded.backend, "torch"
-    try:
-        from ideal.export.backends import choose_backend
-    except ImportError:
-        if backend != "auto":
-            raise BackendError(f"backend {backend!r} needs the export package", "use --backend torch") from None
         return loaded.backend, "torch"
     if backend == "auto":
         try:
