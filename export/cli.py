@@ -18,6 +18,7 @@ TARGETS = ("onnx", "tensorrt", "all")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ideal.export.onnx_export import ExportConfig
+    from ideal.export.tensorrt_build import DEFAULT_WORKSPACE_GB
 
     from ideal.configcli import add_options
 
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           fields=("tiers", "batch_max", "batch_opt", "exporter", "plane_lookup", "mouth", "int8"),
                           flags={"batch_max": "--max-batch", "batch_opt": "--opt-batch"}, metavars={"tiers": "TIER"})
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
-    parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
+    parser.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB,
+                        help=f"TensorRT builder workspace in GiB (default {DEFAULT_WORKSPACE_GB:g})")
     parser.set_defaults(_export_options=options)
 
 

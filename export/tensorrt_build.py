@@ -26,6 +26,8 @@ from ideal.export.artifacts import (ENGINES_DIR, EngineTarget, ExportManifest, c
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WORKSPACE_GB = 4.0  # TensorRT builder workspace
+
 # Layers kept in FP32 under --fp16: the transmittance accumulation exp(cumsum(log(1 - a))) and the softmax
 # normalisation lose too much in half precision (names follow the ONNX node names the parser keeps).
 FP32_LAYER_PATTERN = re.compile(r"CumSum|Log|Exp|Softmax|ReduceSum", re.IGNORECASE)
@@ -118,7 +120,7 @@ def build_engine(trt: Any, onnx_path: Path, engine_path: Path, target: EngineTar
 
 
 def build_engines(avatar_dir: str | Path, fp16: bool = False, tiers: list[str] | None = None, force: bool = False,
-                  workspace_gb: float = 4.0, device: int = 0) -> list[Path]:
+                  workspace_gb: float = DEFAULT_WORKSPACE_GB, device: int = 0) -> list[Path]:
     """Engines for every exported graph (of `tiers`, when given) on this GPU; current ones are kept, missing,
     stale or corrupt ones are (re)built. Needs the ONNX export first."""
     trt = import_tensorrt()
