@@ -20,7 +20,7 @@ from ideal.avatar.dataset_manifest import (Camera, Crop, DatasetAudio, DatasetMa
 from ideal.avatar.manifest import DATASET_FORMAT_VERSION, atomic_output_dir, sha256_file
 from ideal.avatar.prepare.crops import CropConfig, fixed_crop, head_boxes, time_split
 from ideal.avatar.prepare.gaps import missing_runs
-from ideal.avatar.prepare.offset import decide_offset
+from ideal.avatar.prepare.offset import MIN_CONFIDENCE, decide_offset
 from ideal.avatar.prepare.segment import PlateBuilder, SegmentConfig, Segmenter
 from ideal.avatar.prepare.stats import pose_stats
 from ideal.avatar.prepare.track import TrackConfig, TrackedClip, track_clip
@@ -50,7 +50,7 @@ class PrepareConfig:
         "help": "force the audio/video offset to correct (positive: audio late)"})
     no_av_offset: bool = field(default=False, metadata={"help": "do not estimate or correct an A/V offset"})
     # weaker estimates are recorded, not applied
-    av_offset_min_confidence: float = field(default=0.3, metadata={
+    av_offset_min_confidence: float = field(default=MIN_CONFIDENCE, metadata={
         "help": "apply an estimated A/V offset only at this correlation or above"})
     min_duration_s: float = field(default=MIN_DURATION_S, metadata={"help": "shortest accepted clip in seconds"})
     progress: bool = True
