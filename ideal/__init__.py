@@ -10,6 +10,7 @@ under this package so nothing generic lands in site-packages:
     ideal.web       the browser client, served as package data                   (repo folder web/)
     ideal.bench     `ideal bench`
     ideal.cli       the one command line
+    ideal.configcli every stage's CLI options, derived from its config dataclasses (stdlib only)
 
 Data flows one way; a lower stage never imports a higher one (tests/test_architecture.py keeps it so).
 """

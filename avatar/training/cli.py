@@ -2,7 +2,9 @@
 
 Writes AVATAR_DIR (avatar.json, weights.pt, pose_track.npz, base_plate.npz, stats.json, loss_curve.png).
 Checkpoints go to AVATAR_DIR.ckpt/ every --checkpoint-every steps and on Ctrl-C; --resume continues from
-there (the --steps/--minutes budgets count the whole run, resumed parts included).
+there (the --steps/--minutes budgets count the whole run, resumed parts included). Settings start from a named
+recipe (--recipe, recipes.py); a two-stage recipe writes its first stage to AVATAR_DIR.stage1 and fine-tunes it,
+and --resume skips a stage whose avatar is written.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consent", action="store_true",
                    help="confirm you have the consent of the person in the video (required when not interactive)")
     p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULT_RECIPE,
-                   help=f"named training settings (default {DEFAULT_RECIPE}): {', '.join(RECIPES)}; the options "
-                        "below override its values")
+                   help=f"named training settings: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}: "
+                        f"{RECIPES[DEFAULT_RECIPE].stages[0].minutes:g} min of optimisation on a 2-core CPU); the "
+                        "options below override its values")
     p.add_argument("--list-recipes", action=_ListRecipes, help="describe the recipes and exit")
     p.add_argument("--resume", action="store_true", help="continue from AVATAR_DIR.ckpt/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing avatar dir")
