@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -120,15 +121,22 @@ def test_train_help_lists_the_recipes(capsys):
     assert "two-stage" in capsys.readouterr().out
 
 
-def test_two_stage_recipe_runs_both_stages(obama_dataset: Path, tmp_path: Path):
+def test_two_stage_recipe_runs_both_stages_and_resumes_after_the_first(obama_dataset: Path, tmp_path: Path):
     out = tmp_path / "a"
-    assert main(["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--recipe", "two-stage",
-                 "--steps", "2", "--minutes", "1", "--max-frames", "24", "--output-size", "256", "--eval-every",
-                 "1000", "--no-ray-culling", "--threads", "1"]) == 0
+    argv = ["-q", "train", str(obama_dataset), "-o", str(out), "--consent", "--recipe", "two-stage", "--steps", "2",
+            "--minutes", "1", "--max-frames", "24", "--output-size", "256", "--eval-every", "1000",
+            "--no-ray-culling", "--threads", "1"]
+    assert main(argv) == 0
     first = json.loads((tmp_path / "a.stage1" / "avatar.json").read_text())["training"]["config"]
     second = json.loads((out / "avatar.json").read_text())["training"]["config"]
     assert first["recipe"] == second["recipe"] == "two-stage" and first["init_from"] is None
     assert second["init_from"] == str((tmp_path / "a.stage1").resolve()) and second["mouth_weight"] == 80.0
+    # stopped before the second stage's first checkpoint: --resume keeps the first stage and redoes the second
+    written = (tmp_path / "a.stage1" / "avatar.json").stat().st_mtime_ns
+    shutil.rmtree(out)
+    assert main([*argv, "--resume"]) == 0
+    assert (out / "avatar.json").exists()
+    assert (tmp_path / "a.stage1" / "avatar.json").stat().st_mtime_ns == written
 
 
 def test_mouth_train_config_is_one_class():
