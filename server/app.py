@@ -279,7 +279,10 @@ async def room(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    snap = state.metrics.snapshot(state.peers.live())
+    guard = state.connections
+    snap = state.metrics.snapshot({**state.peers.live(), "connections": {
+        "open": len(guard.open), "max": guard.max_connections, "refused": guard.refused,
+        "timed_out": guard.timed_out}})
     if request.query.get("format") == "prometheus":
         return web.Response(body=to_prometheus(snap), headers={"Content-Type": CONTENT_TYPE_LATEST})
     return web.json_response(snap)

@@ -60,6 +60,3 @@ class OfferLimiter:
         for key in keys:
             b = self._level(key, now)
             b.level = min(float(self.burst), b.level + 1.0)
-
-    def __len__(self) -> int:
-        return len(self._buckets)

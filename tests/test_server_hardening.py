@@ -267,8 +267,8 @@ async def test_connections_beyond_the_limit_get_503_and_idle_ones_go():
         status, data = _status_and_json(await _raw(srv.port, head))
         assert status == 503 and "too many connections" in data["error"]
         await asyncio.sleep(1.5)  # the idle ones time out
-        status, data, _ = await _call("GET", srv.url + "healthz")
-        assert status == 200
+        status, data, _ = await _call("GET", srv.url + "metrics")
+        assert status == 200 and data["connections"]["refused"] == 1 and data["connections"]["timed_out"] >= 5
         for reader, writer in idle:
             assert await asyncio.wait_for(reader.read(), 1.0) == b""
             writer.close()
