@@ -223,7 +223,7 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
     from ideal.avatar.loading import load_avatar
 
     loaded = load_avatar(avatar_dir, device="cpu")
-    model = loaded.backend.model if hasattr(loaded, "backend") and hasattr(loaded.backend, "model") else loaded.model
+    model = loaded.model
     tiers = dict(loaded.tiers)
     if cfg.tiers:
         unknown = [t for t in cfg.tiers if t not in tiers]

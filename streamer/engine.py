@@ -24,6 +24,7 @@ from ideal.avatar.audio.features import AudioWindow, MelConfig, silence_value
 from ideal.avatar.backend import Backend
 from ideal.avatar.errors import BackendError, InputError
 from ideal.avatar.expression import EXPRESSION_DIM
+from ideal.avatar.idle import IdleConfig, IdleMotion, blink_depth_from_expressions
 from ideal.avatar.manifest import resolve_avatar
 from ideal.streamer.audio_frontend import FeatureStreamSpec
 from ideal.streamer.clock import Clock, MonotonicClock
@@ -72,16 +73,6 @@ def _torch_for_expression_networks_only() -> int:
     return previous
 
 
-def _blink_depth(avatar: Any) -> float | None:
-    """How far this person's lids were seen to close in training (as `ideal dub` does), else the default."""
-    expr = getattr(avatar, "expression_track", getattr(avatar, "training_expression", None))
-    if expr is None:
-        return None
-    from ideal.avatar.idle import blink_depth_from_expressions
-
-    return blink_depth_from_expressions(np.asarray(expr))
-
-
 class StreamerEngine:
     """One loaded avatar + backend, shared by sessions (render calls of several sessions may be batched).
 
@@ -127,16 +118,17 @@ class StreamerEngine:
         # the 120 ms model that offline dubbing uses (docs/mouth.md), and keeps p95 latency reachable <= 150 ms.
         self.mouth = mouth_model if mouth_model is not None else load_mouth_model(LIVE_MOUTH_MODEL_DIR)
         self.mouth_window: AudioWindow = self.mouth.window
-        self.prosody = getattr(self.avatar, "prosody_predictor", None)
-        self.prosody_window: AudioWindow | None = getattr(self.prosody, "window", None)
+        self.prosody = self.avatar.prosody_predictor
+        self.prosody_window: AudioWindow = self.prosody.window
         # the streamer waits for the longest lookahead of the models it runs: that wait is latency
         self.lookahead_ms = max(self.window.lookahead_ms, self.mouth_window.lookahead_ms,
-                                self.prosody_window.lookahead_ms if self.prosody_window else 0.0)
+                                self.prosody_window.lookahead_ms)
         self.feature_streams, self.mouth_stream, self.mouth_mel = self._feature_streams()
         self.pose_track = np.asarray(self.avatar.pose_track, dtype=np.float32)
         self._plate_poses = self.pose_track.reshape(len(self.pose_track), -1)
         self.clips = ClipLibrary(self.fps)
-        self.blink_depth = _blink_depth(self.avatar)
+        # blinks as deep as this person's lids were seen to close in training (as `ideal dub` does)
+        self.blink_depth = blink_depth_from_expressions(self.avatar.expression_track)
         self.costs = CostModel()
         self.render_queue = RenderQueue(self.backend, self.clock, self.costs, self.config.max_batch,
                                         self.config.compose_nice)
@@ -179,10 +171,7 @@ class StreamerEngine:
         return cal
 
     def make_driver(self, seed: int) -> StreamingDriver:
-        from ideal.avatar.idle import IdleConfig, IdleMotion
-
-        cfg = IdleConfig() if self.blink_depth is None else IdleConfig(blink_depth=self.blink_depth)
-        idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=cfg)
+        idle = IdleMotion(self.pose_track, self.fps, seed=seed, cfg=IdleConfig(blink_depth=self.blink_depth))
         return StreamingDriver(self.mouth, idle, self.fps, self.prosody, self.clips, self.blink_depth,
                                mouth_calibration=self._live_mouth_calibration(),
                                listening_pose_speed=self.config.listening_pose_speed)
