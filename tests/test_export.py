@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ideal.avatar.errors import AvatarError, BackendError
+from ideal.avatar.evaluation.image_metrics import psnr
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -103,10 +104,6 @@ def test_onnxruntime_renders_the_same_frames_as_pytorch(avatar_copy: Path, frame
         print(f"{tier}: max |ort - torch| rgb {rgb_diff:.2e} alpha {alpha_diff:.2e}")
         assert rgb_diff <= TOL and alpha_diff <= TOL
         assert {"eaa", "field", "refine"} <= set(got.timings_ms)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(float(np.mean((a.astype(np.float64) - b) ** 2)), 1e-12)))
 
 
 def test_onnxruntime_int8_refiners_render_close_to_pytorch(avatar_copy: Path, frames):
