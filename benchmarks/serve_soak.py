@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(client(args.client, args.sessions, args.concurrency, args.hold_s))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("aioice").setLevel(logging.WARNING)  # a line per ICE check otherwise
     result = asyncio.run(soak(args))
     text = json.dumps(result, indent=1)
     if args.out:

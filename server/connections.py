@@ -15,6 +15,8 @@ import ssl
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,23 @@ class ConnectionGuard:
                 guarded.start_timer()
 
 
+class _JsonErrorsHandler(RequestHandler):
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse (bad request line or header, a line too long), in the
+        one error contract (JSON, no traceback), logged as one line rather than a traceback per request."""
+        reason = " ".join(str(exc or message or "bad request").split())[:300]
+        if status >= 500:  # an error of the server's own, past the app's middleware: the traceback is wanted
+            log.error("request from %s failed: %s", request.remote, reason, exc_info=exc)
+        else:
+            log.info("bad HTTP request from %s: %s", request.remote, reason)
+        response = web.json_response({"error": f"malformed HTTP request ({reason})"}, status=status)
+        response.force_close()
+        return response
+
+
 class _GuardedProtocol(asyncio.Protocol):
     """aiohttp's protocol for one connection, with the guard's limit and timer in front of it."""
 
@@ -95,6 +114,10 @@ class _GuardedProtocol(asyncio.Protocol):
             return
         self.guard.open[transport] = self
         self.start_timer()
+        if type(self.inner) is RequestHandler:
+            # aiohttp builds its handlers itself and their slots forbid patching one method: the subclass adds no
+            # state, only the JSON answer to unparsable requests.
+            self.inner.__class__ = _JsonErrorsHandler
         self.inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -218,6 +218,10 @@ async def test_hostile_input_gets_4xx_json_and_no_traceback(caplog):
         status, data, _ = await _call("POST", srv.url + "offer", BAD_SDP_OFFER, {
             "Content-Type": "application/json", "Content-Encoding": "gzip", **auth})
         assert status == 415 and "Content-Encoding" in data["error"], data
+        for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+                    b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n"):  # not HTTP: aiohttp's own parser refuses
+            status, data = _status_and_json(await _raw(srv.port, raw))
+            assert status == 400 and "malformed HTTP request" in data["error"]
         for path in ("/metrics", "/avatars", "/rooms/r", "/peers/" + "0" * 32):
             head, body = _request("GET", path, headers={"Authorization": b"Bearer \xff\xfe\x80"})
             status, data = _status_and_json(await _raw(srv.port, head + body))
