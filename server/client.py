@@ -175,11 +175,12 @@ async def run_load(url: str, sessions: int, viewers: int, audio: np.ndarray, dur
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m server.client URL --sessions N --viewers M --wav FILE --duration S`: load for benchmarks; prints
+    """`python -m ideal.server.client URL --sessions N --viewers M --wav FILE --duration S`: load for benchmarks; prints
     one JSON line."""
     import argparse
 
     from ideal.avatar.audio.io import load_audio, resample
+    from ideal.avatar.clock import SAMPLE_RATE
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("url")
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--room", default="bench")
     p.add_argument("--token")
     args = p.parse_args(argv)
-    audio = resample(load_audio(args.wav), 16_000, RATE)
+    audio = resample(load_audio(args.wav), SAMPLE_RATE, RATE)
     result = asyncio.run(run_load(args.url, args.sessions, args.viewers, audio, args.duration, args.room,
                                   args.token))
     print(json.dumps(result), flush=True)

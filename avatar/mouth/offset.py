@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ideal.avatar.clock import SAMPLE_RATE
 from ideal.avatar.errors import AvatarError, InputError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def energy_envelope(audio_16k: np.ndarray) -> np.ndarray:
     """Log energy of the speech band (300-3400 Hz) per 10 ms hop, frame k ending at sample (k+1)*160: (T,)."""
     from scipy import signal as sps
 
-    b, a = sps.butter(4, [300, 3400], btype="band", fs=16000)
+    b, a = sps.butter(4, [300, 3400], btype="band", fs=SAMPLE_RATE)
     x = sps.lfilter(b, a, np.asarray(audio_16k, dtype=np.float64))
     hop, win = 160, 400
     n = len(x) // hop
@@ -119,7 +120,7 @@ def estimate_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, m
     mouth_open = np.asarray(mouth_open, dtype=np.float64).reshape(-1)
     if fps <= 0:
         raise InputError(f"invalid video frame rate {fps}", "pass the video's fps")
-    seconds = min(len(audio_16k) / 16000.0, len(mouth_open) / fps)
+    seconds = min(len(audio_16k) / SAMPLE_RATE, len(mouth_open) / fps)
     if seconds < MIN_SECONDS:
         raise InputError(f"clip too short for an A/V offset estimate ({seconds:.1f} s)",
                          f"it needs at least {MIN_SECONDS:.0f} s of speech with the face visible")
