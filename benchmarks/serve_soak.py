@@ -30,20 +30,14 @@ from typing import Any
 
 from ideal.server.app import start_server
 from ideal.server.config import ServerConfig
+from ideal.streamer.stats import rss_mb
 
 log = logging.getLogger("serve_soak")
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def sample(state: Any, closed: int) -> dict[str, Any]:
     gc.collect()
-    return {"sessions_closed": closed, "rss_mb": round(_rss_mb(), 1), "py_blocks": sys.getallocatedblocks(),
+    return {"sessions_closed": closed, "rss_mb": round(rss_mb(), 1), "py_blocks": sys.getallocatedblocks(),
             "fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
             "tasks": len(asyncio.all_tasks()), "peers": len(state.peers.peers), "t_s": round(time.monotonic(), 1)}
 
