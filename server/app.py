@@ -297,7 +297,8 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory | None = None
     metrics_ = ServerMetrics()
     rooms = RoomRegistry()
     catalog = AvatarCatalog(config, engine_factory)
-    policy = HttpPolicy(config.allow_origins, config.allow_hosts, token_required=bool(config.token),
+    # The name the server listens on (--host) is one of its own names.
+    policy = HttpPolicy(config.allow_origins, [*config.allow_hosts, config.host], token_required=bool(config.token),
                         tls=bool(config.cert))
     app[STATE] = ServerState(config, catalog, rooms, metrics_, PeerManager(config, catalog, rooms, metrics_),
                              policy, ConnectionGuard(config.max_connections, config.header_timeout_s))
