@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 import numpy as np
 import soxr
 
-from ideal.avatar.audio.io import to_mono
+from ideal.avatar.audio.io import level_db, to_mono
 from ideal.avatar.clock import SAMPLE_RATE
 from ideal.avatar.errors import InputError
 
@@ -228,7 +228,7 @@ class VoiceActivity:
         smooth = np.zeros(n, np.uint8)
         for j in range(n):
             block = buf[j * self.block:(j + 1) * self.block]
-            level = 10.0 * np.log10(float(np.mean(block * block)) + 1e-12)
+            level = float(level_db(block))
             # the floor starts no higher than -50 dBFS (so speech from the first block counts) and rises fast in
             # the first second (so a loud steady hiss is learned before webrtcvad has adapted to it)
             rise = self._floor_rise * (8.0 if self._blocks_seen * self.block < SAMPLE_RATE else 1.0)

@@ -33,6 +33,7 @@ from typing import AsyncIterator, Callable
 import numpy as np
 
 from ideal.avatar.audio.features import AudioWindow, MelConfig
+from ideal.avatar.audio.io import level_db
 from ideal.avatar.clock import FrameClock, SAMPLE_RATE
 from ideal.avatar.drive import DriveFrame
 from ideal.avatar.errors import InputError
@@ -214,8 +215,7 @@ class Session:
     def _quiet(self, x: np.ndarray) -> bool:
         """Whether a chunk is background: no louder than the VAD's running noise floor + 6 dB."""
         floor = self._frontend.vad.floor_db
-        level = 10.0 * np.log10(float(np.mean(x * x)) + 1e-12)
-        return floor is not None and level < floor + 6.0
+        return floor is not None and level_db(x) < floor + 6.0
 
     def _fit_jitter(self, rate: int, n_in: int) -> None:
         """Grow the jitter allowance to what this sender needs: the oldest sample of a chunk arrives one chunk

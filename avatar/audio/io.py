@@ -14,6 +14,13 @@ from ideal.avatar.errors import InputError
 log = logging.getLogger(__name__)
 
 
+def level_db(samples: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Mean power of float samples in dBFS (full scale 1.0; silence about -120): the level every silence gate
+    and noise floor of the project compares. A float for `axis=None`, else one per row."""
+    x = np.asarray(samples, dtype=np.float64)
+    return 10.0 * np.log10(np.mean(x * x, axis=axis) + 1e-12)
+
+
 def to_mono(pcm: np.ndarray, channels: int = 1) -> np.ndarray:
     """Interleaved or (n, channels) PCM of any numeric dtype -> mono float32 in [-1, 1]."""
     x = np.asarray(pcm)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ideal.avatar.audio.io import level_db
 from ideal.avatar.clock import FrameClock
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ class SilenceGate:
         """`vad_speech=False` (a VAD's verdict) closes the gate whatever the level; the noise floor still follows
         the background."""
         cfg = self.cfg
-        x = np.asarray(samples, dtype=np.float64)
-        level = 10.0 * np.log10(np.mean(x * x) + 1e-12) if x.size else -120.0
+        level = float(level_db(samples)) if np.size(samples) else -120.0
         if self._floor_db is None:
             self._floor_db = min(level, -60.0)
         # the floor drops at once to a quieter frame and rises slowly, so speech never lifts it much
@@ -69,7 +69,7 @@ def frame_levels_db(audio_16k: np.ndarray, fps: float) -> np.ndarray:
     n = clock.frames_for_samples(len(audio_16k))
     spf = int(round(clock.samples_per_frame))
     x = np.asarray(audio_16k[:n * spf], dtype=np.float64).reshape(n, spf) if n else np.zeros((0, spf))
-    return 10.0 * np.log10(np.mean(x * x, axis=1) + 1e-12)
+    return level_db(x, axis=1)
 
 
 def noise_floor_db(audio_16k: np.ndarray, fps: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ideal.avatar.audio.features import windows_for_frames
+from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.expression import SLICES
 from ideal.avatar.model.components.prosody import PREDICTED_SLICES, ProsodyExpressionPredictor
 from ideal.avatar.training.data import TrainingData
@@ -22,5 +23,6 @@ def fit_prosody(data: TrainingData) -> tuple[ProsodyExpressionPredictor, dict]:
     r = {}
     for f, c in zip(fields, cols):
         a, b = out[:, c], data.expression[data.val_idx, c]
-        r[f] = round(float(np.corrcoef(a, b)[0, 1]), 3) if a.std() > 1e-8 and b.std() > 1e-8 else 0.0
+        field_r = pearson(a, b)
+        r[f] = round(field_r, 3) if np.isfinite(field_r) else 0.0  # a constant field: no correlation
     return pred, {"held_out_r": r}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ideal.avatar.evaluation.face_metrics import pearson
 from ideal.avatar.expression import CHIN, FOREHEAD, LOWER_LIP_INNER, UPPER_LIP_INNER
 
 
@@ -90,7 +91,7 @@ def av_lag_ms(video_t: np.ndarray, openings: np.ndarray, audio_t: np.ndarray, au
         mouth = np.interp(grid + lag / 1000.0, vt, vo)
         if mouth.std() < 1e-9 or loudness.std() < 1e-9:
             continue
-        r = float(np.corrcoef(mouth, loudness)[0, 1])
+        r = pearson(mouth, loudness)
         if best is None or r > best[1]:
             best = (float(lag), r)
     return best
