@@ -27,6 +27,7 @@ import numpy as np
 
 from ideal.avatar.backend import Tier
 from ideal.avatar.errors import BackendError, InputError
+from ideal.avatar.expression import EXPRESSION_DIM
 from ideal.avatar.avatar_manifest import load_avatar_manifest
 from ideal.avatar.manifest import sha256_file
 from ideal.export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, ExportManifest, GraphInfo,
@@ -157,7 +158,7 @@ def stage_specs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, mouth_mod
     cfg = model.cfg
     gen = torch.Generator().manual_seed(0)
     audio = torch.randn(batch, cfg.audio_window, cfg.n_mels, generator=gen)
-    expression = 0.3 * torch.randn(batch, _expression_dim(), generator=gen)
+    expression = 0.3 * torch.randn(batch, EXPRESSION_DIM, generator=gen)
     pose = torch.from_numpy(np.asarray(poses[:batch], dtype=np.float32))
     if pose.shape[0] < batch:
         pose = pose[:1].expand(batch, 3, 4).contiguous()
@@ -178,12 +179,6 @@ def stage_specs(model: Any, tiers: dict[str, Tier], poses: np.ndarray, mouth_mod
         specs.append(StageSpec(graph_key(MOUTH), mouth_module,
                                {"mouth_audio": torch.randn(batch, *mouth_input, generator=gen)}, ["mouth"], MOUTH))
     return specs
-
-
-def _expression_dim() -> int:
-    from ideal.avatar.expression import neutral_expression
-
-    return int(np.asarray(neutral_expression()).shape[-1])
 
 
 def validate_graphs(directory: Path, specs: list[StageSpec], batch: int = 1) -> dict[str, float]:
@@ -344,7 +339,7 @@ def _expression_track(avatar_dir: Path, n: int) -> np.ndarray:
     with np.load(avatar_dir / "pose_track.npz") as z:
         if "expression" in z.files and len(z["expression"]) == n:
             return np.asarray(z["expression"], dtype=np.float32)
-    return np.zeros((n, _expression_dim()), np.float32)
+    return np.zeros((n, EXPRESSION_DIM), np.float32)
 
 
 def _mouth() -> tuple[Any | None, tuple[int, int] | None]:
