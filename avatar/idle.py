@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ideal.avatar.clock import DEFAULT_FPS
 from ideal.avatar.expression import EXPRESSION_DIM, SLICES
 
 
@@ -97,7 +98,7 @@ def smooth_pingpong_track(pose_track: np.ndarray, sigma: float) -> np.ndarray:
 class IdleMotion:
     """Blinks, gaze saccades and head pose per video frame index; seeded and random-access."""
 
-    def __init__(self, pose_track: np.ndarray, fps: float = 25.0, seed: int = 0,
+    def __init__(self, pose_track: np.ndarray, fps: float = DEFAULT_FPS, seed: int = 0,
                  cfg: IdleConfig = IdleConfig()) -> None:
         pose_track = np.asarray(pose_track, dtype=np.float32)
         if pose_track.ndim != 3 or pose_track.shape[1:] != (3, 4) or len(pose_track) == 0:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ideal.avatar.audio.io import level_db
-from ideal.avatar.clock import FrameClock
+from ideal.avatar.clock import DEFAULT_FPS, FrameClock
 
 if TYPE_CHECKING:
     from ideal.avatar.mouth.calibration import MouthCalibration
@@ -35,7 +35,7 @@ class GateConfig:
 class SilenceGate:
     """Causal per-frame gate in [0, 1]; feed the samples of each frame in order with `step`."""
 
-    def __init__(self, fps: float = 25.0, cfg: GateConfig = GateConfig(),
+    def __init__(self, fps: float = DEFAULT_FPS, cfg: GateConfig = GateConfig(),
                  initial_floor_db: float | None = None) -> None:
         self.cfg, self.fps = cfg, fps
         # offline the floor is known from the whole file (`noise_floor_db`); live it starts at the first frame
@@ -95,7 +95,7 @@ class AudioMouth:
     mouth at its own rest pose instead of the neutral (most closed) one.
     """
 
-    def __init__(self, fps: float = 25.0, cfg: GateConfig = GateConfig(),
+    def __init__(self, fps: float = DEFAULT_FPS, cfg: GateConfig = GateConfig(),
                  initial_floor_db: float | None = None, calibration: MouthCalibration | None = None) -> None:
         self.cfg = cfg
         self.gate = SilenceGate(fps, cfg, initial_floor_db)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ideal.avatar.clock import DEFAULT_FPS
 
-def measure(video: Path, n_frames: int, fps: float = 25.0) -> dict[str, float]:
+
+def measure(video: Path, n_frames: int, fps: float = DEFAULT_FPS) -> dict[str, float]:
     """Mean CPU milliseconds per frame of each step over the first `n_frames` frames of `video`."""
     import tempfile
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ideal.avatar.clock import SAMPLE_RATE
+from ideal.avatar.clock import DEFAULT_FPS, SAMPLE_RATE
 from ideal.bench.report import distribution
 from ideal.streamer.stats import percentiles, rss_mb
 
@@ -297,7 +297,7 @@ def _load_average() -> float | None:
         return None
 
 
-def holds_real_time(summary: dict[str, Any], fps: float = 25.0) -> bool:
+def holds_real_time(summary: dict[str, Any], fps: float = DEFAULT_FPS) -> bool:
     """25 fps held: every session emitted at >= 97% of the frame rate with under 5% late frames."""
     return bool(summary["min_fps"] and summary["min_fps"] >= 0.97 * fps and summary["late_share"] < 0.05)
 
