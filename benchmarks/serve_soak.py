@@ -99,8 +99,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 break
             opened = int(line)
             if opened % args.sample_every == 0 or opened == args.sessions:
-                while state.peers.peers and time.monotonic() < deadline:  # the batch's peers are gone
-                    await asyncio.sleep(0.05)
+                try:  # the batch's peers are gone
+                    await asyncio.wait_for(state.peers.wait_empty(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
                 curve.append(sample(state, engine_closed()))
                 log.info("%s", curve[-1])
     finally:

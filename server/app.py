@@ -30,7 +30,6 @@ import json
 import logging
 import signal
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -171,16 +170,18 @@ async def _read_limited(request: web.Request, limit: int, timeout_s: float) -> b
                              "send the body as it is, without Content-Encoding")
     if request.content_length is not None and request.content_length > limit:
         raise InputError(f"body too large: {request.content_length} bytes (limit {limit})", "send one SDP offer")
-    body = bytearray()
     try:
-        async with asyncio.timeout(timeout_s):
-            while chunk := await request.content.read(limit + 1 - len(body)):
-                body += chunk
-                if len(body) > limit:
-                    raise InputError(f"body too large: more than {limit} bytes (limit {limit})",
-                                     "send one SDP offer")
-    except TimeoutError:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except asyncio.TimeoutError:
         raise BodyTimeoutError(f"request body not received within {timeout_s:g} s", "send it at once") from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise InputError(f"body too large: more than {limit} bytes (limit {limit})", "send one SDP offer")
     return bytes(body)
 
 
@@ -365,11 +366,12 @@ class RunningServer:
         stop."""
         peers = self.state.peers
         peers.draining = True
-        deadline = time.monotonic() + (self.state.config.drain_timeout_s if timeout_s is None else timeout_s)
-        log.info("draining: %d peers connected, waiting up to %.0f s", len(peers.peers),
-                 max(0.0, deadline - time.monotonic()))
-        while peers.peers and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        timeout_s = self.state.config.drain_timeout_s if timeout_s is None else timeout_s
+        log.info("draining: %d peers connected, waiting up to %.0f s", len(peers.peers), timeout_s)
+        try:
+            await asyncio.wait_for(peers.wait_empty(), timeout_s)
+        except asyncio.TimeoutError:
+            log.info("draining: %d peers still connected, closing them", len(peers.peers))
         await self.stop()
 
     async def stop(self) -> None:

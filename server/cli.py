@@ -84,11 +84,11 @@ def startup_line(config: ServerConfig, url: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ideal.server.app import serve_forever
+    from ideal.server.app import RunningServer, serve_forever
 
     config = config_from_args(args)
 
-    def ready(server) -> None:  # noqa: ANN001
+    def ready(server: RunningServer) -> None:
         print(startup_line(config, server.url), flush=True)
         if config.host not in ("127.0.0.1", "localhost", "::1") and not config.cert:
             print("note: browsers on other machines allow the microphone only over https: pass --cert/--key",

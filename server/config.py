@@ -164,19 +164,19 @@ class ServerConfig:
             if not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", origin):
                 raise InputError(f"--allow-origin {origin}: not an origin", "e.g. chrome-extension://ID or "
                                  "https://call.example.org (scheme://host[:port], no path)")
-        for name, value in (("--offer-burst", self.offer_burst), ("--max-connections", self.max_connections)):
-            if value < 1:
-                raise InputError(f"{name} {value}: must be at least 1", "use a positive number")
-        for name, value in (("--offer-refill-s", self.offer_refill_s), ("--header-timeout-s", self.header_timeout_s),
-                            ("--body-timeout-s", self.body_timeout_s), ("--turn-ttl-s", self.turn_ttl_s),
-                            ("--tls-handshake-timeout-s", self.tls_handshake_timeout_s)):
-            if not value > 0:
-                raise InputError(f"{name} {value:g}: must be positive", "use a number of seconds above 0")
-        for name, value in (("--max-session-s", self.max_session_s),
-                            ("--inactivity-timeout-s", self.inactivity_timeout_s),
-                            ("--drain-timeout-s", self.drain_timeout_s)):
-            if value < 0:
-                raise InputError(f"{name} {value:g}: must be 0 or more", "use a number of seconds (0: no limit)")
+        for name, count in (("--offer-burst", self.offer_burst), ("--max-connections", self.max_connections)):
+            if count < 1:
+                raise InputError(f"{name} {count}: must be at least 1", "use a positive number")
+        for name, seconds in (("--offer-refill-s", self.offer_refill_s), ("--header-timeout-s", self.header_timeout_s),
+                              ("--body-timeout-s", self.body_timeout_s), ("--turn-ttl-s", self.turn_ttl_s),
+                              ("--tls-handshake-timeout-s", self.tls_handshake_timeout_s)):
+            if not seconds > 0:
+                raise InputError(f"{name} {seconds:g}: must be positive", "use a number of seconds above 0")
+        for name, seconds in (("--max-session-s", self.max_session_s),
+                              ("--inactivity-timeout-s", self.inactivity_timeout_s),
+                              ("--drain-timeout-s", self.drain_timeout_s)):
+            if seconds < 0:
+                raise InputError(f"{name} {seconds:g}: must be 0 or more", "use a number of seconds (0: no limit)")
         return self
 
     @property

@@ -111,6 +111,9 @@ class PeerManager:
         self.limiter = OfferLimiter(config.offer_burst, config.offer_refill_s)
         self.peers: dict[str, Peer] = {}
         self.draining = False  # SIGTERM: no new calls, connected ones may end
+        self._empty = asyncio.Event()  # set while no peer is connected or closing (drain waits on it)
+        self._empty.set()
+        self._closing_peers = 0
         self._closing: set[asyncio.Task] = set()
         self._closed_by_policy: OrderedDict[str, str] = OrderedDict()
 
@@ -183,6 +186,7 @@ class PeerManager:
                     room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher,
                     client_keys=client_keys)
         self.peers[peer.id] = peer  # counted from here on, so concurrent offers cannot overshoot the limit
+        self._empty.clear()
         self.metrics.counters[f"{req.mode}_offers"] += 1
         try:
             if req.mode == "avatar":
@@ -318,6 +322,15 @@ class PeerManager:
             return
         peer.closed = True
         peer.close_reason = reason
+        self._closing_peers += 1
+        try:
+            await self._close(peer, reason)
+        finally:
+            self._closing_peers -= 1
+            if not self.peers and not self._closing_peers:
+                self._empty.set()  # only now: every session is closed too
+
+    async def _close(self, peer: Peer, reason: str) -> None:
         self.peers.pop(peer.id, None)
         self.metrics.counters[f"{peer.kind}_closed"] += 1
         log.info("peer %s (%s) closed: %s", peer.id[:8], peer.kind, reason)
@@ -357,6 +370,10 @@ class PeerManager:
                              return_exceptions=True)
         if self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    async def wait_empty(self) -> None:
+        """Until no peer is connected."""
+        await self._empty.wait()
 
     # --- what the API reports ------------------------------------------------------------------------------
     def describe(self, peer: Peer) -> dict[str, Any]:

@@ -64,6 +64,16 @@ async def _raw(port: int, *parts: bytes, gap_s: float = 0.0, timeout: float = 5.
         writer.close()
 
 
+async def _until(condition, timeout: float) -> float:
+    """Poll `condition()` until it holds (or `timeout` passes); the seconds it took."""
+    t0 = time.monotonic()
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            break
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
 def _request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
              content_type: str = "application/json") -> tuple[bytes, bytes]:
     head = {"Host": "127.0.0.1", "Connection": "close", "Content-Type": content_type,
@@ -116,10 +126,8 @@ async def test_an_offer_that_never_connects_frees_its_slot_within_seconds():
         status, data, pc = await _offer_that_never_connects(srv.url)
         await pc.close()  # the client goes away without a word
         assert status == 200 and srv.state.peers.sessions == 1
-        t0 = time.monotonic()
-        while srv.state.peers.sessions and time.monotonic() - t0 < 5:
-            await asyncio.sleep(0.05)
-        assert srv.state.peers.sessions == 0 and time.monotonic() - t0 < 2.0  # was ~20 s
+        took = await _until(lambda: not srv.state.peers.sessions, 5)
+        assert srv.state.peers.sessions == 0 and took < 2.0  # was ~20 s
         peer = await join(srv.url, np.zeros(48_000, np.float32))  # the next caller gets the slot
         await wait_connected(peer)
         await peer.close()
@@ -368,9 +376,7 @@ async def test_twenty_sessions_leave_fds_threads_and_tasks_at_baseline():
             await asyncio.gather(*(wait_connected(p) for p in peers))
             await asyncio.sleep(0.2)
             await asyncio.gather(*(p.close() for p in peers))
-            t0 = time.monotonic()
-            while srv.state.peers.peers and time.monotonic() - t0 < 10:
-                await asyncio.sleep(0.05)
+            await _until(lambda: not srv.state.peers.peers, 10)
 
         await round_of(5)  # warm-up: thread pools, codecs
         await asyncio.sleep(0.5)
@@ -392,10 +398,8 @@ async def test_a_silent_microphone_does_not_hold_the_slot_forever():
     try:
         peer = await join(srv.url, np.zeros(48_000, np.float32), loop_audio=True)  # sends RTP, never speech
         await wait_connected(peer)
-        t0 = time.monotonic()
-        while peer.peer_id in srv.state.peers.peers and time.monotonic() - t0 < 5:
-            await asyncio.sleep(0.1)
-        assert peer.peer_id not in srv.state.peers.peers and time.monotonic() - t0 < 3
+        took = await _until(lambda: peer.peer_id not in srv.state.peers.peers, 5)
+        assert peer.peer_id not in srv.state.peers.peers and took < 3
         status, data, _ = await _call("GET", srv.url + f"peers/{peer.peer_id}", headers=peer.headers)
         assert status == 410 and "no speech for 1 s" in data["error"]  # the page stays out instead of rejoining
         await peer.close()
@@ -434,13 +438,9 @@ async def test_a_client_that_never_sends_rtp_goes_after_idle_timeout():
         body = json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode()
         status, answer, _ = await _call("POST", srv.url + "offer", body, {"Content-Type": "application/json"})
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-        t0 = time.monotonic()
-        while pc.connectionState != "connected" and time.monotonic() - t0 < 10:
-            await asyncio.sleep(0.05)
-        t0 = time.monotonic()
-        while answer["peer_id"] in srv.state.peers.peers and time.monotonic() - t0 < 10:
-            await asyncio.sleep(0.05)
-        assert time.monotonic() - t0 < 2.5  # idle_timeout_s after connecting (was connect + idle: 30 s)
+        await _until(lambda: pc.connectionState == "connected", 10)
+        took = await _until(lambda: answer["peer_id"] not in srv.state.peers.peers, 10)
+        assert took < 2.5  # idle_timeout_s after connecting (was connect + idle: 30 s)
         await pc.close()
     finally:
         await srv.stop()
