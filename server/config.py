@@ -113,7 +113,8 @@ class ServerConfig:
     max_session_s: float = field(default=4 * 3600.0, metadata={
         "help": "longest call (avatar sessions and viewers); 0: no limit"})
     inactivity_timeout_s: float = field(default=600.0, metadata={
-        "help": "an avatar session whose microphone carried no speech this long is closed; 0: never"})
+        "help": "an avatar session whose microphone carried no speech this long, with nobody else watching it, "
+                "is closed; 0: never"})
     drain_timeout_s: float = field(default=30.0, metadata={
         "help": "on SIGTERM: how long connected calls may go on (new ones get 503) before the server exits"})
     max_offer_bytes: int = 64 * 1024

@@ -9,7 +9,7 @@ tasks and closes its session, and a failure in one step never skips the others o
 
 Session policy (every limit in `ServerConfig`): an answered offer must connect within `connect_timeout_s`; a
 connected avatar peer must send microphone audio at least every `idle_timeout_s` and speech at least every
-`inactivity_timeout_s`; no call lasts longer than `max_session_s`.
+`inactivity_timeout_s` unless somebody else watches it; no call lasts longer than `max_session_s`.
 
 Each peer has a secret, returned only in the answer to its own offer: the `/peers/ID/*` routes need it, so the
 peer id that a room lists lets others watch that participant and nothing more.
@@ -90,6 +90,7 @@ class Peer:
     created: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     connected_at: float | None = None
+    watched_at: float | None = None  # avatar peers: the last time someone else watched it (session policy)
     closed: bool = False
     close_reason: str | None = None
     audio_frames_in: int = 0
@@ -305,9 +306,11 @@ class PeerManager:
             return f"the call reached the server's limit of {limit:g} s"
         limit = self.config.inactivity_timeout_s
         if limit and peer.broadcast is not None:
-            last = max(peer.connected_at, peer.broadcast.last_speech_at or 0.0)
+            if peer.broadcast.subscribers > 1:  # others watch it: a listener in a call is not idle
+                peer.watched_at = now
+            last = max(peer.connected_at, peer.watched_at or 0.0, peer.broadcast.last_speech_at or 0.0)
             if now - last > limit:
-                return f"no speech for {limit:g} s"
+                return f"no speech and nobody watching for {limit:g} s"
         return None
 
     def _close_soon(self, peer: Peer, reason: str) -> None:
