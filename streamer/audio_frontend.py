@@ -299,6 +299,11 @@ class AudioFrontend:
         """Length of the timeline so far (16 kHz samples)."""
         return self._samples.end
 
+    @property
+    def oldest_sample(self) -> int:
+        """The first timeline sample the ring still holds (older ones have been overwritten)."""
+        return self._samples.start
+
     def push(self, audio: np.ndarray, arrival: float, filled: bool = False) -> None:
         """Append 16 kHz mono samples that arrived at `arrival` (or silence standing in for missing audio)."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -317,7 +322,7 @@ class AudioFrontend:
             self._arrivals[-1] = (last[0], start + len(audio), arrival, filled)
         else:
             self._arrivals.append((start, start + len(audio), arrival, filled))
-        oldest = self._samples.start
+        oldest = self.oldest_sample
         while self._arrivals and self._arrivals[0][1] <= oldest:
             self._arrivals.popleft()
         c = self.counters

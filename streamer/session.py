@@ -413,7 +413,7 @@ class Session:
         """A frame the producer did not prepare in time: its audio as far as it has arrived, nothing rendered."""
         start, stop = self._fclock.frame_start_sample(i), self._fclock.frame_start_sample(i + 1)
         fe = self._frontend
-        audio = fe.audio(start, stop) if fe.samples_written >= stop and start >= fe._samples.start else \
+        audio = fe.audio(start, stop) if fe.samples_written >= stop and start >= fe.oldest_sample else \
             np.zeros(stop - start, np.float32)
         last = self._last_drive
         return _FrameJob(index=i, cutoff=deadline, deadline=deadline, audio=audio, speech=False, arrival=None,
