@@ -264,6 +264,10 @@ class VoiceActivity:
         b0 = max(b0, ring.start)
         return bool(ring.get(b0, b1).any()) if b1 > b0 else False
 
+    @property
+    def nbytes(self) -> int:
+        return self._raw.nbytes + self._speech.nbytes
+
 
 # --- the front end ------------------------------------------------------------------------------------------
 @dataclass
@@ -355,5 +359,5 @@ class AudioFrontend:
     def nbytes(self) -> int:
         """Memory held by the front end's buffers (constant once the rings are allocated)."""
         n = self._samples.nbytes + sum(r.nbytes for r in self._rings.values())
-        n += self.vad._raw.nbytes + self.vad._speech.nbytes
+        n += self.vad.nbytes
         return n + len(self._arrivals) * 64
