@@ -125,7 +125,6 @@ def encoder_cpu_ms(video: str, n: int = 60) -> dict[str, float]:
     import fractions
 
     import av
-    import numpy as np
     from aiortc.codecs import get_encoder
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ideal.avatar.drive import AudioExpression, ClipExpression, ExpressionDriver, NeutralExpression
-from ideal.avatar.mouth.gate import GateConfig, gated_mouth_track
+from ideal.avatar.mouth.gate import gated_mouth_track
 from ideal.avatar.expression import EXPRESSION_DIM, SLICES
 from ideal.avatar.idle import IdleMotion, blink_closure, blink_depth_from_expressions, pingpong_index
 

@@ -24,7 +24,6 @@ from ideal.avatar.errors import InputError
 from ideal.avatar.evaluation.face_metrics import TrackedFrames, face_metrics
 from ideal.avatar.evaluation.heldout import HeldOut, load_heldout, paste_crop
 from ideal.avatar.evaluation.image_metrics import head_crop_metrics, image_metrics
-from ideal.avatar.expression import replace
 from ideal.avatar.mouth.calibration import MouthCalibration
 
 if TYPE_CHECKING:
