@@ -283,7 +283,7 @@ async def metrics(request: web.Request) -> web.Response:
     guard = state.connections
     snap = state.metrics.snapshot({**state.peers.live(), "connections": {
         "open": len(guard.open), "max": guard.max_connections, "refused": guard.refused,
-        "timed_out": guard.timed_out}})
+        "timed_out": guard.timed_out, "evicted": guard.evicted}})
     if request.query.get("format") == "prometheus":
         return web.Response(body=to_prometheus(snap), headers={"Content-Type": CONTENT_TYPE_LATEST})
     return web.json_response(snap)

@@ -104,7 +104,8 @@ class ServerConfig:
     offer_refill_s: float = field(default=30.0, metadata={
         "help": "seconds until a client may make one more offer that does not connect (connected ones are free)"})
     max_connections: int = field(default=256, metadata={
-        "help": "open HTTP connections at once (capped at half the open-file limit); more get 503"})
+        "help": "open HTTP connections at once (capped at half the open-file limit); at the limit the oldest idle "
+                "one makes room, and only when all are busy does a new one get 503"})
     header_timeout_s: float = field(default=10.0, metadata={
         "help": "a connection that has not sent a whole request this long after opening or its last answer is "
                 "closed"})

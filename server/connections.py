@@ -27,8 +27,9 @@ FULL_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application
 
 
 def connection_limit(wanted: int) -> int:
-    """`wanted`, capped at half the process's open-file limit: the other half is for WebRTC sockets, avatar files
-    and the listening socket, so the limit is reached before the accept loop runs out of descriptors."""
+    """`wanted`, capped at half the process's open-file limit: the other half is for WebRTC sockets, avatar files,
+    the listening socket and answering refused connections, so the limit is reached before the accept loop runs
+    out of descriptors."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
@@ -36,16 +37,30 @@ def connection_limit(wanted: int) -> int:
 
 
 class ConnectionGuard:
-    """Counts the open connections and closes the ones that stay without a request for `header_timeout_s` (after
-    opening or after their last answer). `request_started`/`request_ended` (called by the app's middleware) mark
-    the time a connection is busy; a request's body has its own timeout (`body_timeout_s`, where it is read)."""
+    """Counts the open connections, closes the ones that stay without a request for `header_timeout_s` (after
+    opening or after their last answer) and, at the limit, the oldest idle one to make room for a new one; only
+    when every connection is busy is a new one refused. `request_started`/`request_ended` (called by the app's
+    middleware) mark the time a connection is busy; a request's body has its own timeout (`body_timeout_s`, where
+    it is read)."""
 
     def __init__(self, max_connections: int, header_timeout_s: float) -> None:
         self.max_connections = connection_limit(max_connections)
         self.header_timeout_s = header_timeout_s
         self.open: dict[asyncio.BaseTransport, "_GuardedProtocol"] = {}
         self.refused = 0
+        self.refusing = 0  # refused connections still being answered (each holds a descriptor for up to 1 s)
         self.timed_out = 0
+        self.evicted = 0
+
+    def evict_idle(self) -> None:
+        """Make room by closing the longest-open connection that is between requests: idle connections must not
+        keep out a new one (a health check, a page loading), while a busy one is never cut off."""
+        for guarded in self.open.values():
+            if not guarded.busy and guarded.transport is not None:
+                self.evicted += 1
+                guarded.transport.abort()
+                self.open.pop(guarded.transport, None)  # now, not when the loop reports the loss
+                return
 
     def request_started(self, transport: asyncio.BaseTransport | None) -> None:
         guarded = self.open.get(transport) if transport is not None else None
@@ -107,10 +122,20 @@ class _GuardedProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         if len(self.guard.open) >= self.guard.max_connections:
+            self.guard.evict_idle()
+        if len(self.guard.open) >= self.guard.max_connections:
             self.refused = True
             self.guard.refused += 1
+            if self.guard.refusing >= self.guard.max_connections // 4:  # a flood: no descriptor to spare on answers
+                transport.abort()
+                return
+            # Answer, stop sending, and read (discarding) until the client closes or a second passes: closing at
+            # once with its request unread would reset the connection and lose the answer.
+            self.guard.refusing += 1
             transport.write(FULL_RESPONSE)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(1.0, transport.abort)
             return
         self.guard.open[transport] = self
         self.start_timer()
@@ -121,9 +146,12 @@ class _GuardedProtocol(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_timer()
         if self.refused:
+            if self._timer is not None:  # it was answered
+                self.guard.refusing -= 1
+            self.cancel_timer()
             return
+        self.cancel_timer()
         self.guard.open.pop(self.transport, None)  # type: ignore[arg-type]
         self.inner.connection_lost(exc)
 
@@ -132,7 +160,9 @@ class _GuardedProtocol(asyncio.Protocol):
             self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return None if self.refused else self.inner.eof_received()
+        if self.refused:
+            return None  # closes the connection
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         if not self.refused:

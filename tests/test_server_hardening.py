@@ -17,8 +17,10 @@ import os
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -270,22 +272,69 @@ async def test_idle_and_slow_connections_are_closed():
         await srv.stop()
 
 
-async def test_connections_beyond_the_limit_get_503_and_idle_ones_go():
-    srv = await _server(max_connections=5, header_timeout_s=1.0)
+async def test_at_the_connection_limit_idle_connections_make_room_and_busy_ones_refuse():
+    srv = await _server(max_connections=5, header_timeout_s=1.0, body_timeout_s=2.0)
     try:
         idle = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(5)]
         await asyncio.sleep(0.1)
-        head, _ = _request("GET", "/healthz")
-        status, data = _status_and_json(await _raw(srv.port, head))
+        status, data, _ = await _call("GET", srv.url + "healthz")  # the oldest idle connection made room
+        assert status == 200
+        assert await asyncio.wait_for(idle[0][0].read(), 1.0) == b""
+        head, body = _request("POST", "/offer", BAD_SDP_OFFER)
+        busy = []
+        for _ in range(5):  # requests whose bodies are slow to come: busy, never cut off
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(head + body[:10])
+            busy.append((reader, writer))
+        await asyncio.sleep(0.3)
+        status, data = _status_and_json(await _raw(srv.port, _request("GET", "/healthz")[0]))
         assert status == 503 and "too many connections" in data["error"]
-        await asyncio.sleep(1.5)  # the idle ones time out
+        for reader, _ in busy:  # each busy request ends with its own answer (the body timed out)
+            assert b" 408 " in (await asyncio.wait_for(reader.read(), 5.0)).split(b"\r\n", 1)[0]
         status, data, _ = await _call("GET", srv.url + "metrics")
-        assert status == 200 and data["connections"]["refused"] == 1 and data["connections"]["timed_out"] >= 5
-        for reader, writer in idle:
-            assert await asyncio.wait_for(reader.read(), 1.0) == b""
+        assert status == 200 and data["connections"]["refused"] == 1 and data["connections"]["evicted"] >= 5
+        for _, writer in idle + busy:
             writer.close()
     finally:
         await srv.stop()
+
+
+FD_LIMITED_SERVER = """
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+sys.path.insert(0, sys.argv[1])
+from test_server_protocol import FakeEngine
+from ideal.server.app import start_server
+from ideal.server.config import ServerConfig
+
+async def main():
+    engine = FakeEngine()
+    srv = await start_server(ServerConfig(host="127.0.0.1", port=0, header_timeout_s=2.0),
+                             engine_factory=lambda path, cfg: engine)
+    print(srv.port, srv.state.connections.max_connections, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_idle_connections_under_a_256_file_limit_leave_healthz_answering():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FD_LIMITED_SERVER, str(Path(__file__).parent), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        port, limit = map(int, (await asyncio.wait_for(proc.stdout.readline(), 60)).split())
+        assert limit == 128  # half the open-file limit
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(250)]
+        head, _ = _request("GET", "/healthz")
+        status, data = _status_and_json(await _raw(port, head, timeout=2.0))
+        assert status == 200  # an idle connection made room: answered, not down
+        for _, writer in idle:
+            writer.close()
+    finally:
+        proc.kill()
+        _, err = await proc.communicate()
+    assert len(err) < 20_000, err[-2000:]  # was 28 MB of log in 20 s
 
 
 def _certificate(tmp_path):
