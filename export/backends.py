@@ -111,7 +111,7 @@ def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", dev
     measured: dict[str, float] = {}
     if measure and len(created) > 1:
         measured = {k: frame_ms(b, avatar_dir) for k, b in created.items()}
-        best = min(measured, key=measured.get)
+        best = min(measured, key=lambda k: measured[k])
         for k, ms in measured.items():
             if k != best:
                 passed[k] = f"slower here ({ms:.0f} vs {measured[best]:.0f} ms per frame of the cheapest tier)"

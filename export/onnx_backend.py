@@ -116,7 +116,7 @@ class OnnxRuntimeBackend(StagedBackend):
         self._device_type = "cpu" if self.providers[0] == CPU else "cuda"
         self.name = "onnxruntime"
         self.device = {CPU: "cpu", CUDA: "cuda", TENSORRT_EP: "tensorrt-ep"}.get(self.providers[0], self.providers[0])
-        self._mouth = None
+        self._mouth: Any = None  # an onnxruntime session, opened on first use
         log.info("onnxruntime %s backend for %s (providers %s; refiners %s)", self.device, self.avatar_dir,
                  ", ".join(self.providers), ", ".join(f"{t} {p}" for t, p in self.precision.items()))
 
