@@ -117,6 +117,34 @@ def test_realtime_latency_sees_an_injected_delay(bench_avatar: Path, speech):
     assert 27 <= added <= 33, f"injected 30 ms, measured {added:.1f} ms more"
 
 
+def test_single_session_harness_reports_the_streamer_figures(bench_avatar: Path, speech):
+    """`run_realtime` (benchmarks/streamer_*.py) drives one session through the whole signal on the same
+    feed/consume as `run_sessions`, and `tier_quality` renders every tier on the same inputs."""
+    from ideal.export.backends import create_backend
+    from ideal.bench.realtime import make_engine, run_realtime
+    from ideal.bench.tier_quality import tier_quality
+    from ideal.streamer.clock import VirtualClock
+    from ideal.streamer.config import StreamerConfig
+
+    clock = VirtualClock(compute_scale=0.0)
+    tier = _cheapest_tier(bench_avatar)
+    backend = create_backend(bench_avatar, "onnxruntime", "cpu", tiers=[tier], threads=2)
+    engine, _ = make_engine(str(bench_avatar), backend, "cpu", StreamerConfig(progressive=False), clock)
+    audio = speech.audio[:16000]
+
+    async def go():
+        try:
+            return await run_realtime(engine, audio, tier=tier), tier_quality(engine, audio, n_frames=2, stride=5)
+        finally:
+            await engine.aclose()
+
+    (fig, run), quality = asyncio.run(go())
+    assert len(run.pushed_at) == 50 and not run.audio  # 20 ms chunks; frames' audio not kept (RSS is measured)
+    assert fig.frames >= 25 and fig.late_frames == 0 and fig.stalls == 0 and fig.tiers_used == {tier: fig.frames}
+    assert fig.latency_ms["p50"] is not None and len(fig.rss_mb) >= 2 and fig.render_calls >= fig.frames
+    assert quality[tier]["psnr_crop_db_vs_" + tier] is None and quality[tier]["crop_px"] > 0  # the reference
+
+
 def test_realtime_mode_on_the_wall_clock(bench_avatar: Path, new_speech_wav, tmp_path: Path):
     from ideal.cli import main
 
