@@ -14,7 +14,7 @@ from ideal.avatar.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def level_db(samples: np.ndarray, axis: int | None = None) -> np.ndarray:
+def level_db(samples: np.ndarray, axis: int | None = None) -> np.ndarray | float:
     """Mean power of float samples in dBFS (full scale 1.0; silence about -120): the level every silence gate
     and noise floor of the project compares. A float for `axis=None`, else one per row."""
     x = np.asarray(samples, dtype=np.float64)
