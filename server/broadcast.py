@@ -164,10 +164,9 @@ class AvatarBroadcast:
         audio = self._frame_audio_48k(frame.index, frame.audio)
         if not self._subs:
             return
+        if frame.image is not self._last_rgb or self._last_yuv is None:  # a late frame repeats the same picture:
+            self._last_rgb, self._last_yuv = frame.image, rgb_to_yuv420p(frame.image)  # convert it once
         yuv = self._last_yuv
-        if frame.image is not self._last_rgb:  # a late frame repeats the same picture: convert it once
-            self._last_rgb, yuv = frame.image, rgb_to_yuv420p(frame.image)
-            self._last_yuv = yuv
         for sub in self._subs:
             sub.video.feed(frame.index, yuv)
             if sub.audio is not None:

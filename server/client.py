@@ -34,7 +34,7 @@ class ArrayMicrophoneTrack(MediaStreamTrack):
     def __init__(self, audio: np.ndarray, loop: bool = False) -> None:
         super().__init__()
         self._pcm = (np.clip(np.asarray(audio, np.float32), -1, 1) * 32767).astype(np.int16)
-        self._loop = loop
+        self._repeat = loop
         self._index = 0
         self._start: float | None = None
 
@@ -48,7 +48,7 @@ class ArrayMicrophoneTrack(MediaStreamTrack):
             await asyncio.sleep(wait)
         n = len(self._pcm)
         begin = self._index * PACKET
-        if self._loop and n:
+        if self._repeat and n:
             idx = (np.arange(begin, begin + PACKET)) % n
             chunk = self._pcm[idx]
         else:
@@ -97,14 +97,14 @@ class ClientPeer:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if track.kind == "video":
+            if isinstance(frame, av.VideoFrame):
                 self.video_frames += 1
                 if self.keep_images or self.last_image is None or self.video_frames % 5 == 0:
                     image = frame.to_ndarray(format="rgb24")
                     self.last_image = image
                     if self.keep_images:
                         self.images.append((time.monotonic(), image))
-            else:
+            elif isinstance(frame, av.AudioFrame):
                 self.audio_frames += 1
                 pcm = frame.to_ndarray().astype(np.float32) / 32768.0
                 self.audio_rms.append(float(np.sqrt(np.mean(pcm ** 2))))

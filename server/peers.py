@@ -27,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -172,32 +173,35 @@ class PeerManager:
             raise
 
     async def _accept(self, req: OfferRequest, client_keys: tuple[str, ...]) -> dict[str, Any]:
-        entry = None
+        entry = None  # the avatar a speaker drives, or
+        watched = None  # the broadcast a viewer subscribes to
         publisher = None
         if req.mode == "avatar":
             entry = self.catalog.get(req.avatar)
             expression = self.catalog.expression_source(req.expression)
+            avatar_name = entry.name
         else:
             publisher = self.peers.get(req.target or "")
-            if publisher is None or publisher.kind != "avatar" or publisher.room != req.room or publisher.closed:
+            if publisher is None or publisher.kind != "avatar" or publisher.room != req.room or publisher.closed \
+                    or publisher.broadcast is None:
                 raise NotFoundError(f"participant {req.target} is not in room {req.room}", "refresh the room list")
-            expression = publisher.expression
+            expression, avatar_name, watched = publisher.expression, publisher.avatar, publisher.broadcast
         pc = RTCPeerConnection(self._rtc_configuration())
-        peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=entry.name if entry else publisher.avatar,
+        peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=avatar_name,
                     room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher,
                     client_keys=client_keys)
         self.peers[peer.id] = peer  # counted from here on, so concurrent offers cannot overshoot the limit
         self._empty.clear()
         self.metrics.counters[f"{req.mode}_offers"] += 1
         try:
-            if req.mode == "avatar":
+            if entry is not None:
                 peer.session = entry.engine.open_session(expression=expression)
                 fps = float(entry.info.get("fps", 25.0))
                 peer.broadcast = AvatarBroadcast(peer.session, fps, self.metrics)
                 peer.subscription = peer.broadcast.subscribe(with_audio=False)  # own preview: no echo
                 peer.spawn(self._run_broadcast(peer), "broadcast")
-            else:
-                peer.subscription = publisher.broadcast.subscribe(with_audio=True)
+            elif watched is not None:
+                peer.subscription = watched.subscribe(with_audio=True)
             self._wire(peer)
             # Tracks (and codec preferences) go on before the offer is applied: aiortc matches the offer's
             # m-lines to these transceivers by kind and negotiates codecs right there.
@@ -266,6 +270,8 @@ class PeerManager:
                 return
             except MediaStreamError:
                 return
+            if not isinstance(frame, av.AudioFrame):  # an audio track yields audio frames; this tells mypy
+                continue
             pcm = frame.to_ndarray().reshape(-1)  # packed s16: (1, samples * channels) -> interleaved
             try:
                 peer.session.push_audio(pcm, frame.sample_rate, len(frame.layout.channels))
@@ -389,8 +395,8 @@ class PeerManager:
         if source is not None:
             d["stream"] = source.stats()  # a viewer sees the numbers of the avatar it watches
         if peer.session is not None:
-            stats = getattr(peer.session, "stats", None)
-            d["session"] = stats.to_dict() if hasattr(stats, "to_dict") else None
+            to_dict = getattr(getattr(peer.session, "stats", None), "to_dict", None)
+            d["session"] = to_dict() if callable(to_dict) else None
         if peer.subscription is not None:
             d["video_sent"] = peer.subscription.video.sent
             d["video_dropped"] = peer.subscription.video.dropped
@@ -403,13 +409,13 @@ class PeerManager:
         peer.expression = spec
 
     def live(self) -> dict[str, Any]:
-        avatar_peers = [p for p in self.peers.values() if p.kind == "avatar" and p.broadcast is not None]
-        fps = [p.broadcast.picture_rate.value() for p in avatar_peers]
-        return {"sessions": len(avatar_peers), "max_sessions": self.config.max_sessions,
+        broadcasts = [(p.id, b) for p in self.peers.values() if p.kind == "avatar" and (b := p.broadcast) is not None]
+        fps = [b.picture_rate.value() for _, b in broadcasts]
+        return {"sessions": len(broadcasts), "max_sessions": self.config.max_sessions,
                 "viewers": self.viewers, "max_viewers": self.config.max_viewers, "rooms": len(self.rooms),
                 "fps": {"min": round(min(fps), 2) if fps else None,
                         "mean": round(sum(fps) / len(fps), 2) if fps else None},
-                "sessions_detail": [{"id": p.id[:8], "fps": round(p.broadcast.frame_rate.value(), 2),
-                                     "picture_fps": round(p.broadcast.picture_rate.value(), 2),
-                                     "tier": p.broadcast.last.get("tier"), "subscribers": p.broadcast.subscribers}
-                                    for p in avatar_peers]}
+                "sessions_detail": [{"id": peer_id[:8], "fps": round(b.frame_rate.value(), 2),
+                                     "picture_fps": round(b.picture_rate.value(), 2),
+                                     "tier": b.last.get("tier"), "subscribers": b.subscribers}
+                                    for peer_id, b in broadcasts]}

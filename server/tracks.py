@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from typing import Any
 
 import av
 import numpy as np
@@ -52,7 +53,7 @@ class _QueuedTrack(MediaStreamTrack):
         if self.readyState == "live":
             _put_dropping_oldest(self._queue, _END)
 
-    async def _next_item(self) -> object:
+    async def _next_item(self) -> tuple[Any, Any]:
         """The next queued item; raises MediaStreamError (stopping the track) once it has ended."""
         if self.readyState != "live":
             raise MediaStreamError
