@@ -19,11 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-
-def face_alpha(alpha: np.ndarray) -> float:
-    s = alpha.shape[1]
-    return float(alpha[:, int(0.35 * s):int(0.7 * s), int(0.3 * s):int(0.7 * s)].mean())
+from ideal.avatar.evaluation.image_metrics import face_alpha
 
 
 def main() -> int:

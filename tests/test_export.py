@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ideal.avatar.errors import AvatarError, BackendError
-from ideal.avatar.evaluation.image_metrics import psnr
+from ideal.avatar.evaluation.image_metrics import face_alpha, psnr
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -45,12 +45,6 @@ def frames(avatar_copy: Path, new_speech_wav):
     idx = np.array([20, 40, 60])
     windows = windows_for_frames(mel, 61, loaded.fps, loaded.window, loaded.mel_config)[idx]
     return loaded, windows, loaded.expression_track[idx], loaded.pose_track[idx]
-
-
-def face_alpha(alpha: np.ndarray) -> float:
-    """Mean opacity over the central face region of the crop (B, S, S, 1): near 1 when the head is rendered."""
-    s = alpha.shape[1]
-    return float(alpha[:, int(0.35 * s):int(0.7 * s), int(0.3 * s):int(0.7 * s)].mean())
 
 
 def test_export_writes_checked_per_stage_graphs_with_dynamic_batch(avatar_copy: Path):

@@ -59,6 +59,13 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(ssim_map))
 
 
+def face_alpha(alpha: np.ndarray) -> float:
+    """Mean opacity over the central face region of render crops (B, S, S, 1): near 1 when the head is rendered,
+    which a comparison of two renders needs to mean anything (not the plate showing through)."""
+    s = alpha.shape[1]
+    return float(alpha[:, int(0.35 * s):int(0.7 * s), int(0.3 * s):int(0.7 * s)].mean())
+
+
 def crop(img: np.ndarray, box: tuple[int, int, int, int] | np.ndarray) -> np.ndarray:
     """The (x0, y0, x1, y1) region of an (H, W, C) frame, clipped to the frame."""
     x0, y0, x1, y1 = (int(round(v)) for v in box)
