@@ -32,8 +32,8 @@ from ideal.avatar.avatar_manifest import load_avatar_manifest
 from ideal.avatar.manifest import sha256_file
 from ideal.export.artifacts import (CONDITION, EXPORT_MANIFEST, FIELD, MOUTH, REFINE, ExportManifest, GraphInfo,
                               avatar_fingerprint, export_dir_for, graph_file, graph_key)
-
 from ideal.export.quantize import INT8_TIMINGS
+
 log = logging.getLogger(__name__)
 
 PlaneLookup = Literal["gather", "grid_sample"]
@@ -231,8 +231,8 @@ def export_avatar(avatar_dir: str | Path, cfg: ExportConfig = ExportConfig(), ex
         mouth_module, mouth_input = _mouth()
     directory = Path(export_dir) if export_dir is not None else export_dir_for(avatar_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / EXPORT_MANIFEST).unlink(missing_ok=True)  # no manifest while graphs are half rewritten
     (directory / INT8_TIMINGS).unlink(missing_ok=True)  # measured on the graphs being replaced
+    (directory / EXPORT_MANIFEST).unlink(missing_ok=True)  # no manifest while graphs are half rewritten
     with torch.no_grad():  # scoped: a process-wide switch broke every later training in the same process
         specs = stage_specs(model, tiers, poses, mouth_module, mouth_input)
     out = ExportManifest(avatar_fingerprint=avatar_fingerprint(avatar_dir),

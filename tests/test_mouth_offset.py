@@ -15,7 +15,7 @@ SHIFT_MS = 120.0
 
 
 @pytest.fixture(scope="module")
-def obama_clip(obama_dataset: Path) -> tuple[np.ndarray, np.ndarray]:
+def obama_audio_mouth(obama_dataset: Path) -> tuple[np.ndarray, np.ndarray]:
     """(audio 16 kHz, tracked mouth opening at 25 fps) of the 7 s excerpt, as recorded (no offset fixed)."""
     from ideal.avatar.audio.io import load_audio
     from ideal.avatar.expression import mouth_opening
@@ -29,8 +29,8 @@ def _delayed(audio: np.ndarray, ms: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["mouth_model", "energy_envelope"])
-def test_injected_delay_is_recovered(obama_clip, method: str) -> None:
-    audio, mouth = obama_clip
+def test_injected_delay_is_recovered(obama_audio_mouth, method: str) -> None:
+    audio, mouth = obama_audio_mouth
     if method == "mouth_model" and not (MOUTH_MODEL_DIR / "mouth.json").exists():
         pytest.fail("the shipped mouth model is missing")
     model = "auto" if method == "mouth_model" else None
@@ -42,28 +42,28 @@ def test_injected_delay_is_recovered(obama_clip, method: str) -> None:
     assert 0.0 < late.confidence <= 1.0
 
 
-def test_obama_audio_is_late(obama_clip) -> None:
+def test_obama_audio_is_late(obama_audio_mouth) -> None:
     """An independent measurement found obama_20s.mp4's audio ~160 ms late; the model-based estimate agrees."""
-    audio, mouth = obama_clip
+    audio, mouth = obama_audio_mouth
     est = estimate_offset(audio, mouth, 25.0)
     assert est.method == "mouth_model"
     assert 80.0 <= est.offset_ms <= 260.0, est
     assert est.needs_warning
 
 
-def test_silent_audio_is_refused(obama_clip) -> None:
-    _, mouth = obama_clip
+def test_silent_audio_is_refused(obama_audio_mouth) -> None:
+    _, mouth = obama_audio_mouth
     with pytest.raises(InputError, match="silent"):
         estimate_offset(np.zeros(16000 * 5, np.float32), mouth, 25.0)
 
 
-def test_too_short_clip_is_refused(obama_clip) -> None:
-    audio, mouth = obama_clip
+def test_too_short_clip_is_refused(obama_audio_mouth) -> None:
+    audio, mouth = obama_audio_mouth
     with pytest.raises(InputError, match="too short"):
         estimate_offset(audio[:16000], mouth[:25], 25.0)
 
 
-def test_motionless_mouth_is_refused(obama_clip) -> None:
-    audio, mouth = obama_clip
+def test_motionless_mouth_is_refused(obama_audio_mouth) -> None:
+    audio, mouth = obama_audio_mouth
     with pytest.raises(InputError, match="never moves"):
         estimate_offset(audio, np.zeros_like(mouth), 25.0)
