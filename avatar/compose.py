@@ -149,7 +149,8 @@ class BasePlate:
         for img in pasted:
             region = img[box[1]:box[3], box[0]:box[2]]
             if region.size:
-                ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(region[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+                ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(region[:, :, ::-1]),
+                                       [cv2.IMWRITE_JPEG_QUALITY, quality])
                 assert ok
                 chunks.append(buf.reshape(-1))
             else:

@@ -69,7 +69,8 @@ def check_speech(audio_16k: np.ndarray, path: Path, fps: float) -> None:
         raise InputError(f"{path}: audio is empty", "pass a file with speech in it")
     levels = frame_levels_db(audio_16k, fps)
     if levels.size == 0:
-        raise InputError(f"{path}: audio is shorter than one video frame ({audio_16k.size / SAMPLE_RATE * 1000:.0f} ms)",
+        raise InputError(f"{path}: audio is shorter than one video frame "
+                         f"({audio_16k.size / SAMPLE_RATE * 1000:.0f} ms)",
                          "pass at least a second of speech")
     if levels.max() < SILENCE_DBFS:
         raise InputError(f"{path}: audio is silent (loudest frame {levels.max():.0f} dBFS)",

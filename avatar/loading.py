@@ -64,7 +64,7 @@ class TorchBackend:
                     for _ in range(2):  # TorchScript's profiling runs: slow, and not what a cost model should see
                         traced(*example)
                     self._traced[key] = traced
-            except Exception as exc:  # noqa: BLE001 -- an optimisation: the eager module is the same function
+            except Exception as exc:
                 log.warning("tracing %s/%s failed (%s); running it eagerly", kind, tier, exc)
                 self._traced[key] = module
         return self._traced[key]
@@ -91,7 +91,8 @@ class TorchBackend:
         if audio.shape[1:] != (cfg.audio_window, cfg.n_mels) or expression.shape != (b, EXPRESSION_DIM) \
                 or pose.shape != (b, 3, 4):
             raise ValueError(f"render expects audio (B, {cfg.audio_window}, {cfg.n_mels}), expression "
-                             f"(B, {EXPRESSION_DIM}), pose (B, 3, 4); got {audio.shape}, {expression.shape}, {pose.shape}")
+                             f"(B, {EXPRESSION_DIM}), pose (B, 3, 4); "
+                             f"got {audio.shape}, {expression.shape}, {pose.shape}")
         dev = self.device
         timings = {}
         with torch.inference_mode():
@@ -176,9 +177,9 @@ def load_avatar(path: str | Path | None = None, device: str = "cpu", culling: bo
         model.load_state_dict(state)
         prosody = ProsodyExpressionPredictor()
         prosody.load_state_dict(weights["prosody"])
-    except Exception as exc:  # noqa: BLE001 - any failure to read the weights is a corrupt avatar
-        raise AvatarError(f"{directory / 'weights.pt'}: unreadable or does not match avatar.json ({exc})".split("\n")[0],
-                          "re-run `ideal train`") from exc
+    except Exception as exc:
+        message = f"{directory / 'weights.pt'}: unreadable or does not match avatar.json ({exc})"
+        raise AvatarError(message.split("\n")[0], "re-run `ideal train`") from exc
     try:
         with np.load(directory / "pose_track.npz", allow_pickle=False) as z:
             pose_track = z["pose"].astype(np.float32)

@@ -39,7 +39,8 @@ class LoggedProgress(tqdm):
         self._closing, self._last_log, self._logged_n = False, _now(), 0
         super().__init__(*args, **kwargs)
         self.bar_format = ("{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%) [{elapsed}<{remaining}, "
-                           "{rate_fmt}]{postfix}" if self.total else "{desc}: {n_fmt} {unit} [{elapsed}, {rate_fmt}]{postfix}")
+                           "{rate_fmt}]{postfix}" if self.total
+                           else "{desc}: {n_fmt} {unit} [{elapsed}, {rate_fmt}]{postfix}")
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         # tqdm limits update()'s calls to mininterval, but set_postfix() and close() display at once

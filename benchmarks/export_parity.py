@@ -4,9 +4,10 @@
 
 Exports the avatar first when its graphs are missing or stale (`ideal export AVATAR --target onnx`, plus
 TensorRT engines when TensorRT and a GPU are present). Frames: audio windows of the speech, with the
-expressions and poses of the avatar's own tracked video (so the head is really rendered). Reports per backend and tier the largest
-absolute difference of RGB and opacity over all pixels, and the mean opacity over the central face region of
-the crop, which must be near 1 for the comparison to mean anything (the head rendered, not the plate showing).
+expressions and poses of the avatar's own tracked video (so the head is really rendered). Reports per backend
+and tier the largest absolute difference of RGB and opacity over all pixels, and the mean opacity over the
+central face region of the crop, which must be near 1 for the comparison to mean anything (the head rendered,
+not the plate showing).
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def main() -> None:
                       "both_closed_frac": float(np.mean((t < -0.5) & (p < -0.5)))}
     args.out.write_text(json.dumps(res, indent=2))
     f = lambda x: "     n/a" if x is None else f"{x:8.2f}"  # noqa: E731
-    print(f"{'clip':22s} {'n':>3s} {'trk bil':>8s} {'pred bil':>8s} {'trk vow':>8s} {'pred vow':>8s} {'closed t/p':>11s}")
+    print(f"{'clip':22s} {'n':>3s} {'trk bil':>8s} {'pred bil':>8s} {'trk vow':>8s} {'pred vow':>8s} "
+          f"{'closed t/p':>11s}")
     for k, r in res.items():
         if k.startswith("_"):
             continue

@@ -132,7 +132,8 @@ def main() -> None:
     ap.add_argument("--lookahead", type=float, default=80.0, help="lookahead of the feature comparison (ms)")
     ap.add_argument("--skip-lookahead", action="store_true")
     ap.add_argument("--skip-ablation", action="store_true", help="skip the no-augmentation run")
-    ap.add_argument("--offsets", type=Path, default=None, help="reuse offsets: offsets.json of an earlier run or a mouth.json")
+    ap.add_argument("--offsets", type=Path, default=None,
+                    help="reuse offsets: offsets.json of an earlier run or a mouth.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -62,9 +62,9 @@ def main() -> None:
                               input_names=["planes", "x", "y"])
             sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             diff = float(np.abs(sess.run(None, feed)[0] - ref.numpy()).max())
-            ort_ms = cpu_ms(lambda: sess.run(None, feed), args.repeats)
+            ort_ms = cpu_ms(lambda sess=sess: sess.run(None, feed), args.repeats)
         with torch.inference_mode():
-            torch_ms = cpu_ms(lambda: fn(planes, x, y), args.repeats)
+            torch_ms = cpu_ms(lambda fn=fn: fn(planes, x, y), args.repeats)
         print(f"{fn.__name__:<24}{diff:>12.1e}{torch_ms:>10.1f}{ort_ms:>10.1f}")
 
 

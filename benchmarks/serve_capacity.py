@@ -55,7 +55,7 @@ async def measure(url: str, state, sessions: int, viewers: int, wav: str, durati
     out = json.loads((await reader).decode().strip().splitlines()[-1])
     await proc.wait()
     fresh = []
-    for pid, s in samples.items():
+    for _, s in samples.items():
         if len(s) < 8:
             continue
         (t0, _, p0, _), (t1, _, p1, _) = s[0], s[-1]
@@ -228,7 +228,7 @@ async def main() -> None:
                "runs": results}
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}), flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        await asyncio.to_thread(Path(args.out).write_text, json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         pinned = run != "adaptive"
         config = StreamerConfig(adaptive_tiers=not pinned, backend_threads=args.threads)
 
-        async def go():
+        async def go(config=config, run=run, pinned=pinned):  # bound now: asyncio.run awaits it in this pass
             engine = StreamerEngine(args.avatar, backend=args.backend, device=args.device, config=config)
             try:
                 fig, _ = await run_realtime(engine, audio, args.chunk_ms, tier=run if pinned else None)

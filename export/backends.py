@@ -151,14 +151,14 @@ def ensure_onnx_export(avatar_dir: str | Path | None = None) -> str:
 
     try:
         directory, _ = export_avatar(avatar_dir, ExportConfig())
-    except Exception as exc:  # noqa: BLE001 -- an optimisation: PyTorch renders the avatar without it
+    except Exception as exc:
         log.warning("could not export %s for ONNX Runtime (%s); rendering with PyTorch", avatar_dir, exc)
         return f"export failed: {exc}"
     log.info("exported %s -> %s", avatar_dir, directory)
     return "exported"
 
 
-def _lacks_int8(manifest) -> bool:  # noqa: ANN001 - export.artifacts.ExportManifest
+def _lacks_int8(manifest) -> bool:
     """An export from before INT8 refine graphs existed, on a machine that can make them."""
     from ideal.export.artifacts import REFINE, graph_key
     from ideal.export.quantize import int8_key, quantization_available
@@ -207,7 +207,8 @@ def _create_one(name: str, avatar_dir: Path, device: str, tiers: list[str] | Non
 
 def available_backends(avatar_dir: str | Path | None = None, device: str = "auto",
                        tiers: list[str] | None = None, fp16: bool = False,
-                       threads: int | None = None, int8: bool | Int8Policy = True) -> tuple[dict[str, Backend], dict[str, str]]:
+                       threads: int | None = None,
+                       int8: bool | Int8Policy = True) -> tuple[dict[str, Backend], dict[str, str]]:
     """Every backend that can run this avatar here, and why the others cannot (for `ideal bench --backend all`
     and the parity tests, which pass `int8=False`: FP32 parity is the contract, INT8 has its own figure)."""
     avatar_dir = resolve_avatar(avatar_dir)

@@ -1,9 +1,9 @@
 """ONNX graphs of a trained avatar, one per stage, so the streamer can time and schedule them:
 
-    condition        audio (B,W,M), expression (B,E)                -> cond (B,T,C)       encoders + EAA
-    mouth            mouth_audio (B,Wm,D)                           -> mouth (B,10)       audio-to-mouth model
-    field.<tier>     cond (B,T,C), pose (B,3,4)                     -> rgb, alpha, feat at r x r (field + volume rendering)
-    refine.<tier>    coarse_rgb, coarse_alpha, coarse_feat          -> rgb (B,3,S,S), alpha (B,1,S,S)
+    condition      audio (B,W,M), expression (B,E)         -> cond (B,T,C)        encoders + EAA
+    mouth          mouth_audio (B,Wm,D)                    -> mouth (B,10)        audio-to-mouth model
+    field.<tier>   cond (B,T,C), pose (B,3,4)              -> rgb, alpha, feat at r x r (field + volume rendering)
+    refine.<tier>  coarse_rgb, coarse_alpha, coarse_feat   -> rgb (B,3,S,S), alpha (B,1,S,S)
 
 Frame size is fixed per tier; the batch B is the one dynamic axis (several sessions share a call). Every graph
 is checked with the ONNX checker (full check, with shape inference) and, when onnxruntime is installed, run

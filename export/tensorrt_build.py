@@ -37,8 +37,9 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise BackendError("TensorRT is not installed", "on a machine with an NVIDIA GPU: pip install "
-                           "'ideal-nerf[trt]' (NVIDIA's wheels), then re-run `ideal export AVATAR --target tensorrt`") from exc
+        raise BackendError("TensorRT is not installed",
+                           "on a machine with an NVIDIA GPU: pip install 'ideal-nerf[trt]' (NVIDIA's wheels), "
+                           "then re-run `ideal export AVATAR --target tensorrt`") from exc
     return trt
 
 

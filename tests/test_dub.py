@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ideal.avatar.audio.io import load_audio, write_wav
+from ideal.avatar.audio.io import load_audio
 from ideal.avatar.video_io import SYNTHETIC_TAG, read_frames, read_metadata
 from ideal.cli import main
 
@@ -32,7 +32,7 @@ def short_driver(tmp_path_factory, driver_clip) -> Path:
 
     path = tmp_path_factory.mktemp("dub") / "driver.mp4"
     with VideoWriter(path, 30.0) as w:
-        for i, _, rgb in iter_frames(driver_clip, 30.0, start=2.0, duration=1.2):
+        for _, _, rgb in iter_frames(driver_clip, 30.0, start=2.0, duration=1.2):
             w.write(rgb)
     return path
 

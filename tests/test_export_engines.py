@@ -87,8 +87,8 @@ def test_check_engines_error_says_what_to_run(tmp_path):
 
     _write_engine(tmp_path, TARGET, "condition", "c" * 64)
     with pytest.raises(BackendError) as err:
-        check_engines(tmp_path, ["condition", "field.coarse"], TARGET, {"condition": "c" * 64, "field.coarse": "f" * 64},
-                      tmp_path / "my_avatar")
+        check_engines(tmp_path, ["condition", "field.coarse"], TARGET,
+                      {"condition": "c" * 64, "field.coarse": "f" * 64}, tmp_path / "my_avatar")
     text = str(err.value)
     assert "field.coarse: missing" in text and "ideal export" in text and "--target tensorrt --fp16" in text
 

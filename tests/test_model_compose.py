@@ -54,7 +54,7 @@ def test_base_plate_round_trip(tmp_path):
     plate.save(tmp_path / "base_plate.npz")
     back = BasePlate.load(tmp_path / "base_plate.npz")
     assert back.n_frames == 3 and back.size == (64, 80)
-    for i, (rgb, labels) in enumerate(_frames(3)):
+    for i, (rgb, _) in enumerate(_frames(3)):
         f = back.frame(i)
         assert f.shape == (64, 80, 3) and f.dtype == np.uint8
         assert np.abs(f[50, 40].astype(int) - rgb[50, 40]).max() <= 3  # torso from the frame

@@ -154,8 +154,8 @@ async def test_frames_are_evenly_paced_with_monotonic_timestamps(tiny_avatar, sp
 
 
 @pytest.mark.parametrize("silence_mouth", ["closed", "rest"])
-async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, speech_44k_stereo_wav, tmp_path,
-                                                                            silence_mouth):
+async def test_frame_audio_is_the_pushed_audio_and_the_mouth_follows_speech(tiny_avatar, speech_44k_stereo_wav,
+                                                                            tmp_path, silence_mouth):
     """44.1 kHz stereo speech between stretches of digital silence: each frame carries exactly its slice of the
     resampled signal, the VAD flags the speech frames, and the mouth opens in speech and in silence is closed
     (the live default) or at the avatar's own rest mouth (its calibration), as configured."""

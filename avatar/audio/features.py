@@ -5,10 +5,10 @@ chunking.
 Causality: mel frame k covers the `win_length` samples that end at sample (k + 1) * hop_length, the
 history before the first sample being zeros. Frame k is therefore known as soon as sample (k+1)*hop has
 arrived. Normalisation is running: a per-bin mean that starts from a fixed prior, becomes a cumulative mean
-over the first `norm_warmup` voiced frames and then an exponential moving average. Frames more than `gate_db` below the
-running level (or below the absolute `silence_db`, i.e. digital silence) do not update it, so pauses do not
-drag the level down; the gate is relative, so the features do not depend on the microphone's gain. The normalised value is
-`(log_mel - running_mean) / norm_scale`.
+over the first `norm_warmup` voiced frames and then an exponential moving average. Frames more than `gate_db`
+below the running level (or below the absolute `silence_db`, i.e. digital silence) do not update it, so pauses
+do not drag the level down; the gate is relative, so the features do not depend on the microphone's gain. The
+normalised value is `(log_mel - running_mean) / norm_scale`.
 
 At 16 kHz with hop 160 there are 100 mel frames per second: 4 per video frame at 25 fps.
 """

@@ -121,7 +121,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({len(clips)} clips, {len({c.speaker for c in clips})} speakers)")
     for d in info["training_data"]:
         print(f"  {d['name']:24s} speaker={d['speaker']:10s} frames={d['frames']:5d} "
-              f"A/V offset={d['av_offset_ms']:+6.0f} ms  train r={info['metrics']['train_mouth_open_r'][d['name']]:.2f}")
+              f"A/V offset={d['av_offset_ms']:+6.0f} ms  "
+              f"train r={info['metrics']['train_mouth_open_r'][d['name']]:.2f}")
     loso = info["metrics"].get("loso_mouth_open_r")
     if loso:
         print("  leave-one-speaker-out r: " + ", ".join(f"{k}={v:.2f}" for k, v in loso["per_speaker"].items())

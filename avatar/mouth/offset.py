@@ -125,7 +125,8 @@ def estimate_offset(audio_16k: np.ndarray, mouth_open: np.ndarray, fps: float, m
         raise InputError(f"clip too short for an A/V offset estimate ({seconds:.1f} s)",
                          f"it needs at least {MIN_SECONDS:.0f} s of speech with the face visible")
     if np.sqrt(np.mean(audio_16k.astype(np.float64) ** 2)) < 1e-4:
-        raise InputError("the audio is silent: no A/V offset can be estimated", "pass a clip in which the person speaks")
+        raise InputError("the audio is silent: no A/V offset can be estimated",
+                         "pass a clip in which the person speaks")
     if np.std(mouth_open) < 1e-6:
         raise InputError("the tracked mouth never moves: no A/V offset can be estimated",
                          "check the face tracking of this clip")

@@ -42,7 +42,8 @@ def read_offsets(path: Path) -> dict[str, float]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable offsets file ({exc})", "pass a json {clip name: ms} or a mouth.json")
+        raise InputError(f"{path}: unreadable offsets file ({exc})",
+                         "pass a json {clip name: ms} or a mouth.json") from exc
     if "training_data" in data:
         return {d["name"]: float(d["av_offset_ms"]) for d in data["training_data"]}
     data = data.get("offsets_ms", data)
@@ -75,10 +76,11 @@ def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig,
     return offsets, "+".join(sorted(methods)), []
 
 
-def train_from_clips(clips: list[MouthClip], out_dir: Path, cfg: PipelineConfig = PipelineConfig(),
+def train_from_clips(clips: list[MouthClip], out_dir: Path, cfg: PipelineConfig | None = None,
                      overwrite: bool = False, cache_dir: Path | None = None,
                      known_offsets: dict[str, float] | None = None) -> dict:
     """Bootstrap offsets, optionally measure LOSO, train on everything and write the model dir."""
+    cfg = cfg or PipelineConfig()
     if sum(len(c.mouth) for c in clips) < cfg.train.batch_size:
         raise InputError(f"only {sum(len(c.mouth) for c in clips)} frames of training video",
                          "pass at least a few seconds of talking-head video")

@@ -65,7 +65,8 @@ def _tool_versions() -> dict:
     from ideal import __version__
 
     out = {"ideal-nerf": __version__}
-    for dist in ("mediapipe", "opencv-python", "opencv-python-headless", "opencv-contrib-python", "av", "numpy", "scipy", "soxr", "librosa"):
+    for dist in ("mediapipe", "opencv-python", "opencv-python-headless", "opencv-contrib-python", "av", "numpy",
+                 "scipy", "soxr", "librosa"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

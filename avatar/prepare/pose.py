@@ -113,7 +113,7 @@ def mean_rigid_shape(rigid: np.ndarray, iterations: int = 4) -> np.ndarray:
 
 def frontal_rotation(mean_face: np.ndarray) -> np.ndarray:
     """(3, 3) rotation that turns a mean face (478, 3) so that it faces the camera, upright."""
-    x = sum(mean_face[l] - mean_face[r] for r, l in LR_PAIRS)
+    x = sum(mean_face[left] - mean_face[right] for right, left in LR_PAIRS)
     x = x / np.linalg.norm(x)
     y = mean_face[CHIN] - mean_face[FOREHEAD]
     y = y - x * float(x @ y)

@@ -61,7 +61,8 @@ def _frame(dataset: Path, i: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb, labels
 
 
-def write_preview(dataset: Path, out_dir: Path, manifest: DatasetManifest, n_tiles: int = 12, video_s: float = 6.0) -> list[Path]:
+def write_preview(dataset: Path, out_dir: Path, manifest: DatasetManifest, n_tiles: int = 12,
+                  video_s: float = 6.0) -> list[Path]:
     """Writes out_dir/preview_sheet.png and out_dir/preview.mp4; returns their paths."""
     import av
     import cv2

@@ -3,9 +3,9 @@
 Two figures over the 2 s window where the smoothed head moves least: `*_rms` is the RMS of the pose's
 high-frequency part (pose minus a 1 s Savitzky-Golay trend), an upper bound that still holds small real
 head motion; `*_noise` is the frame-to-frame noise estimated from second differences (for white noise of
-std sigma, x[t+1] - 2 x[t] + x[t-1] has std sqrt(6) sigma; smooth real motion barely contributes at 25 fps). Rotation is reported in degrees (norm over pitch, yaw, roll),
-translation in pixels and in millimetres under the stated assumption that the neutral face height
-(forehead landmark 10 to chin 152) is 120 mm.
+std sigma, x[t+1] - 2 x[t] + x[t-1] has std sqrt(6) sigma; smooth real motion barely contributes at 25 fps).
+Rotation is reported in degrees (norm over pitch, yaw, roll), translation in pixels and in millimetres under
+the stated assumption that the neutral face height (forehead landmark 10 to chin 152) is 120 mm.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def stillest_window(P: np.ndarray, fps: float, window_s: float = 2.0) -> tuple[i
     w = min(n, max(3, int(round(window_s * fps))))
     s, R, t = _split(P)
     eul = rotation_to_euler(R)
-    speed = np.linalg.norm(np.diff(eul, axis=0), axis=1) + np.linalg.norm(np.diff(t[:, :2], axis=0), axis=1) / s[1:] * 60
+    speed = (np.linalg.norm(np.diff(eul, axis=0), axis=1)
+             + np.linalg.norm(np.diff(t[:, :2], axis=0), axis=1) / s[1:] * 60)
     c = np.concatenate([[0.0], np.cumsum(speed)])
     if w >= n:
         return 0, n

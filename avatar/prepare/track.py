@@ -158,7 +158,8 @@ def track_clip(video_path: str | Path, audio_path: str | Path | None = None, fps
         fps=float(fps), frame_count=n, width=info.width, height=info.height,
         landmarks=solved["landmarks"], pose=solved["pose"], canonical=solved["canonical"],
         neutral=solved["neutral"], expression=solved["expression"], interpolated=~obs.detected,
-        audio_16k=audio, audio_fit=fit, audio_source_16k=pcm, audio_beyond_span=beyond, raw_landmarks=obs.landmarks, raw_pose=solved["raw_pose"],
+        audio_16k=audio, audio_fit=fit, audio_source_16k=pcm, audio_beyond_span=beyond,
+        raw_landmarks=obs.landmarks, raw_pose=solved["raw_pose"],
         second_face=obs.second_face, info=info, start_s=float(start or 0.0),
         stats={"rigid_residual_face_heights": solved["rigid_residual"]},
     )

@@ -21,10 +21,9 @@ from ideal.avatar.compose import base_image
 from ideal.avatar.errors import InputError
 from ideal.avatar.expression import EXPRESSION_DIM, L_EYE_INNER, L_EYE_OUTER, LIPS, R_EYE_INNER, R_EYE_OUTER
 from ideal.avatar.dataset_manifest import DatasetManifest, Split, load_dataset_manifest
+from ideal.avatar.prepare.segment import HEAD  # the mask labels, defined where the masks are written
 
 log = logging.getLogger(__name__)
-
-BACKGROUND, TORSO, HEAD = 0, 1, 2
 
 
 @dataclass
@@ -74,7 +73,8 @@ def _load_npy(path: Path, key: str | None = None) -> np.ndarray:
         with np.load(path, allow_pickle=False) as z:
             return z[key]
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: unreadable or corrupt ({type(exc).__name__}: {exc})", "re-run `ideal prepare`") from exc
+        raise InputError(f"{path}: unreadable or corrupt ({type(exc).__name__}: {exc})",
+                         "re-run `ideal prepare`") from exc
 
 
 def _read_image(path: Path, flags: int) -> np.ndarray:
@@ -94,12 +94,13 @@ def _recompute_mel(path: Path, cfg: MelConfig) -> np.ndarray:
         raise InputError(f"{path}: missing from the dataset", "re-run `ideal prepare`")
     try:
         audio = load_audio(path)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a corrupt input
+    except Exception as exc:
         raise InputError(f"{path}: unreadable audio ({exc})", "re-run `ideal prepare`") from exc
     return compute_features(audio, cfg)
 
 
-def cut_crop(img: np.ndarray, crop: tuple[float, float, float], size: int, interpolation: int | None = None) -> np.ndarray:
+def cut_crop(img: np.ndarray, crop: tuple[float, float, float], size: int,
+             interpolation: int | None = None) -> np.ndarray:
     """The crop (x0, y0, side) of a full frame, resized to size x size (edge pixels replicated outside)."""
     import cv2
 
@@ -138,7 +139,8 @@ def load_training_data(directory: str | Path, size: int, window: AudioWindow, me
     head_boxes = _load_npy(directory / "head_boxes.npy").astype(np.float32)
     n = manifest.n_frames
     for name, arr, shape in (("pose.npz", pose, (n, 3, 4)), ("expression.npy", expression, (n, EXPRESSION_DIM)),
-                             ("landmarks.npy", landmarks[..., :2], (n, 478, 2)), ("neutral.npy", neutral, (478, 3)), ("head_boxes.npy", head_boxes, (n, 4))):
+                             ("landmarks.npy", landmarks[..., :2], (n, 478, 2)), ("neutral.npy", neutral, (478, 3)),
+                             ("head_boxes.npy", head_boxes, (n, 4))):
         if arr.shape != shape:
             raise InputError(f"{directory / name}: shape {arr.shape}, expected {shape} for {n} frames",
                              "the dataset is inconsistent; re-run `ideal prepare`")

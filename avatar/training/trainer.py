@@ -88,7 +88,8 @@ class Trainer:
         s, c = self.data.size, self.cell
         g = s // c
         head = torch.from_numpy(self.data.head_dilated_cells(c)).float()  # (N, G, G) in [0, 1]
-        yy, xx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
+        yy, xx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32),
+                                indexing="ij")
 
         def blob(b: torch.Tensor) -> torch.Tensor:  # (N, 3) centre x, y and radius in pixels -> (N, G, G)
             m = b / c
@@ -131,7 +132,7 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, int]:
-        cfg, dev, s = self.cfg, self.device, self.data.size
+        cfg, dev = self.cfg, self.device
         self.model.train()
         idx = torch.from_numpy(self.rng.choice(self.data.train_idx, cfg.batch_frames, replace=False)
                                if len(self.data.train_idx) >= cfg.batch_frames else

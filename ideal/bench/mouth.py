@@ -74,7 +74,8 @@ def mouth_onset(times: np.ndarray, openings: np.ndarray, silent_until: float, af
 
 
 def av_lag_ms(video_t: np.ndarray, openings: np.ndarray, audio_t: np.ndarray, audio_level: np.ndarray,
-              start: float, stop: float, max_lag_ms: float = 400.0, step_ms: float = 10.0) -> tuple[float, float] | None:
+              start: float, stop: float, max_lag_ms: float = 400.0,
+              step_ms: float = 10.0) -> tuple[float, float] | None:
     """Lip-sync offset as the viewer gets it: the lag (ms, + = picture after sound) that best aligns the decoded
     mouth opening with the received sound's level over [start, stop], by Pearson r on a common 10 ms grid
     (both series linearly interpolated at their arrival times). Returns (lag, r at that lag), or None without

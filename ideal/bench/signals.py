@@ -88,7 +88,8 @@ def _espeak(text: str) -> np.ndarray | None:
         return load_audio(wav)
 
 
-def bench_audio(path: str | Path | None = None, silence_s: float = 1.5, max_speech_s: float | None = None) -> BenchAudio:
+def bench_audio(path: str | Path | None = None, silence_s: float = 1.5,
+                max_speech_s: float | None = None) -> BenchAudio:
     """Speech (from `path`, espeak-ng, or synthetic) trimmed to its onset and placed after `silence_s` of silence."""
     if path is not None:
         from ideal.avatar.audio.io import load_audio

@@ -108,7 +108,8 @@ def unpack_rays(values: torch.Tensor, index: torch.Tensor, n_rays: int) -> torch
 
 @torch.no_grad()
 def estimate_occupancy(ray_renderer: nn.Module, cond: torch.Tensor, opacity: float, resolution: int = 64,
-                       supersample: int = 1, min_step: float | None = None, show_progress: bool = False) -> torch.Tensor:
+                       supersample: int = 1, min_step: float | None = None,
+                       show_progress: bool = False) -> torch.Tensor:
     """Occupancy grid (D, D, D) of the field over the conditions `cond` (N, T, C): a cell is occupied where
     any of its supersample^3 points has, for any condition, a density whose opacity over `min_step` (canonical
     length; default: the box depth over 6 samples, the fastest tier) exceeds `opacity`."""

@@ -34,8 +34,8 @@ class Refiner(nn.Module):
         hidden = self.net[:-2](torch.cat([x, feat], dim=1))
         last = self.net[-2]
         weight = torch.cat([last.weight, self.upsample_kernel.to(last.weight.dtype)], dim=1)
-        inputs = torch.cat([nn.functional.pad(hidden, (1, 1, 1, 1)), nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")],
-                           dim=1)
+        inputs = torch.cat([nn.functional.pad(hidden, (1, 1, 1, 1)),
+                            nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")], dim=1)
         out = nn.functional.pixel_shuffle(nn.functional.conv2d(inputs, weight, last.bias), self.factor)
         out = out.clamp(0.0, 1.0)
         return out[:, :3], out[:, 3:4]

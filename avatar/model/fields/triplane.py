@@ -103,5 +103,6 @@ class TriPlaneField(nn.Module):
         """Smoothness prior on the planes (unobserved cells stay smooth instead of noisy)."""
         tv = 0.0
         for pl in (self.planes,) if self.basis is None else (self.planes, self.basis):
-            tv = tv + (pl[..., 1:, :] - pl[..., :-1, :]).pow(2).mean() + (pl[..., :, 1:] - pl[..., :, :-1]).pow(2).mean()
+            tv = (tv + (pl[..., 1:, :] - pl[..., :-1, :]).pow(2).mean()
+                  + (pl[..., :, 1:] - pl[..., :, :-1]).pow(2).mean())
         return tv
