@@ -9,11 +9,12 @@ streamer needs (audio window, mel settings, tiers, crop, idle pose track, base p
 from __future__ import annotations
 
 import logging
-import zipfile
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from ideal.avatar.expression import EXPRESSION_DIM
 from ideal.avatar.manifest import resolve_avatar
 from ideal.avatar.mouth.calibration import MouthCalibration
 from ideal.avatar.occupancy import load as load_occupancy
+
+if TYPE_CHECKING:  # torch-heavy: imported where the avatar is loaded
+    from ideal.avatar.model.components.prosody import ProsodyExpressionPredictor
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +130,7 @@ class LoadedAvatar:
     pose_track: np.ndarray  # (N, 3, 4) the source video's head poses (idle motion)
     expression_track: np.ndarray  # (N, 20) the source video's expressions
     backend: TorchBackend
-    prosody_predictor: object  # avatar.model.components.prosody.ProsodyExpressionPredictor
+    prosody_predictor: ProsodyExpressionPredictor
     av_offset_ms: float
     fusion: str
     mouth_calibration: MouthCalibration = field(default_factory=MouthCalibration.identity)

@@ -139,7 +139,7 @@ class FeatureRing:
     """The last `capacity` rows of an append-only (T, dim) stream, addressed by absolute row index."""
 
     def __init__(self, capacity: int, dim: int, pad: float, dtype: type = np.float32) -> None:
-        self._buf = np.full((capacity, dim), pad, dtype=dtype)
+        self._buf: np.ndarray = np.full((capacity, dim), pad, dtype=dtype)
         self.capacity, self.dim, self.pad = capacity, dim, pad
         self.end = 0  # absolute index one past the newest row
 
@@ -181,7 +181,7 @@ class SampleRing(FeatureRing):
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity, 1, 0.0)
 
-    def get(self, start: int, stop: int) -> np.ndarray:  # type: ignore[override]
+    def get(self, start: int, stop: int) -> np.ndarray:
         return super().get(start, stop)[:, 0]
 
 

@@ -243,8 +243,8 @@ class StreamerEngine:
     def preload_clip(self, path: str | Path) -> int:
         """Track a driver clip now (seconds), so sessions can switch to "clip:PATH" at once. Returns its frame
         count. Raises InputError for a missing file or a clip without a usable face."""
-        kind, p = parse_expression(f"clip:{path}")
-        return len(self.clips.expressions(p))
+        _, clip = parse_expression(f"clip:{path}")  # checks the file; a clip source always names a path
+        return len(self.clips.expressions(clip if clip is not None else Path(path)))
 
     def _forget(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)

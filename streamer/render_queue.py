@@ -88,7 +88,7 @@ class RenderQueue:
         req.seq = next(self._seq)
         req.submitted = self.clock.now()
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # an engine made before (or reused across) event loops
+        if loop is not self._loop or self._wake is None:  # an engine made before (or reused across) event loops
             self._loop, self._wake, self._task = loop, asyncio.Event(), None
         heapq.heappush(self._heap, (req.kind, req.deadline, req.seq, req))
         self._wake.set()
@@ -179,7 +179,7 @@ class RenderQueue:
         self.busy = True
         try:
             out, model_ms = await self.clock.run_compute(self._render, batch, executor=self._executor)
-        except Exception as exc:  # noqa: BLE001 -- any backend failure is attributed to its request(s)
+        except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(exc)
@@ -201,7 +201,7 @@ class RenderQueue:
         try:
             results = await self.clock.run_compute(self._compose, batch, out, model_ms,
                                                    executor=self._compose_executor)
-        except Exception as exc:  # noqa: BLE001 -- a compositing failure fails the request(s) it belongs to
+        except Exception as exc:
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(exc)
@@ -242,7 +242,7 @@ class RenderQueue:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
         for task in list(self._composing):
             task.cancel()

@@ -22,6 +22,7 @@ sends it with the frame's pts keeps sound and picture in sync whatever happened 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -215,7 +216,7 @@ class Session:
     def _quiet(self, x: np.ndarray) -> bool:
         """Whether a chunk is background: no louder than the VAD's running noise floor + 6 dB."""
         floor = self._frontend.vad.floor_db
-        return floor is not None and level_db(x) < floor + 6.0
+        return floor is not None and bool(level_db(x) < floor + 6.0)
 
     def _fit_jitter(self, rate: int, n_in: int) -> None:
         """Grow the jitter allowance to what this sender needs: the oldest sample of a chunk arrives one chunk
@@ -311,7 +312,7 @@ class Session:
                 task.cancel()
                 try:
                     await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                except (asyncio.CancelledError, Exception):
                     pass
 
     def _close(self, reason: str) -> None:
@@ -373,7 +374,7 @@ class Session:
                 i += 1
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 -- a broken session must not take the process down
+        except Exception as exc:
             log.exception("session %s: producer failed", self.id)
             self._fail(f"{exc.__class__.__name__}: {exc}")
 
@@ -423,11 +424,12 @@ class Session:
         loop = asyncio.get_running_loop()
         req = RenderRequest(kind=kind, tier=tier, deadline=job.deadline, audio=job.render_audio,
                             expression=job.drive.expression, pose=job.drive.pose,
-                            compose=self._ctx.composer(job.drive.track_index),
+                            compose=self._ctx.composer(track if (track := job.drive.track_index) is not None
+                                                       else job.index),
                             future=loop.create_future(), owner=self.id)
         job.requests.append(req)
         self._ctx.render_queue.submit(req)
-        req.future.add_done_callback(lambda fut, job=job, req=req: self._on_rendered(job, req, fut))
+        req.future.add_done_callback(functools.partial(self._on_rendered, job, req))
 
     def _on_rendered(self, job: _FrameJob, req: RenderRequest, fut: asyncio.Future) -> None:
         if fut.cancelled():
@@ -439,8 +441,8 @@ class Session:
             # finished after its deadline (the frame went out late): still the newest picture there is, so the
             # late frames that follow repeat it -- an overloaded CPU gives a slow avatar, not a frozen one
             if exc is None and job.index > self._last_index:
-                res = fut.result()
-                self._last_image, self._last_tier, self._last_index = res.image, res.tier, job.index
+                late: RenderedFrame = fut.result()
+                self._last_image, self._last_tier, self._last_index = late.image, late.tier, job.index
             return
         if exc is not None:
             self._fail(f"rendering frame {job.index} ({req.tier}) raised {exc.__class__.__name__}: {exc}")
@@ -504,6 +506,6 @@ class Session:
                 i += 1
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("session %s: emitter failed", self.id)
             self._fail(f"{exc.__class__.__name__}: {exc}")

@@ -12,8 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("IDEAL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-from fixtures_data import *  # noqa: E402,F401,F403  (datasets: owned by avatar.prepare)
-from fixtures_avatar import *  # noqa: E402,F401,F403  (avatars: owned by the model)
+from fixtures_data import *  # noqa: E402, F403  (datasets: owned by avatar.prepare)
+from fixtures_avatar import *  # noqa: E402, F403  (avatars: owned by the model)
 
 
 @pytest.fixture(scope="session")

@@ -119,7 +119,6 @@ class PlateBuilder:
 
     def build(self) -> tuple[np.ndarray, dict]:
         """-> (plate RGB uint8 (H, W, 3), stats: never-seen fraction, background change score)."""
-        import cv2
 
         frames = np.stack(self.frames)  # (K, H, W, 3)
         bg = np.stack(self.masks)  # (K, H, W)

@@ -237,10 +237,10 @@ class DelayedBackend:
         self.device = getattr(inner, "device", "cpu")
 
     @property
-    def tiers(self):  # noqa: ANN201 - same as the wrapped backend
+    def tiers(self):
         return self.inner.tiers
 
-    def render(self, audio, expression, pose, tier):  # noqa: ANN001, ANN201 - Backend protocol
+    def render(self, audio, expression, pose, tier):
         out = self.inner.render(audio, expression, pose, tier)
         charge = getattr(self.clock, "charge", None)
         if charge is None or not charge(self.delay_s):

@@ -31,7 +31,7 @@ def distribution(values: list[float] | np.ndarray) -> dict[str, float | None]:
 def _version(module: str) -> str | None:
     try:
         mod = importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - an optional library that is absent or broken simply has no version
+    except Exception:  # an optional library that is absent or broken simply has no version
         return None
     return str(getattr(mod, "__version__", "unknown"))
 
