@@ -140,6 +140,7 @@ async def test_a_consumer_slower_than_real_time_still_hears_the_speech_with_its_
 
     speech = load_audio(new_speech_wav)
     speech = speech[speech_onset(speech):][:int(1.5 * 16_000)]
+    speech = np.clip(speech * (0.1 / float(np.sqrt(np.mean(speech ** 2)))), -1, 1)  # a microphone's -20 dBFS
     silence_s = 1.0
     session = RealTimeSpeechSession(np.concatenate([np.zeros(int(silence_s * 16_000), np.float32), speech]))
     broadcast = AvatarBroadcast(session, session.fps)
