@@ -1,4 +1,4 @@
-"""Leave-one-speaker-out benchmark of the audio-to-mouth model (issue 8).
+"""Leave-one-speaker-out benchmark of the audio-to-mouth model.
 
 For every speaker of the shared clips (Obama's two clips grouped), a model is trained on the other speakers
 and scored by the Pearson r between predicted and tracked mouth opening on the left-out speaker's clips

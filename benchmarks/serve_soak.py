@@ -1,5 +1,5 @@
 """Soak of `ideal serve`: many sessions opened and dropped, and whether the server's process comes back to where it
-was (issue 21: native memory crept ~0.5-1 MB per session over 160 sessions; does it level off?).
+was (whether native memory levels off after many sessions).
 
 Runs the real server (a real StreamerEngine on an avatar, the built-in one by default) in this process and a
 client in a second one (`ideal.server.client.join`, a browser-like microphone of silence) that opens

@@ -1,4 +1,4 @@
-"""`ideal serve` against an operator's mistakes and an attacker's requests (issue 21): each test reproduces one
+"""`ideal serve` against an operator's mistakes and an attacker's requests: each test reproduces one
 fault the server had and checks it holds. Raw sockets where aiohttp's client would hide the fault (bodies in
 several writes, bytes that are not UTF-8 in a header, idle and slow connections). The small in-test engine of
 test_server_protocol.py stands in for the renderer; all traffic stays on 127.0.0.1.
