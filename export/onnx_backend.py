@@ -19,8 +19,8 @@ from ideal.avatar.errors import BackendError
 from ideal.export.artifacts import (CONDITION, ENGINES_DIR, FIELD, MOUTH, REFINE, ExportManifest, check_graph_file,
                               graph_key, load_export_manifest)
 from ideal.export.pipeline import StagedBackend
-from ideal.export.quantize import (Int8Policy, cpu_signature, int8_key, int8_policy, load_int8_timings,
-                                  save_int8_timing, time_graph_pair)
+from ideal.export.quantize import (Int8Policy, Int8Timing, cpu_signature, int8_key, int8_policy,
+                                  load_int8_timings, save_int8_timings, time_graph_pair)
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +127,24 @@ class OnnxRuntimeBackend(StagedBackend):
             return
         signature = cpu_signature(self.config.threads)
         known = load_int8_timings(self.export_dir, signature)
+        measured: dict[str, Int8Timing] = {}
         for key in [k for k in self.graph_files if k.startswith(REFINE + ".") and int8_key(k) in manifest.graphs]:
+            timing = known.get(key) if policy == "auto" else None
+            if timing is not None and not timing.worth_it:  # known slower here: no INT8 session to open
+                self.int8_timings[key] = timing
+                continue
             quantized = self._open(int8_key(key), manifest, opts, providers)
-            if policy == "auto":
-                timing = known.get(key)
-                if timing is None:
-                    timing = time_graph_pair(self._sessions[key], quantized)
-                    save_int8_timing(self.export_dir, signature, key, timing)
-                    log.info("%s on this CPU: FP32 %.1f ms, INT8 %.1f ms (%.2fx)", key, timing.fp32_ms,
-                             timing.int8_ms, timing.speedup)
+            if policy == "auto" and timing is None:
+                timing = measured[key] = time_graph_pair(self._sessions[key], quantized)
+                log.info("%s on this CPU: FP32 %.1f ms, INT8 %.1f ms (%.2fx)", key, timing.fp32_ms,
+                         timing.int8_ms, timing.speedup)
+            if timing is not None:
                 self.int8_timings[key] = timing
                 if not timing.worth_it:
                     continue
             self._sessions[key], self.graph_files[key] = quantized, int8_key(key)
+        if measured:
+            save_int8_timings(self.export_dir, signature, measured)
 
     @property
     def precision(self) -> dict[str, str]:

@@ -81,18 +81,18 @@ def quantize_refine_graph(float_graph: Path, out: Path, calibration: list[dict[s
 def compare_with_float(session_float: Any, session_int8: Any, frames: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """INT8 vs FP32 graph on the given frames: largest abs difference, mean abs difference (RGB, in 0..1) and the
     PSNR of the INT8 colours against the FP32 ones, over all frames."""
-    worst, total, sq, n = 0.0, 0.0, 0.0, 0
+    from ideal.avatar.evaluation.image_metrics import psnr
+
+    worst, colours_float, colours_int8 = 0.0, [], []
     for feeds in frames:
         a = session_float.run(None, feeds)
         b = session_int8.run(None, feeds)
         worst = max(worst, *(float(np.abs(x - y).max()) for x, y in zip(a, b)))
-        d = (a[0] - b[0]).astype(np.float64)
-        total += float(np.abs(d).sum())
-        sq += float((d * d).sum())
-        n += d.size
-    mse = sq / max(n, 1)
-    return {"max_abs_diff": worst, "mean_abs_diff": total / max(n, 1),
-            "psnr_db": float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"), "frames": len(frames)}
+        colours_float.append(a[0])
+        colours_int8.append(b[0])
+    ref, got = np.concatenate(colours_float), np.concatenate(colours_int8)
+    return {"max_abs_diff": worst, "mean_abs_diff": float(np.abs(ref.astype(np.float64) - got).mean()),
+            "psnr_db": psnr(got, ref), "frames": len(frames)}
 
 
 # --- whether INT8 is worth it on this machine ------------------------------------------------------------
@@ -174,18 +174,19 @@ def load_int8_timings(export_dir: Path, signature: str) -> dict[str, Int8Timing]
         return {}  # none yet, or unreadable: measure again
 
 
-def save_int8_timing(export_dir: Path, signature: str, key: str, timing: Int8Timing) -> None:
-    """Record a measurement (best effort: a read-only export dir just measures again next time)."""
+def save_int8_timings(export_dir: Path, signature: str, timings: dict[str, Int8Timing]) -> None:
+    """Record this CPU's measurements beside the others' (best effort: a read-only export dir just measures again
+    next time)."""
+    from ideal.avatar.manifest import write_manifest
+
     path = export_dir / INT8_TIMINGS
     try:
         data = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
         data = {}
-    data.setdefault(signature, {})[key] = {"fp32_ms": round(timing.fp32_ms, 3), "int8_ms": round(timing.int8_ms, 3),
-                                           "speedup": round(timing.speedup, 3)}
+    data.setdefault(signature, {}).update({key: {"fp32_ms": round(t.fp32_ms, 3), "int8_ms": round(t.int8_ms, 3),
+                                                 "speedup": round(t.speedup, 3)} for key, t in timings.items()})
     try:
-        tmp = path.with_suffix(".json.partial")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
+        write_manifest(path, data)  # atomic: a reader never sees half a file
     except OSError as exc:
-        log.debug("could not record the INT8 timing in %s: %s", path, exc)
+        log.debug("could not record the INT8 timings in %s: %s", path, exc)
