@@ -8,6 +8,7 @@ their place, and ours never shadow theirs.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -46,8 +47,13 @@ def test_the_cli_runs_from_a_folder_holding_server_py_and_export_py(tmp_path: Pa
 
 @pytest.mark.slow
 def test_a_built_wheel_holds_only_the_ideal_namespace_with_its_assets(tmp_path: Path):
+    # Built from a copy: setuptools builds in the source tree, and a build/ left there from an earlier build
+    # keeps files the repository no longer has (and hides files a fresh build would miss).
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
+                                                                ".mypy_cache", ".ruff_cache", ".pytest_cache"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=600)
+                             "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=600)
     if result.returncode != 0 and "No module named" in result.stderr:
         pytest.skip(f"cannot build a wheel here: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr
