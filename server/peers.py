@@ -91,7 +91,6 @@ class Peer:
     created: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)  # avatar peers: its session renders
-    expression_source: str = "audio"  # avatar peers: what drives the face, until the session takes it over
     connected_at: float | None = None
     watched_at: float | None = None  # avatar peers: the last time someone else watched it (session policy)
     closed: bool = False
@@ -180,14 +179,14 @@ class PeerManager:
         publisher = None
         if req.mode == "avatar":
             entry = self.catalog.get(req.avatar)
-            expression = self.catalog.expression_source(req.expression)
+            self.catalog.expression_source(req.expression)  # an unknown source is refused before anything starts
             avatar_name = entry.name
         else:
             publisher = self.peers.get(req.target or "")
             if publisher is None or publisher.kind != "avatar" or publisher.room != req.room or publisher.closed \
                     or publisher.broadcast is None:
                 raise NotFoundError(f"participant {req.target} is not in room {req.room}", "refresh the room list")
-            expression, avatar_name, watched = publisher.expression, publisher.avatar, publisher.broadcast
+            avatar_name, watched = publisher.avatar, publisher.broadcast
         pc = RTCPeerConnection(self._rtc_configuration())
         peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=avatar_name,
                     room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher,
@@ -199,9 +198,9 @@ class PeerManager:
             if entry is not None:
                 # The answer carries the tracks; the session behind them starts (and renders) only once the peer
                 # connects, so an offer that never does costs no render time while it holds its slot.
-                peer.expression_source = expression
-                peer.subscription = open_subscription(float(entry.info.get("fps", 25.0)), with_audio=False)
-                peer.spawn(self._start_session(peer, entry), "broadcast")  # own preview above: no echo
+                fps = float(entry.info.get("fps", 25.0))
+                peer.subscription = open_subscription(fps, with_audio=False)  # own preview: no echo
+                peer.spawn(self._start_session(peer, entry, fps), "broadcast")
             elif watched is not None:
                 peer.subscription = watched.subscribe(with_audio=True)
             self._wire(peer)
@@ -280,16 +279,16 @@ class PeerManager:
                 return
             peer.audio_frames_in += 1
 
-    async def _start_session(self, peer: Peer, entry: AvatarEntry) -> None:
+    async def _start_session(self, peer: Peer, entry: AvatarEntry, fps: float) -> None:
         """Once connected: open the streamer session, feed the answered tracks from it, show it in its room."""
         await peer.connected.wait()
         assert peer.subscription is not None
         try:
-            peer.session = entry.engine.open_session(expression=peer.expression_source)
+            peer.session = entry.engine.open_session(expression=self.catalog.expression_source(peer.expression))
         except IdealError as exc:
             self._close_soon(peer, f"the session could not start: {exc}")
             return
-        peer.broadcast = AvatarBroadcast(peer.session, float(entry.info.get("fps", 25.0)), self.metrics)
+        peer.broadcast = AvatarBroadcast(peer.session, fps, self.metrics)
         peer.broadcast.attach(peer.subscription)
         if peer.room:  # listed once there is something to watch
             self.rooms.join(peer.room, Participant(peer.id, peer.name, peer.avatar))
@@ -420,7 +419,7 @@ class PeerManager:
         source = self.catalog.expression_source(spec)
         if peer.session is not None:
             peer.session.set_expression(source)
-        peer.expression_source, peer.expression = source, spec
+        peer.expression = spec  # a session that starts later reads it from here
 
     def live(self) -> dict[str, Any]:
         broadcasts = [(p.id, b) for p in self.peers.values() if p.kind == "avatar" and (b := p.broadcast) is not None]
