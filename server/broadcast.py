@@ -66,11 +66,6 @@ def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[:h, :w]), cv2.COLOR_RGB2YUV_I420)
 
 
-def open_subscription(fps: float, with_audio: bool) -> Subscription:
-    """A subscriber's tracks, fed by whichever broadcast they are attached to."""
-    return Subscription(AvatarVideoTrack(fps), LipAlignedAudioTrack() if with_audio else None)
-
-
 class AvatarBroadcast:
     """Reads `session.frames()` in one task (`run`) and feeds every subscription without waiting on any."""
 
@@ -99,10 +94,7 @@ class AvatarBroadcast:
 
     # --- subscribers ----------------------------------------------------------------------------------------
     def subscribe(self, with_audio: bool) -> Subscription:
-        return self.attach(open_subscription(self.fps, with_audio))
-
-    def attach(self, sub: Subscription) -> Subscription:
-        """Feed tracks made before this broadcast (a peer's answer carries them before its session starts)."""
+        sub = Subscription(AvatarVideoTrack(self.fps), LipAlignedAudioTrack() if with_audio else None)
         if self.ended.is_set():
             sub.end()
         else:

@@ -32,8 +32,8 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ideal.avatar.errors import IdealError, InputError
-from ideal.server.avatars import AvatarCatalog, AvatarEntry
-from ideal.server.broadcast import AvatarBroadcast, Subscription, open_subscription
+from ideal.server.avatars import AvatarCatalog
+from ideal.server.broadcast import AvatarBroadcast, Subscription
 from ideal.server.config import ServerConfig
 from ideal.server.metrics import ServerMetrics
 from ideal.server.offers import OfferRequest
@@ -90,7 +90,6 @@ class Peer:
     client_keys: tuple[str, ...] = ()  # the rate-limit buckets its offer was charged to
     created: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
-    started: asyncio.Event = field(default_factory=asyncio.Event)  # avatar peers: its session renders
     connected_at: float | None = None
     watched_at: float | None = None  # avatar peers: the last time someone else watched it (session policy)
     closed: bool = False
@@ -179,14 +178,14 @@ class PeerManager:
         publisher = None
         if req.mode == "avatar":
             entry = self.catalog.get(req.avatar)
-            self.catalog.expression_source(req.expression)  # an unknown source is refused before anything starts
+            expression = self.catalog.expression_source(req.expression)
             avatar_name = entry.name
         else:
             publisher = self.peers.get(req.target or "")
             if publisher is None or publisher.kind != "avatar" or publisher.room != req.room or publisher.closed \
                     or publisher.broadcast is None:
                 raise NotFoundError(f"participant {req.target} is not in room {req.room}", "refresh the room list")
-            avatar_name, watched = publisher.avatar, publisher.broadcast
+            expression, avatar_name, watched = publisher.expression, publisher.avatar, publisher.broadcast
         pc = RTCPeerConnection(self._rtc_configuration())
         peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=avatar_name,
                     room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher,
@@ -196,11 +195,11 @@ class PeerManager:
         self.metrics.counters[f"{req.mode}_offers"] += 1
         try:
             if entry is not None:
-                # The answer carries the tracks; the session behind them starts (and renders) only once the peer
-                # connects, so an offer that never does costs no render time while it holds its slot.
+                peer.session = entry.engine.open_session(expression=expression)
                 fps = float(entry.info.get("fps", 25.0))
-                peer.subscription = open_subscription(fps, with_audio=False)  # own preview: no echo
-                peer.spawn(self._start_session(peer, entry, fps), "broadcast")
+                peer.broadcast = AvatarBroadcast(peer.session, fps, self.metrics)
+                peer.subscription = peer.broadcast.subscribe(with_audio=False)  # own preview: no echo
+                peer.spawn(self._run_broadcast(peer), "broadcast")
             elif watched is not None:
                 peer.subscription = watched.subscribe(with_audio=True)
             self._wire(peer)
@@ -218,10 +217,12 @@ class PeerManager:
         except BaseException:
             await self.close_peer(peer, "offer failed")
             raise
+        if req.mode == "avatar" and req.room:
+            self.rooms.join(req.room, Participant(peer.id, req.name, peer.avatar))
         peer.spawn(self._watchdog(peer), "watchdog")
         log.info("peer %s (%s, avatar %s, room %s) answered", peer.id[:8], peer.kind, peer.avatar, peer.room)
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "peer_id": peer.id,
-                "peer_secret": peer.secret, "avatar": peer.avatar}
+                "peer_secret": peer.secret, "session_id": getattr(peer.session, "id", None), "avatar": peer.avatar}
 
     def _wire(self, peer: Peer) -> None:
         pc = peer.pc
@@ -259,7 +260,7 @@ class PeerManager:
         """Browser mic (Opus decoded to 48 kHz stereo, 20 ms frames) -> the session, as it comes (the streamer
         resamples at its edge). Silence from the network for `idle_timeout_s` once connected means the browser
         vanished (before that, the watchdog's connect timeout applies)."""
-        await peer.started.wait()
+        await peer.connected.wait()
         timeout = self.config.idle_timeout_s
         while not peer.closed:
             try:
@@ -279,20 +280,8 @@ class PeerManager:
                 return
             peer.audio_frames_in += 1
 
-    async def _start_session(self, peer: Peer, entry: AvatarEntry, fps: float) -> None:
-        """Once connected: open the streamer session, feed the answered tracks from it, show it in its room."""
-        await peer.connected.wait()
-        assert peer.subscription is not None
-        try:
-            peer.session = entry.engine.open_session(expression=self.catalog.expression_source(peer.expression))
-        except IdealError as exc:
-            self._close_soon(peer, f"the session could not start: {exc}")
-            return
-        peer.broadcast = AvatarBroadcast(peer.session, fps, self.metrics)
-        peer.broadcast.attach(peer.subscription)
-        if peer.room:  # listed once there is something to watch
-            self.rooms.join(peer.room, Participant(peer.id, peer.name, peer.avatar))
-        peer.started.set()
+    async def _run_broadcast(self, peer: Peer) -> None:
+        assert peer.broadcast is not None
         await peer.broadcast.run()
         if not peer.closed:
             reason = peer.broadcast.error or getattr(peer.session, "failure", None) or "session ended"
@@ -416,10 +405,8 @@ class PeerManager:
     def set_expression(self, peer: Peer, spec: str) -> None:
         if peer.kind != "avatar":
             raise InputError("only an avatar peer has an expression source", "send it for your own peer id")
-        source = self.catalog.expression_source(spec)
-        if peer.session is not None:
-            peer.session.set_expression(source)
-        peer.expression = spec  # a session that starts later reads it from here
+        peer.session.set_expression(self.catalog.expression_source(spec))
+        peer.expression = spec
 
     def live(self) -> dict[str, Any]:
         broadcasts = [(p.id, b) for p in self.peers.values() if p.kind == "avatar" and (b := p.broadcast) is not None]

@@ -130,11 +130,8 @@ async def test_an_offer_that_never_connects_frees_its_slot_within_seconds():
         assert status == 200 and srv.state.peers.sessions == 1
         took = await _until(lambda: not srv.state.peers.sessions, 5)
         assert srv.state.peers.sessions == 0 and took < 2.0  # was ~20 s
-        assert srv.engine.sessions == []  # nothing rendered for it: a session starts once its peer connects
         peer = await join(srv.url, np.zeros(48_000, np.float32))  # the next caller gets the slot
         await wait_connected(peer)
-        await _until(lambda: len(srv.engine.sessions) == 1, 5)
-        assert len(srv.engine.sessions) == 1
         await peer.close()
     finally:
         await srv.stop()

@@ -244,11 +244,9 @@ async def test_room_viewer_gets_video_and_lip_aligned_voice(server):
 
 async def test_one_failing_session_does_not_affect_another(server):
     healthy = await join(server.url, np.zeros(48_000 * 4, np.float32))
-    await wait_connected(healthy)
-    await server.state.peers.peers[healthy.peer_id].started.wait()  # its session opens once it is connected
     server.engine.fail_next = 10  # the next session's renderer crashes after 10 frames
     failing = await join(server.url, np.zeros(48_000 * 4, np.float32))
-    await wait_connected(failing)
+    await asyncio.gather(wait_connected(healthy), wait_connected(failing))
     before = healthy.video_frames
     await asyncio.sleep(1.5)
     assert failing.answer["peer_id"] not in server.state.peers.peers
