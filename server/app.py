@@ -5,7 +5,7 @@
     GET  /config              what the client needs: ICE servers (TURN only with the token), token required, limits
     GET  /avatars             avatars (name, fps, size, tiers, mouth box) and expression sources
     POST /offer               {"sdp", "type": "offer", "mode": "avatar"|"watch", "avatar", "expression",
-                              "room", "name", "target"} (application/json) -> {"sdp", "type": "answer",
+                              "room", "name", "target", "voice"} (application/json) -> {"sdp", "type": "answer",
                               "peer_id", "peer_secret", ...}
     GET  /peers/{id}          one peer's live stats (fps, tier, speech, latency, session stats)
     POST /peers/{id}/expression {"expression": "audio"|"neutral"|"driver:NAME"}

@@ -22,6 +22,7 @@ class OfferRequest:
     room: str | None = None
     name: str = "guest"
     target: str | None = None  # watch: the peer id of the participant to receive
+    voice: bool = False  # avatar: also send my own voice back, delayed to the lips (the browser extension's mic)
 
 
 def parse_offer(body: bytes, max_bytes: int) -> OfferRequest:
@@ -61,6 +62,11 @@ def parse_offer(body: bytes, max_bytes: int) -> OfferRequest:
             raise InputError("a watch offer needs 'room' and 'target'", "name the room and the participant's id")
         if not _PEER_ID.fullmatch(fields["target"]):
             raise InputError(f"target {fields['target']!r}: not a participant id", "use an id from GET /rooms/NAME")
+    voice = data.get("voice", False)
+    if not isinstance(voice, bool):
+        raise InputError(f"offer field 'voice' must be true or false, not {voice!r}", "fix the client")
+    if voice and mode != "avatar":
+        raise InputError("'voice' is for avatar offers", "a viewer already receives the participant's voice")
     name = (fields["name"] or "guest")[:64]
     return OfferRequest(sdp=sdp, mode=mode, avatar=fields["avatar"], expression=fields["expression"],
-                        room=fields["room"], name=name, target=fields["target"])
+                        room=fields["room"], name=name, target=fields["target"], voice=voice)

@@ -1,15 +1,18 @@
 """Peer connection lifecycle: offer -> answer -> connected -> closed, and nothing left behind.
 
-An *avatar* peer sends its microphone and receives its own avatar (video only: no echo); it owns a streamer
-session and the broadcast of that session. A *watch* peer receives another participant's avatar with that
-participant's voice, lip-aligned. Every peer ends through `close_peer`, whatever the cause (the browser left,
-the connection failed, ICE consent expired, the microphone went silent for `idle_timeout_s`, the session failed,
-a limit of the session policy was reached, the server shuts down): it closes the connection, cancels the peer's
-tasks and closes its session, and a failure in one step never skips the others or touches another peer.
+An *avatar* peer sends its microphone and receives its own avatar (video only: no echo; with `voice` in its offer
+also its own voice, lip-aligned: the browser extension hands both to another call page as a camera and a
+microphone); it owns a streamer session and the broadcast of that session. A *watch* peer receives another
+participant's avatar with that participant's voice, lip-aligned. Every peer ends through `close_peer`, whatever
+the cause (the browser left, the connection failed, ICE consent expired, the microphone went silent for
+`idle_timeout_s`, the session failed, a limit of the session policy was reached, the server shuts down): it closes
+the connection, cancels the peer's tasks and closes its session, and a failure in one step never skips the others
+or touches another peer.
 
 Session policy (every limit in `ServerConfig`): an answered offer must connect within `connect_timeout_s`; a
 connected avatar peer must send microphone audio at least every `idle_timeout_s` and speech at least every
-`inactivity_timeout_s` unless somebody else watches it; no call lasts longer than `max_session_s`.
+`inactivity_timeout_s` unless somebody else watches it (a peer that takes its voice back forwards the avatar into
+another call, so it counts as watched); no call lasts longer than `max_session_s`.
 
 Each peer has a secret, returned only in the answer to its own offer: the `/peers/ID/*` routes need it, so the
 peer id that a room lists lets others watch that participant and nothing more.
@@ -95,6 +98,7 @@ class Peer:
     closed: bool = False
     close_reason: str | None = None
     audio_frames_in: int = 0
+    voice: bool = False  # avatar peers: its own lip-aligned voice comes back too (forwarded into another call)
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.id[:8]}")
@@ -189,7 +193,7 @@ class PeerManager:
         pc = RTCPeerConnection(self._rtc_configuration())
         peer = Peer(id=uuid.uuid4().hex, kind=req.mode, pc=pc, avatar=avatar_name,
                     room=req.room, name=req.name, expression=req.expression or "audio", publisher=publisher,
-                    client_keys=client_keys)
+                    client_keys=client_keys, voice=req.voice)
         self.peers[peer.id] = peer  # counted from here on, so concurrent offers cannot overshoot the limit
         self._empty.clear()
         self.metrics.counters[f"{req.mode}_offers"] += 1
@@ -198,7 +202,8 @@ class PeerManager:
                 peer.session = entry.engine.open_session(expression=expression)
                 fps = float(entry.info.get("fps", 25.0))
                 peer.broadcast = AvatarBroadcast(peer.session, fps, self.metrics)
-                peer.subscription = peer.broadcast.subscribe(with_audio=False)  # own preview: no echo
+                # own preview: no echo, unless the client asks for its voice back (the extension's microphone)
+                peer.subscription = peer.broadcast.subscribe(with_audio=req.voice)
                 peer.spawn(self._run_broadcast(peer), "broadcast")
             elif watched is not None:
                 peer.subscription = watched.subscribe(with_audio=True)
@@ -312,7 +317,7 @@ class PeerManager:
             return f"the call reached the server's limit of {limit:g} s"
         limit = self.config.inactivity_timeout_s
         if limit and peer.broadcast is not None:
-            if peer.broadcast.subscribers > 1:  # others watch it: a listener in a call is not idle
+            if peer.broadcast.subscribers > 1 or peer.voice:  # others watch it: a listener in a call is not idle
                 peer.watched_at = now
             last = max(peer.connected_at, peer.watched_at or 0.0, peer.broadcast.last_speech_at or 0.0)
             if now - last > limit:
