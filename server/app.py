@@ -267,6 +267,12 @@ async def peer_expression(request: web.Request) -> web.Response:
     return web.json_response({"expression": peer.expression})
 
 
+async def peer_shown(request: web.Request) -> web.Response:
+    peers = request.app[STATE].peers
+    peer = peers.get(request.match_info["peer_id"], _peer_secret(request))
+    return web.json_response(peers.shown(peer, await _json_body(request)))
+
+
 async def peer_leave(request: web.Request) -> web.Response:
     peers = request.app[STATE].peers
     peer = peers.get(request.match_info["peer_id"], _peer_secret(request))
@@ -327,6 +333,7 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory | None = None
     app.router.add_get("/peers/{peer_id}", peer_stats)
     app.router.add_post("/peers/{peer_id}/expression", peer_expression)
     app.router.add_post("/peers/{peer_id}/leave", peer_leave)
+    app.router.add_post("/peers/{peer_id}/shown", peer_shown)
     app.router.add_get("/rooms/{name}", room)
     app.router.add_get("/metrics", metrics)
     # Only the client's own files, by name (no subfolders): the package's Python stays unserved.

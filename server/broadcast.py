@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from scipy.signal import firwin, lfilter
 
+from ideal.server.latency import SendTrace, SessionTrace
 from ideal.server.metrics import FrameRate, ServerMetrics
 from ideal.server.tracks import AUDIO_RATE, AvatarVideoTrack, LipAlignedAudioTrack
 
@@ -91,10 +92,12 @@ class AvatarBroadcast:
         self.last: dict[str, Any] = {}
         self.error: str | None = None
         self.ended = asyncio.Event()
+        self.trace = SessionTrace()  # voice-to-lips stamps of this session (server/latency.py)
 
     # --- subscribers ----------------------------------------------------------------------------------------
     def subscribe(self, with_audio: bool) -> Subscription:
-        sub = Subscription(AvatarVideoTrack(self.fps), LipAlignedAudioTrack() if with_audio else None)
+        sub = Subscription(AvatarVideoTrack(self.fps, trace=SendTrace(self.trace, self.fps)),
+                           LipAlignedAudioTrack() if with_audio else None)
         if self.ended.is_set():
             sub.end()
         else:
@@ -145,6 +148,7 @@ class AvatarBroadcast:
 
     def _publish(self, frame: Any) -> None:
         self.frames += 1
+        self.trace.on_frame(frame)
         self.frame_rate.tick()
         if frame.image is not self._last_picture:
             self._last_picture = frame.image

@@ -28,7 +28,7 @@ STREAMER_OPTIONS = ("render_budget_ms", "jitter_ms", "adaptive_tiers", "progress
 def add_arguments(p: argparse.ArgumentParser) -> None:
     server = add_options(p, ServerConfig, base=ServerConfig(export=True),
                          fields=("host", "port", "backend", "device", "export", "threads", "mouth_model", "cert",
-                                 "key", "max_sessions", "max_viewers", "token", "codec", "allow_origins",
+                                 "key", "max_sessions", "max_viewers", "token", "codec", "mic_buffer", "allow_origins",
                                  "allow_hosts", "turn_ttl_s", "offer_burst", "offer_refill_s", "max_connections",
                                  "header_timeout_s", "body_timeout_s", "tls_handshake_timeout_s", "max_session_s",
                                  "inactivity_timeout_s", "drain_timeout_s"),

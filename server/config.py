@@ -85,6 +85,9 @@ class ServerConfig:
                 "prefer --token-file or IDEAL_SERVE_TOKEN"})
     codec: Codec = field(default="auto", metadata={
         "help": "video codec preference (auto: the browser's order)"})
+    mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
+        "help": "microphone receive buffer: immediate (each packet to the streamer on arrival) or aiortc (its "
+                "4-packet, 80 ms prefetch; server/receive_buffer.py)"})
     streamer: StreamerConfig = field(default_factory=server_streamer)
     # --- who may call, and with what (docs/serve.md "Security") ----------------------------------------------
     allow_origins: list[str] = field(default_factory=list, metadata={

@@ -36,12 +36,15 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ideal.avatar.errors import IdealError, InputError
 from ideal.server.avatars import AvatarCatalog
+from ideal.server import receive_buffer
 from ideal.server.broadcast import AvatarBroadcast, Subscription
 from ideal.server.config import ServerConfig
 from ideal.server.metrics import ServerMetrics
 from ideal.server.offers import OfferRequest
+from ideal.server.latency import hop_table
 from ideal.server.ratelimit import OfferLimiter
 from ideal.server.rooms import Participant, RoomRegistry
+from ideal.server.rtp_hooks import hook_audio_receiver, hook_video_sender
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class RateLimitError(IdealError):
 # Why recently closed peers ended, so that their page learns it was the policy (kept for the last few hundred).
 _REMEMBERED_CLOSES = 256
 POLICY_TICK_S = 0.5
+MAX_SHOWN_PER_REPORT = 200  # displayed frames per report (the page reports every second: 25-60)
 
 
 @dataclass(eq=False)
@@ -245,12 +249,20 @@ class PeerManager:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and peer.kind == "avatar":
+                receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
+                if receiver is not None:
+                    if self.config.mic_buffer == "immediate":
+                        receive_buffer.install(receiver)
+                    if peer.broadcast is not None:
+                        hook_audio_receiver(receiver, peer.broadcast.trace.mic)
                 peer.spawn(self._pump_microphone(peer, track), "microphone")
 
     def _add_tracks(self, peer: Peer) -> None:
         sub = peer.subscription
         assert sub is not None
-        peer.pc.addTrack(sub.video)
+        sender = peer.pc.addTrack(sub.video)
+        if sub.video.trace is not None:
+            hook_video_sender(sender, sub.video.trace)
         if sub.audio is not None:
             peer.pc.addTrack(sub.audio)
         if self.config.codec != "auto":
@@ -278,6 +290,8 @@ class PeerManager:
             if not isinstance(frame, av.AudioFrame):  # an audio track yields audio frames; this tells mypy
                 continue
             pcm = frame.to_ndarray().reshape(-1)  # packed s16: (1, samples * channels) -> interleaved
+            if peer.broadcast is not None and frame.pts is not None:
+                peer.broadcast.trace.mic.on_delivered(int(frame.pts), frame.samples, frame.sample_rate, time.time())
             try:
                 peer.session.push_audio(pcm, frame.sample_rate, len(frame.layout.channels))
             except Exception as exc:
@@ -406,6 +420,28 @@ class PeerManager:
             d["video_sent"] = peer.subscription.video.sent
             d["video_dropped"] = peer.subscription.video.dropped
         return d
+
+    def shown(self, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
+        """The page's report of the frames it displayed (`requestVideoFrameCallback`) -> the measured voice-to-lips
+        table of the frames it has shown (server/latency.py), with the server's clock for the page's estimate."""
+        trace = peer.subscription.video.trace if peer.subscription is not None else None
+        frames = data.get("frames")
+        offset = data.get("offset_s", 0.0)
+        if not isinstance(frames, list) or len(frames) > MAX_SHOWN_PER_REPORT \
+                or not isinstance(offset, (int, float)) or not abs(offset) < 3600:
+            raise InputError(f"a report of shown frames is a list of at most {MAX_SHOWN_PER_REPORT} frames and an "
+                             "offset_s in seconds", "send what web/latency.js sends")
+        try:
+            rows = [{k: float(f[k]) for k in ("rtp", "received", "presented", "displayed")} for f in frames]
+        except (TypeError, KeyError, ValueError):
+            raise InputError("a shown frame needs numbers rtp, received, presented, displayed",
+                             "send what web/latency.js sends") from None
+        if peer.broadcast is not None:  # this page's browser holds the session's microphone
+            peer.broadcast.trace.browser_offset_s = float(offset)
+        if trace is not None:
+            trace.on_shown(rows, float(offset))
+        table = hop_table(trace.frames()) if trace is not None else None
+        return {"server_time": time.time(), "latency": table}
 
     def set_expression(self, peer: Peer, spec: str) -> None:
         if peer.kind != "avatar":

@@ -20,6 +20,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ideal.server.latency import SendTrace
+
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_RATE = 48_000
@@ -69,9 +71,10 @@ class AvatarVideoTrack(_QueuedTrack):
 
     kind = "video"
 
-    def __init__(self, fps: float, maxsize: int = 3) -> None:
+    def __init__(self, fps: float, maxsize: int = 3, trace: SendTrace | None = None) -> None:
         super().__init__(maxsize)
         self.fps = fps
+        self.trace = trace  # when the encoder takes each frame (the voice-to-lips trace)
 
     def feed(self, index: int, yuv: np.ndarray) -> None:
         """Queue frame `index`; `yuv` is (H*3/2, W) uint8 planar yuv420p, shared read-only with other tracks."""
@@ -80,6 +83,8 @@ class AvatarVideoTrack(_QueuedTrack):
 
     async def recv(self) -> av.VideoFrame:
         index, yuv = await self._next_item()
+        if self.trace is not None:
+            self.trace.on_pulled(index, time.time())
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")  # a copy: encoders may touch the frame
         frame.pts = int(round(index * VIDEO_CLOCK_RATE / self.fps))
         frame.time_base = VIDEO_TIME_BASE

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ideal.avatar.backend import Backend
+from ideal.avatar.backend import Backend, RenderUnavailable
 from ideal.streamer.clock import Clock
 from ideal.streamer.scheduler import CostModel
 
@@ -44,6 +44,7 @@ class RenderedFrame:
     tier: str
     ready_at: float  # clock time the result was available
     timings_ms: dict[str, float]
+    started_at: float = 0.0  # clock time its batch went to the model
 
 
 @dataclass(eq=False)
@@ -179,6 +180,13 @@ class RenderQueue:
         self.busy = True
         try:
             out, model_ms = await self.clock.run_compute(self._render, batch, executor=self._executor)
+        except RenderUnavailable as exc:
+            # a remote renderer that cannot answer now fails the whole call alike: re-running the requests one
+            # by one would only wait for it once per request; their frames repeat until it is back
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+            return
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].future.done():
@@ -211,6 +219,7 @@ class RenderQueue:
         self.costs.observe(batch[0].tier, max(end - start, 1e-6))
         for req, res in zip(batch, results):
             res.ready_at = end
+            res.started_at = start
             res.timings_ms["queue"] = 1000.0 * (start - req.submitted)
             res.timings_ms["batch"] = float(len(batch))
             if not req.future.done():

@@ -44,6 +44,7 @@ from ideal.streamer.audio_frontend import (AudioFrontend, EdgeConverter, Feature
 from ideal.streamer.clock import Clock
 from ideal.streamer.config import StreamerConfig
 from ideal.streamer.expression_source import FrameInputs, StreamingDriver
+from ideal.avatar.backend import RenderUnavailable
 from ideal.streamer.render_queue import BASE, REFINE, Expired, RenderedFrame, RenderQueue, RenderRequest
 from ideal.streamer.scheduler import CostModel, FrameTiming, TierPolicy
 from ideal.streamer.stats import FrameRecord, SessionStats, StatsRecorder
@@ -97,6 +98,11 @@ class StreamFrame:
     timings_ms: dict[str, float] = field(default_factory=dict)
     expression: np.ndarray | None = None  # (20,) the expression vector the frame was rendered with
     mouth_open: float | None = None  # its mouth-opening scalar (expression units), for lip-sync checks
+    # the sample (16 kHz session timeline) at the frame's centre: the sound its mouth makes (voice-to-lips trace)
+    mouth_sample: int | None = None
+    # streamer clock times on this frame's way (server/latency.py): audio_complete (its last needed sample arrived),
+    # job (features and expression done), render_start / render_end (of the picture it shows), emitted
+    trace: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -110,6 +116,7 @@ class _FrameJob:
     timings_ms: dict[str, float]
     drive: DriveFrame
     render_audio: np.ndarray
+    trace: dict[str, float] = field(default_factory=dict)
     results: list[RenderedFrame] = field(default_factory=list)
     requests: list[RenderRequest] = field(default_factory=list)
     error: BaseException | None = None
@@ -405,10 +412,15 @@ class Session:
         self._last_drive = drive
         rend_end = ctx.render_window.end_frame(i, ctx.fps, ctx.mel_config)
         arrival = fe.arrival(start)
+        complete = fe.arrival(need - 1)
+        trace = {"job": self._clock.now()}
+        if complete is not None and not complete[1]:
+            trace["audio_complete"] = complete[0]
         return _FrameJob(index=i, cutoff=cutoff, deadline=self._timing.deadline(self._t0, i),
                          audio=fe.audio(start, stop), speech=speech,
                          arrival=None if arrival is None or arrival[1] else arrival[0], timings_ms=timings,
-                         drive=drive, render_audio=fe.features("mel", rend_end - ctx.render_window.length, rend_end))
+                         drive=drive, render_audio=fe.features("mel", rend_end - ctx.render_window.length, rend_end),
+                         trace=trace)
 
     def _missed_job(self, i: int, deadline: float) -> _FrameJob:
         """A frame the producer did not prepare in time: its audio as far as it has arrived, nothing rendered."""
@@ -435,8 +447,8 @@ class Session:
         if fut.cancelled():
             return
         exc = fut.exception()  # always retrieved, so asyncio never logs an expired request as an error
-        if self._closed or isinstance(exc, Expired):
-            return
+        if self._closed or isinstance(exc, (Expired, RenderUnavailable)):
+            return  # not rendered in time, or the (remote) renderer cannot answer now: the frame repeats
         if job.done:
             # finished after its deadline (the frame went out late): still the newest picture there is, so the
             # late frames that follow repeat it -- an overloaded CPU gives a slow avatar, not a frozen one
@@ -483,10 +495,12 @@ class Session:
                 now = self._clock.now()
                 ready = [r for r in job.results if r.ready_at <= deadline + 1e-9]
                 self._cancel_requests(job)
+                trace = dict(job.trace)
                 if ready:
                     best = max(ready, key=lambda r: order[r.tier])
                     image, tier, late = best.image, best.tier, False
                     timings = {**job.timings_ms, **best.timings_ms}
+                    trace.update(render_start=best.started_at, render_end=best.ready_at)
                     self._last_image, self._last_tier, self._last_index = image, tier, i
                 else:
                     image, tier, late = self._last_image, self._last_tier, True
@@ -495,7 +509,10 @@ class Session:
                 frame = StreamFrame(index=i, pts=i / self._ctx.fps, image=image, audio=job.audio, tier=tier,
                                     late=late, speech=job.speech, latency_ms=latency, timings_ms=timings,
                                     expression=job.drive.expression,
-                                    mouth_open=float(job.drive.expression[MOUTH_OPEN]))
+                                    mouth_open=float(job.drive.expression[MOUTH_OPEN]),
+                                    mouth_sample=(self._fclock.frame_start_sample(i)
+                                                  + self._fclock.frame_start_sample(i + 1)) // 2,
+                                    trace={**trace, "emitted": now})
                 self._stats.record(FrameRecord(i, tier, late, job.speech, latency, timings, now))
                 self._policy.after_frame(late, self._ctx.costs)
                 if len(self._out) >= self._cfg.frame_queue:

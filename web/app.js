@@ -23,6 +23,7 @@ const state = {
   reconnectTimer: null,
   timers: [],
   lastStats: {},
+  shown: null,         // ShownFrameReporter of my preview (web/latency.js): the measured voice to lips
 };
 window.ideal = state; // for tests and for curious users in the console
 
@@ -212,6 +213,16 @@ async function publish() {
   });
   state.peerId = answer.peer_id;
   state.peerSecret = answer.peer_secret;
+  state.shown = shownReporter($("preview"), answer.peer_id, answer.peer_secret);
+}
+
+// The frames a <video> displays, reported to the server, which answers with the measured voice-to-lips table.
+function shownReporter(video, peerId, secret) {
+  const reporter = new ShownFrameReporter(video, (body) => api(`/peers/${peerId}/shown`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  }, secret));
+  reporter.start();
+  return reporter;
 }
 
 function onPublishState(pc) {
@@ -281,6 +292,7 @@ function scheduleReconnect(why = "") {
 function teardown(stopMic) {
   for (const t of state.timers) clearInterval(t);
   state.timers = [];
+  if (state.shown) { state.shown.stop(); state.shown = null; }
   if (state.pc) {
     const pc = state.pc;
     state.pc = null;
@@ -364,6 +376,7 @@ async function watch(participant) {
     const answer = await negotiate(pc, { mode: "watch", room: ROOM, target: participant.id });
     entry.peerId = answer.peer_id;
     entry.peerSecret = answer.peer_secret;
+    entry.shown = shownReporter(video, answer.peer_id, answer.peer_secret);
   } catch (err) {
     dropRemote(participant.id);
     if (err.status === 503) say(`Cannot show ${participant.name}: ${err.message}`, "error");
@@ -374,6 +387,7 @@ function dropRemote(id) {
   const entry = state.remotes.get(id);
   if (!entry) return;
   state.remotes.delete(id);
+  if (entry.shown) entry.shown.stop();
   entry.pc.close();
   entry.tile.remove();
   if (entry.peerId) api(`/peers/${entry.peerId}/leave`, { method: "POST" }, entry.peerSecret).catch(() => {});
@@ -384,7 +398,7 @@ document.addEventListener("click", () => {
 });
 
 // --- stats overlay: WebRTC getStats() plus what the server knows (render tier, speech, pipeline latency) --------
-async function collectStats(pc, peerId, secret) {
+async function collectStats(pc, peerId, secret, shown = null) {
   const s = { fps: null, size: null, codec: null, rttMs: null, jitterBufferMs: null };
   const report = await pc.getStats();
   const codecs = {};
@@ -402,21 +416,26 @@ async function collectStats(pc, peerId, secret) {
     }
   });
   const server = peerId ? await api(`/peers/${peerId}`, {}, secret) : null;
-  return { client: s, server };
+  const measured = shown ? await shown.report().catch(() => null) : null;
+  return { client: s, server, measured };
 }
 
-function statsText({ client: s, server }) {
+function statsText({ client: s, server, measured }) {
   const stream = (server && server.stream) || {};
   const fmt = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
-  // mic -> server (half the round trip) -> streamer (render latency) -> back (half) -> jitter buffer
-  const total = stream.latency_ms == null || s.rttMs == null || s.jitterBufferMs == null ? null
+  const total = measured && measured.total_ms ? measured.total_ms : null;
+  // Without the measurement (no frames reported yet, or a browser without requestVideoFrameCallback) the page
+  // says so and shows an estimate: the server's render latency + the round trip + the jitter buffer.
+  const estimate = stream.latency_ms == null || s.rttMs == null || s.jitterBufferMs == null ? null
     : stream.latency_ms + s.rttMs + s.jitterBufferMs;
+  const voice = total && total.p50 != null
+    ? `${fmt(total.p50)} ms voice to lips (p95 ${fmt(total.p95)}; measured, ${measured.frames} frames)`
+    : `≈ ${fmt(estimate)} ms voice to screen (estimate)`;
   const lines = [
     `fps      ${fmt(s.fps)} received, ${fmt(stream.picture_fps, 1)} rendered`,
     `tier     ${stream.tier || "–"}${stream.late ? " (late)" : ""}`,
-    `latency  ${fmt(stream.latency_ms)} ms render`,
-    `         ${fmt(s.rttMs)} ms rtt, ${fmt(s.jitterBufferMs)} ms buffer`,
-    `         ≈ ${fmt(total)} ms voice to screen`,
+    `latency  ${voice}`,
+    `         ${fmt(stream.latency_ms)} ms render, ${fmt(s.rttMs)} ms rtt, ${fmt(s.jitterBufferMs)} ms buffer`,
     `video    ${s.size || "–"} ${s.codec ? s.codec.replace("video/", "") : ""}`,
   ];
   if (server && server.stream) lines.push(`voice    ${stream.speech ? "speech" : "silence"}`);
@@ -427,7 +446,7 @@ function startStats() {
   const tick = async () => {
     if (state.pc) {
       try {
-        state.lastStats = await collectStats(state.pc, state.peerId, state.peerSecret);
+        state.lastStats = await collectStats(state.pc, state.peerId, state.peerSecret, state.shown);
         $("stats").textContent = statsText(state.lastStats);
         if (state.lastStats.server && state.lastStats.server.draining) {
           // the server is going down: leave now so the reconnect finds the next one
@@ -442,7 +461,7 @@ function startStats() {
     for (const entry of state.remotes.values()) {
       if (!entry.peerId) continue;
       try {
-        entry.stats.textContent = statsText(await collectStats(entry.pc, entry.peerId, entry.peerSecret));
+        entry.stats.textContent = statsText(await collectStats(entry.pc, entry.peerId, entry.peerSecret, entry.shown));
       } catch (_) { /* the room poll drops tiles that went away */ }
     }
   };
