@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ideal.avatar.errors import BackendError
+
 
 @dataclass(frozen=True)
 class Tier:
@@ -42,6 +44,12 @@ class RenderOutput:
     rgb: np.ndarray  # (B, S, S, 3) float32 in [0, 1]
     alpha: np.ndarray  # (B, S, S, 1) float32 in [0, 1]
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage: "eaa", "field", "refine", ...
+
+
+class RenderUnavailable(BackendError):
+    """A backend that renders elsewhere (an inference server) cannot answer this call now: unreachable, too slow,
+    or not serving the avatar's models at the moment. Not the session's fault: a streamer repeats the last frame,
+    as for a frame that missed its deadline, and renders again once the backend answers."""
 
 
 @runtime_checkable

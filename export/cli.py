@@ -4,6 +4,7 @@ or, when the avatar dir is read-only (the built-in one), into a user cache.
   ideal export AVATAR --target onnx              graphs for ONNX Runtime (CPU machine)
   ideal export AVATAR --target tensorrt --fp16   graphs + one TensorRT engine per graph for this GPU
   ideal export AVATAR --target all               everything this machine can build (says what it skipped)
+  ideal export AVATAR --target triton -o REPO    a Triton Inference Server model repository (docs/triton.md)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("onnx", "tensorrt", "all")
+TARGETS = ("onnx", "tensorrt", "all", "triton")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
     parser.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB,
                         help=f"TensorRT builder workspace in GiB (default {DEFAULT_WORKSPACE_GB:g})")
+    triton = parser.add_argument_group("triton", "--target triton: a model repository for Triton Inference Server")
+    triton.add_argument("-o", "--output", metavar="REPO", help="model repository dir (created; other avatars' models "
+                        "in it are kept)")
+    triton.add_argument("--triton-device", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: ONNX Runtime backend on CPU instances; gpu: TensorRT plans built with --target "
+                             "tensorrt where present, else ONNX Runtime with its TensorRT accelerator (default cpu)")
+    triton.add_argument("--instances", type=int, default=1, help="model instances per stage (default 1)")
+    triton.add_argument("--queue-delay-us", type=int, default=None,
+                        help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000)")
     parser.set_defaults(_export_options=options)
 
 
@@ -61,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= cfg.batch_opt <= cfg.batch_max:
         raise InputError(f"--opt-batch {cfg.batch_opt} / --max-batch {cfg.batch_max}",
                          "need 1 <= opt-batch <= max-batch")
+    if args.target == "triton" and not args.output:
+        raise InputError("--target triton needs -o REPO", "e.g. ideal export AVATAR --target triton -o models")
+    if args.instances < 1:
+        raise InputError(f"--instances {args.instances}", "use 1 or more")
     want_trt = args.target in ("tensorrt", "all")
     trt_problem = _tensorrt_ready(args.fp16) if want_trt else None
     if args.target == "tensorrt" and trt_problem:
@@ -76,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         directory = export_dir_for(avatar_dir)
         print(f"ONNX graphs in {directory} are current")
 
+    if args.target == "triton":
+        _write_triton(avatar_dir, args, cfg)
     if want_trt:
         if trt_problem:
             print(f"tensorrt: skipped ({trt_problem})")
@@ -87,6 +103,22 @@ def run(args: argparse.Namespace) -> int:
             for path in engines:
                 print(f"engine  {path}")
     return 0
+
+
+def _write_triton(avatar_dir, args: argparse.Namespace, cfg) -> None:
+    from ideal.export.triton_export import export_triton_repository
+    from ideal.export.triton_models import DEFAULT_QUEUE_DELAY_US, Deployment
+
+    delay = DEFAULT_QUEUE_DELAY_US if args.queue_delay_us is None else args.queue_delay_us
+    deployment = Deployment(device=args.triton_device, instances=args.instances, queue_delay_us=delay,
+                            fp16=args.fp16)
+    entry = export_triton_repository(avatar_dir, args.output, deployment,
+                                     tiers=list(cfg.tiers) if cfg.tiers else None, max_batch_size=cfg.batch_max)
+    print(f"triton model repository {args.output} ({deployment.device}, max batch {entry['max_batch_size']}, "
+          f"queue delay {delay} us):")
+    for name, model in entry["models"].items():
+        runs = model.get("runs") or "ensemble of " + " -> ".join(model["ensemble"])
+        print(f"  {name:<28} {runs}")
 
 
 def _stale_or_missing(avatar_dir, load_export_manifest, cfg) -> bool:

@@ -66,6 +66,13 @@ class StagedBackend:
 
     def render(self, audio: np.ndarray, expression: np.ndarray, pose: np.ndarray, tier: str) -> RenderOutput:
         """audio (B,W,M), expression (B,E), pose (B,3,4) float32 -> rgb (B,S,S,3), alpha (B,S,S,1)."""
+        rgb, alpha, timings = self.run_stages(audio, expression, pose, tier)
+        return crop_output(rgb, alpha, timings)
+
+    def run_stages(self, audio: np.ndarray, expression: np.ndarray, pose: np.ndarray,
+                   tier: str) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """The three graphs of one call: rgb (B,3,S,S), alpha (B,1,S,S) on the host as the refine graph gives
+        them (channel-first, what a Triton render model answers), and the per-stage timings."""
         if tier not in self._tiers:
             raise InputError(f"unknown tier {tier!r}", f"one of {', '.join(self._tiers)}")
         audio = np.ascontiguousarray(audio, dtype=np.float32)
@@ -90,11 +97,14 @@ class StagedBackend:
         self._synchronize()
         now = time.perf_counter()
         timings["refine"], start = (now - start) * 1e3, now
-
-        # channel-last *views*: the copy into contiguous memory (~2 ms for a 512 px frame) happens where the
-        # crop is composited, which in the streamer is its compositing thread, not the model thread that paces
-        # every frame (the arrays returned by onnxruntime keep their OrtValue alive)
-        rgb = self._to_host(out["rgb"]).transpose(0, 2, 3, 1)
-        alpha = self._to_host(out["alpha"]).transpose(0, 2, 3, 1)
+        rgb, alpha = self._to_host(out["rgb"]), self._to_host(out["alpha"])
         timings["download"] = (time.perf_counter() - start) * 1e3
-        return RenderOutput(rgb=rgb, alpha=alpha, timings_ms=timings)
+        return rgb, alpha, timings
+
+
+def crop_output(rgb: np.ndarray, alpha: np.ndarray, timings: dict[str, float]) -> RenderOutput:
+    """Channel-first rgb (B,3,S,S), alpha (B,1,S,S) -> the protocol's channel-last crop, as *views*: the copy into
+    contiguous memory (~2 ms for a 512 px frame) happens where the crop is composited, which in the streamer is
+    its compositing thread, not the model thread that paces every frame (arrays returned by onnxruntime keep
+    their OrtValue alive)."""
+    return RenderOutput(rgb=rgb.transpose(0, 2, 3, 1), alpha=alpha.transpose(0, 2, 3, 1), timings_ms=timings)

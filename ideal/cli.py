@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dub": ("ideal.avatar.dub", "render an avatar speaking any audio, optionally driven by another person's clip"),
     "mouth": ("ideal.avatar.mouth.cli", "train or evaluate the speaker-independent audio-to-mouth model"),
     "export": ("ideal.export.cli", "export an avatar to ONNX graphs and TensorRT engines"),
+    "triton": ("ideal.export.triton_server", "a local Triton Inference Server for an avatar's render models "
+               "(development, tests)"),
     "serve": ("ideal.server.cli", "serve avatars over WebRTC to the browser client"),
     "bench": ("ideal.bench.cli", "benchmark latency and throughput (offline, realtime, webrtc)"),
 }

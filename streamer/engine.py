@@ -108,7 +108,7 @@ class StreamerEngine:
             raise InputError(f"backend {backend!r} is neither a name nor a Backend", "pass e.g. backend='auto'")
         # torch's thread count is process-wide: restored by aclose()
         self._torch_threads = _torch_for_expression_networks_only() \
-            if self.backend_name in ("onnxruntime", "tensorrt") else None
+            if self.backend_name in ("onnxruntime", "tensorrt", "triton") else None
         self.tiers = dict(self.backend.tiers)
         self.ordered_tiers = order_tiers(self.tiers)
         self.fps: float = float(self.avatar.fps)
@@ -255,6 +255,9 @@ class StreamerEngine:
             await session.aclose()
         await self.render_queue.aclose()
         self.expression_executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.backend, "close", None)  # a backend holding connections (Triton's client)
+        if callable(close):
+            close()
         if self._torch_threads is not None:
             import torch
 

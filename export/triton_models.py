@@ -1,0 +1,228 @@
+"""The one description of an avatar's models on a Triton Inference Server: names, inputs, outputs, batching and
+the parameters that tie them to one avatar and one export.
+
+Both the exported model repository (`export.triton_export`, `ideal export --target triton`) and the local
+development server (`export.triton_server`, `ideal triton`) are written from `model_specs`, and the client
+(`export.triton_backend`) checks what a server answers against it, so the three cannot drift apart.
+
+Models of an avatar whose namespace is NS (the avatar dir's name; `default` for the built-in avatar):
+
+    NS.condition        audio (B,W,M), expression (B,E)          -> cond (B,T,C)                 ONNX graph
+    NS.field.<tier>     cond, pose (B,3,4)                        -> rgb, alpha, feat (r x r)     ONNX graph / plan
+    NS.refine.<tier>    coarse_rgb, coarse_alpha, coarse_feat     -> rgb (B,3,S,S), alpha (B,1,S,S)
+    NS.render.<tier>    audio, expression, pose                   -> rgb, alpha                   ensemble of the 3
+
+A client sends one request per frame (or per batch its render queue formed) to `NS.render.<tier>`; inside
+Triton the ensemble passes the intermediate tensors between the stage models without leaving the server, and
+each stage model batches requests from every session and node (dynamic batching). Every model's config carries
+the avatar's fingerprint and the repository format version as parameters: a client refuses models of another
+avatar or export version with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ideal.avatar.backend import Tier
+from ideal.avatar.errors import BackendError
+from ideal.export.artifacts import CONDITION, FIELD, REFINE, ExportManifest, graph_key
+
+TRITON_FORMAT_VERSION = 1
+TRITON_MANIFEST = "ideal-triton.json"
+RENDER = "render"
+# config parameters (strings, as Triton's model config has them)
+P_FINGERPRINT = "ideal_avatar_fingerprint"
+P_FORMAT = "ideal_triton_format"
+P_TIER = "ideal_tier"
+P_AVATAR = "ideal_avatar"
+# the batching every model gets: a small queue delay lets requests of several sessions meet in one batch for at
+# most this long (2 ms of a 40 ms frame)
+DEFAULT_QUEUE_DELAY_US = 2000
+DEFAULT_MAX_BATCH = 16
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dims: tuple[int, ...]  # without the batch dimension
+    dtype: str = "FP32"  # Triton's wire name; "TYPE_" + dtype in config.pbtxt
+
+
+@dataclass
+class ModelSpec:
+    """One Triton model: a stage graph (`graph` = its key in the export manifest) or the per-tier ensemble
+    (`steps`: (model name, {model input: ensemble tensor}, {model output: ensemble tensor}))."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch_size: int
+    parameters: dict[str, str]
+    graph: str | None = None
+    tier: str | None = None
+    steps: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.steps)
+
+
+def namespace_for(avatar_dir: Any) -> str:
+    """The model-name prefix of an avatar: its dir's name, `default` for the built-in avatar."""
+    from pathlib import Path
+
+    from ideal.avatar.manifest import DEFAULT_AVATAR_DIR
+
+    path = Path(avatar_dir).resolve()
+    name = "default" if path == Path(DEFAULT_AVATAR_DIR).resolve() else path.name
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "avatar"
+
+
+def model_name(namespace: str, stage: str, tier: str | None = None) -> str:
+    return f"{namespace}.{graph_key(stage, tier)}"
+
+
+def render_model(namespace: str, tier: str) -> str:
+    return model_name(namespace, RENDER, tier)
+
+
+def _tensors(shapes: dict[str, list[int | str]]) -> list[TensorSpec]:
+    out = []
+    for name, shape in shapes.items():
+        if not shape or shape[0] != "B" or any(not isinstance(d, int) for d in shape[1:]):
+            raise BackendError(f"graph tensor {name} has shape {shape}; a Triton model needs (B, fixed...)",
+                               "re-export the avatar (`ideal export AVATAR --target onnx`)")
+        out.append(TensorSpec(name, tuple(int(d) for d in shape[1:])))
+    return out
+
+
+def model_specs(manifest: ExportManifest, namespace: str, avatar: str, tiers: list[str] | None = None,
+                max_batch_size: int | None = None) -> list[ModelSpec]:
+    """Every model of the avatar, stage models first, then one ensemble per tier."""
+    tiers = list(tiers or manifest.tiers)
+    unknown = [t for t in tiers if t not in manifest.tiers]
+    if unknown:
+        raise BackendError(f"tiers {', '.join(unknown)} were not exported (have {', '.join(manifest.tiers)})",
+                           "pick exported tiers or re-export with them")
+    batch = min(max_batch_size or DEFAULT_MAX_BATCH, int(manifest.batch.get("max", DEFAULT_MAX_BATCH)))
+    base = {P_FINGERPRINT: manifest.avatar_fingerprint, P_FORMAT: str(TRITON_FORMAT_VERSION), P_AVATAR: avatar}
+    specs: list[ModelSpec] = []
+    keys = [(CONDITION, None)] + [(FIELD, t) for t in tiers] + [(REFINE, t) for t in tiers]
+    for stage, tier in keys:
+        info = manifest.graphs[graph_key(stage, tier)]
+        specs.append(ModelSpec(model_name(namespace, stage, tier), _tensors(info.inputs), _tensors(info.outputs),
+                               batch, dict(base), graph=graph_key(stage, tier), tier=tier))
+    by_name = {s.name: s for s in specs}
+    for tier in tiers:
+        cond = by_name[model_name(namespace, CONDITION)]
+        fld = by_name[model_name(namespace, FIELD, tier)]
+        ref = by_name[model_name(namespace, REFINE, tier)]
+        pose = next(t for t in fld.inputs if t.name == "pose")
+        steps = [
+            (cond.name, {t.name: t.name for t in cond.inputs}, {"cond": "cond"}),
+            (fld.name, {"cond": "cond", "pose": "pose"}, {o.name: f"coarse_{o.name}" for o in fld.outputs}),
+            (ref.name, {i.name: i.name for i in ref.inputs}, {o.name: o.name for o in ref.outputs}),
+        ]
+        params = {**base, P_TIER: json.dumps(Tier.from_dict(manifest.tiers[tier]).to_dict(), sort_keys=True)}
+        specs.append(ModelSpec(render_model(namespace, tier), [*cond.inputs, pose], list(ref.outputs), batch, params,
+                               tier=tier, steps=steps))
+    return specs
+
+
+# --- config.pbtxt ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Deployment:
+    """How a repository runs its stage models: `cpu` (ONNX Runtime backend, CPU instances) or `gpu` (TensorRT
+    plans per GPU compute capability where built, else ONNX Runtime with its TensorRT accelerator)."""
+
+    device: str = "cpu"
+    instances: int = 1
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    fp16: bool = False
+
+
+def _tensor_block(kind: str, tensors: list[TensorSpec]) -> str:
+    rows = ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
+                      for t in tensors)
+    return f"{kind} [\n{rows}\n]\n"
+
+
+def _parameters(params: dict[str, str]) -> str:
+    return "".join(f'parameters {{ key: "{k}" value {{ string_value: {json.dumps(v)} }} }}\n'
+                   for k, v in sorted(params.items()))
+
+
+def config_pbtxt(spec: ModelSpec, deployment: Deployment | None = None,
+                 plans: dict[str, str] | None = None) -> str:
+    """The model's config.pbtxt. `plans`: compute capability ("8.9") -> TensorRT plan file, for a stage model
+    of a GPU repository (none: the ONNX graph)."""
+    deployment = deployment or Deployment()
+    text = f'name: "{spec.name}"\n'
+    if spec.is_ensemble:
+        text += 'platform: "ensemble"\n'
+    elif plans:
+        text += 'platform: "tensorrt_plan"\n'
+    else:
+        text += 'backend: "onnxruntime"\ndefault_model_filename: "model.onnx"\n'
+    text += f"max_batch_size: {spec.max_batch_size}\n"
+    text += _tensor_block("input", spec.inputs) + _tensor_block("output", spec.outputs)
+    if spec.is_ensemble:
+        steps = []
+        for name, inputs, outputs in spec.steps:
+            maps = "".join(f'      input_map {{ key: "{k}" value: "{v}" }}\n' for k, v in inputs.items())
+            maps += "".join(f'      output_map {{ key: "{k}" value: "{v}" }}\n' for k, v in outputs.items())
+            steps.append(f'    {{\n      model_name: "{name}"\n      model_version: -1\n{maps}    }}')
+        text += "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+    else:
+        kind = "KIND_GPU" if deployment.device == "gpu" else "KIND_CPU"
+        text += f"instance_group [ {{ count: {deployment.instances} kind: {kind} }} ]\n"
+        text += f"dynamic_batching {{ max_queue_delay_microseconds: {deployment.queue_delay_us} }}\n"
+        if plans:
+            text += "".join(f'cc_model_filenames {{ key: "{cc}" value: "{f}" }}\n' for cc, f in sorted(plans.items()))
+        elif deployment.device == "gpu":
+            precision = "FP16" if deployment.fp16 else "FP32"
+            text += ("optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
+                     f'parameters {{ key: "precision_mode" value: "{precision}" }} }} ] }} }}\n')
+    return text + _parameters(spec.parameters)
+
+
+def parse_pbtxt_summary(text: str) -> dict[str, Any]:
+    """What a test or the repository check needs back from a config.pbtxt written by `config_pbtxt`: name,
+    max batch, tensors (name -> dims) and parameters. Not a general protobuf text parser."""
+    name = re.search(r'^name: "([^"]+)"', text, re.M)
+    batch = re.search(r"^max_batch_size: (\d+)", text, re.M)
+
+    def block(kind: str) -> dict[str, tuple[int, ...]]:
+        m = re.search(rf"^{kind} \[\n(.*?)\n\]", text, re.M | re.S)
+        rows = re.findall(r'name: "([^"]+)" data_type: TYPE_\w+ dims: \[ ([\d, ]+) \]', m.group(1)) if m else []
+        return {n: tuple(int(d) for d in dims.split(",")) for n, dims in rows}
+
+    params = dict(re.findall(r'parameters \{ key: "([^"]+)" value \{ string_value: ("(?:[^"\\]|\\.)*") \} \}', text))
+    return {"name": name.group(1) if name else None, "max_batch_size": int(batch.group(1)) if batch else None,
+            "inputs": block("input"), "outputs": block("output"),
+            "parameters": {k: json.loads(v) for k, v in params.items()},
+            "ensemble_steps": re.findall(r'model_name: "([^"]+)"', text)}
+
+
+# --- what a client checks ----------------------------------------------------------------------------------
+def check_served_model(url: str, name: str, parameters: dict[str, str], fingerprint: str, avatar_dir: Any) -> None:
+    """Refuse a served model that belongs to another avatar or another repository format, with the reason."""
+    fmt = parameters.get(P_FORMAT)
+    if fmt is None or parameters.get(P_FINGERPRINT) is None:
+        raise BackendError(f"{url}: model {name} was not exported by ideal-nerf (its config has no "
+                           f"{P_FORMAT}/{P_FINGERPRINT} parameters)",
+                           f"load the repository of `ideal export {avatar_dir} --target triton`")
+    if fmt != str(TRITON_FORMAT_VERSION):
+        raise BackendError(f"{url}: model {name} is from a model repository of format version {fmt}; this "
+                           f"ideal-nerf reads version {TRITON_FORMAT_VERSION}",
+                           f"re-export it (`ideal export {avatar_dir} --target triton -o REPO`) and reload Triton")
+    if parameters[P_FINGERPRINT] != fingerprint:
+        served = parameters.get(P_AVATAR, "?")
+        raise BackendError(f"{url}: model {name} was exported from another avatar or another version of it "
+                           f"(served: {served}, fingerprint {parameters[P_FINGERPRINT][:12]}; {avatar_dir}: "
+                           f"{fingerprint[:12]})",
+                           f"export this avatar's repository (`ideal export {avatar_dir} --target triton -o REPO`) "
+                           "and load it into Triton, or serve the avatar that Triton has")

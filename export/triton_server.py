@@ -1,0 +1,206 @@
+"""A local Triton Inference Server for an avatar, for development and tests (PyTriton).
+
+  ideal triton                                    the built-in avatar on gRPC 8001, HTTP 8000, metrics 8002
+  ideal triton --avatar A --grpc-port 9001 --http-port 9000 --metrics-port 9002 --tiers fast
+
+PyTriton (`pip install 'ideal-nerf[triton]'`) bundles a real Triton server (2.51) that runs Python models only;
+their code runs in this process. Here that code is the avatar's ONNX Runtime graphs (`OnnxRuntimeBackend`), so
+`NS.render.<tier>` does in one Python model what the exported repository's ensemble does in three ONNX Runtime
+models. Names, tensors, batching and parameters come from `export.triton_models.model_specs`, as the repository's
+config.pbtxt files do: a client (`--render-url grpc://127.0.0.1:8001`) cannot tell the two apart. Requests of
+every client batch in Triton's dynamic batcher; the metrics endpoint (`http://HOST:METRICS/metrics`) and the
+gRPC statistics extension report the batches formed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# PyTriton restricts these endpoints behind a generated token by default; statistics stay open (as on a stock
+# Triton) so `ideal bench` and operators can read the batch sizes formed
+RESTRICTED_ENDPOINTS = ["shared-memory", "model-repository", "trace", "logging"]
+
+
+def import_pytriton() -> Any:
+    from ideal.avatar.errors import BackendError
+
+    try:
+        import pytriton.triton as triton_module
+    except ImportError as exc:
+        raise BackendError("PyTriton is not installed", "pip install 'ideal-nerf[triton]'") from exc
+    return triton_module
+
+
+def libpython_dir() -> str:
+    """PyTriton's Python backend stub loads the running Python's libpython; a pyenv build keeps it off the
+    loader's default path."""
+    return str(sysconfig.get_config_var("LIBDIR") or Path(sys.executable).resolve().parent.parent / "lib")
+
+
+def _render_fn(backend: Any, tier: str) -> Callable[..., dict[str, np.ndarray]]:
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(audio: np.ndarray, expression: np.ndarray, pose: np.ndarray) -> dict[str, np.ndarray]:
+        rgb, alpha, _ = backend.run_stages(audio, expression, pose, tier)
+        return {"rgb": np.ascontiguousarray(rgb), "alpha": np.ascontiguousarray(alpha)}
+
+    return infer
+
+
+def _stage_fn(backend: Any, graph: str, outputs: list[str]) -> Callable[..., dict[str, np.ndarray]]:
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(**feeds: np.ndarray) -> dict[str, np.ndarray]:
+        out = backend._run_graph(graph, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        return {k: np.ascontiguousarray(backend._to_host(out[k])) for k in outputs}
+
+    return infer
+
+
+class LocalTriton:
+    """PyTriton serving one avatar's models; `start()` returns once every model is loaded."""
+
+    def __init__(self, avatar: str | Path | None = None, grpc_port: int = 8001, http_port: int = 8000,
+                 metrics_port: int = 8002, tiers: list[str] | None = None, threads: int | None = None,
+                 int8: bool = True, stage_models: bool = False, max_batch_size: int | None = None,
+                 queue_delay_us: int | None = None, address: str = "127.0.0.1") -> None:
+        from ideal.avatar.manifest import resolve_avatar
+        from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+        from ideal.export.triton_models import DEFAULT_QUEUE_DELAY_US, model_specs, namespace_for
+
+        self._pt = import_pytriton()
+        self.avatar_dir = resolve_avatar(avatar)
+        self.ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        self.address = address
+        self.queue_delay_us = DEFAULT_QUEUE_DELAY_US if queue_delay_us is None else queue_delay_us
+        self.backend = OnnxRuntimeBackend(self.avatar_dir, tiers, OrtConfig(device="cpu", threads=threads, int8=int8))
+        self.namespace = namespace_for(self.avatar_dir)
+        specs = model_specs(self.backend.export_manifest, self.namespace, avatar=self.namespace,
+                            tiers=list(self.backend.tiers), max_batch_size=max_batch_size)
+        self.specs = [s for s in specs if s.is_ensemble or stage_models]
+        self._triton: Any = None
+
+    def start(self) -> None:
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+        lib = libpython_dir()
+        paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+        if lib not in paths:
+            os.environ["LD_LIBRARY_PATH"] = ":".join([lib, *paths])
+        pt = self._pt
+        config = pt.TritonConfig(grpc_port=self.ports["grpc"], http_port=self.ports["http"],
+                                 metrics_port=self.ports["metrics"], grpc_address=self.address,
+                                 http_address=self.address, log_verbose=0, exit_timeout_secs=2)
+        security = pt.TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS))
+        triton = pt.Triton(config=config, security_config=security)
+        try:
+            for spec in self.specs:
+                fn = _render_fn(self.backend, spec.tier) if spec.is_ensemble else \
+                    _stage_fn(self.backend, spec.graph, [t.name for t in spec.outputs])
+                triton.bind(model_name=spec.name, infer_func=fn,
+                            inputs=[Tensor(name=t.name, dtype=np.float32, shape=t.dims) for t in spec.inputs],
+                            outputs=[Tensor(name=t.name, dtype=np.float32, shape=t.dims) for t in spec.outputs],
+                            config=ModelConfig(max_batch_size=spec.max_batch_size, batcher=DynamicBatcher(
+                                max_queue_delay_microseconds=self.queue_delay_us)), strict=True)
+            _add_parameters(triton, {s.name: s.parameters for s in self.specs})
+            triton.run()
+        except BaseException:
+            triton.stop()
+            raise
+        self._triton = triton
+
+    @property
+    def url(self) -> str:
+        return f"grpc://{self.address}:{self.ports['grpc']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}:{self.ports['metrics']}/metrics"
+
+    def stop(self) -> None:
+        if self._triton is not None:
+            self._triton.stop()
+            self._triton = None
+
+    def __enter__(self) -> "LocalTriton":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _add_parameters(triton: Any, params: dict[str, dict[str, str]]) -> None:
+    """Put each model's ideal_* parameters into the config PyTriton writes (its user API has no field for
+    them: the models' generated Triton config is amended before `run()` writes it; PyTriton 0.7)."""
+    from ideal.avatar.errors import BackendError
+
+    try:
+        models = list(triton._model_manager.models)
+        for model in models:
+            model._get_triton_model_config().backend_parameters.update(params[model.model_name])
+    except (AttributeError, KeyError) as exc:
+        raise BackendError(f"this PyTriton version cannot carry model parameters ({exc})",
+                           "install the version ideal-nerf's [triton] extra pins") from exc
+
+
+# --- the command -------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--avatar", default="default", help="avatar dir (default: the built-in avatar)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--tiers", nargs="+", metavar="TIER", help="serve only these tiers (default: all exported)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
+                        help="run the FP32 refine graphs (default: INT8 where measured faster on this CPU)")
+    parser.add_argument("--stage-models", action="store_true",
+                        help="also serve the per-stage models (NS.condition, NS.field.T, NS.refine.T)")
+    parser.add_argument("--max-batch", type=int, default=None, help="largest batch Triton forms (default 16)")
+    parser.add_argument("--queue-delay-us", type=int, default=None,
+                        help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ideal.avatar.errors import InputError
+    from ideal.export.backends import ensure_onnx_export
+
+    for name in ("grpc_port", "http_port", "metrics_port"):
+        port = getattr(args, name)
+        if not 1 <= port <= 65535:
+            raise InputError(f"--{name.replace('_', '-')} {port}: not a TCP port", "use 1-65535")
+    import_pytriton()
+    status = ensure_onnx_export(None if args.avatar == "default" else args.avatar)
+    if status not in ("current", "exported"):
+        raise InputError(f"{args.avatar}: cannot export the ONNX graphs ({status})",
+                         "install 'ideal-nerf[cpu]' and run `ideal export AVATAR`")
+    server = LocalTriton(None if args.avatar == "default" else args.avatar, args.grpc_port, args.http_port,
+                         args.metrics_port, args.tiers, args.threads, args.int8, args.stage_models, args.max_batch,
+                         args.queue_delay_us, args.host)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    try:
+        print(f"ideal triton: serving {', '.join(s.name for s in server.specs)} on {server.url} "
+              f"(metrics {server.metrics_url}; Ctrl-C to stop)", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+    print("ideal triton: stopped", flush=True)
+    return 0
