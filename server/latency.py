@@ -20,9 +20,10 @@ screen. Each hop in between is timestamped where it happens, in one clock, the s
 
 Browser times are moved to the server's clock by the page's own offset estimate (the midpoint of a request's
 round trip, `offset_s` in its post); the sender reports' times are the microphone's browser's wall clock and get
-that page's offset (a viewer's table uses the publisher's). The hops are the differences of consecutive stamps, so they add up to the total exactly; what makes
-the figures trustworthy is that each stamp is taken on the media, and `ideal bench --mode browser` checks the total
-against an independent one (the lag that best aligns the microphone's loudness with the shown mouth).
+that page's offset (a viewer's table uses the publisher's). The hops are the differences of consecutive stamps,
+so they add up to the total exactly; what makes the figures trustworthy is that each stamp is taken on the media,
+and `ideal bench --mode browser` checks the total against an independent one (the lag that best aligns the
+microphone's loudness with the shown mouth).
 
 A frame that went out late (it repeats an older picture) is left out of the table and counted as a repeat.
 """
@@ -56,7 +57,8 @@ HOP_LABELS = {
     "presented": "browser jitter buffer + decode",
     "displayed": "to the screen",
 }
-_KEEP_FRAMES = 500  # 20 s at 25 fps
+_KEEP_FRAMES = 1500  # 60 s at 25 fps
+LEVEL_BLOCK = 160  # 10 ms at 16 kHz
 _KEEP_PACKETS = 1000
 _MATCH_WINDOW_S = 0.035  # a frame reaches the browser within this of being sent (loopback and LAN)
 
@@ -121,6 +123,8 @@ class _FrameStamps:
     late: bool
     mouth_sample: int | None
     stamps: dict[str, float] = field(default_factory=dict)
+    mouth_open: float | None = None  # the commanded mouth opening (the model's output for this frame)
+    levels: np.ndarray | None = None  # RMS of the frame's audio in 10 ms blocks (the model's lead over the sound)
 
 
 class SessionTrace:
@@ -135,13 +139,19 @@ class SessionTrace:
     def on_frame(self, frame: Any) -> None:
         """A `StreamFrame` left the session (its `trace` holds streamer clock times)."""
         stamps = {k: v + self._clock_to_wall for k, v in (getattr(frame, "trace", None) or {}).items()}
+        audio = np.asarray(frame.audio, np.float32)
+        blocks = audio[: len(audio) // LEVEL_BLOCK * LEVEL_BLOCK].reshape(-1, LEVEL_BLOCK)
         self._frames[frame.index] = _FrameStamps(frame.index, bool(frame.late), getattr(frame, "mouth_sample", None),
-                                                 stamps)
+                                                 stamps, getattr(frame, "mouth_open", None),
+                                                 np.sqrt((blocks ** 2).mean(axis=1)))
         while len(self._frames) > _KEEP_FRAMES:
             self._frames.popitem(last=False)
 
     def frame(self, index: int) -> _FrameStamps | None:
         return self._frames.get(index)
+
+    def frames(self) -> list[_FrameStamps]:
+        return list(self._frames.values())
 
 
 class SendTrace:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Mode = Literal["offline", "realtime", "webrtc"]
+Mode = Literal["offline", "realtime", "webrtc", "browser"]
 
 
 @dataclass
@@ -36,5 +36,10 @@ class BenchConfig:
         "help": "realtime: also find how many sessions hold 25 fps (adds runs)"})
     inject_delay_ms: float = field(default=0.0, metadata={
         "help": "add a fixed sleep to every backend call (checks that latency figures see it)"})
+    render_budget_ms: float | None = field(default=None, metadata={
+        "help": "browser: the server's render budget (none: its default)"})
+    mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
+        "help": "browser: the server's microphone receive buffer (ideal serve --mic-buffer)"})
+    screenshot: str | None = field(default=None, metadata={"help": "browser: save the viewer's page as PNG"})
     json: str | None = field(default=None, metadata={"help": "write the full figures as JSON"})
     plot: str | None = field(default=None, metadata={"help": "write a plot"})
