@@ -79,18 +79,30 @@ def _tensorrt(avatar_dir: Path, device: str, tiers: list[str] | None, fp16: bool
 
 def create_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
                    tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
-                   int8: bool | Int8Policy = True) -> Backend:
+                   int8: bool | Int8Policy = True, render_url: str | None = None) -> Backend:
     """A ready backend for the avatar (None: the built-in one). `device`: auto | cpu | cuda[:N]; `int8`: ONNX Runtime
-    on CPU runs the INT8 refine graphs when exported (export/quantize.py)."""
-    return choose_backend(avatar_dir, name, device, tiers, fp16, threads, int8=int8).backend
+    on CPU runs the INT8 refine graphs when exported (export/quantize.py); `render_url` (grpc://HOST:PORT): the
+    avatar's render models on a Triton Inference Server instead (export/triton_backend.py)."""
+    return choose_backend(avatar_dir, name, device, tiers, fp16, threads, int8=int8, render_url=render_url).backend
 
 
 def choose_backend(avatar_dir: str | Path | None = None, name: str = "auto", device: str = "auto",
                    tiers: list[str] | None = None, fp16: bool = False, threads: int | None = None,
-                   measure: bool = True, int8: bool | Int8Policy = True) -> BackendChoice:
+                   measure: bool = True, int8: bool | Int8Policy = True,
+                   render_url: str | None = None) -> BackendChoice:
     """A named backend, or with `auto` the fastest that runs here (measured unless `measure=False`, then the
-    first of TensorRT, ONNX Runtime, PyTorch that can be created)."""
+    first of TensorRT, ONNX Runtime, PyTorch that can be created). With `render_url` the Triton backend (the
+    name must then be auto or triton)."""
     avatar_dir = resolve_avatar(avatar_dir)
+    if render_url or name == "triton":
+        if not render_url:
+            raise InputError("backend triton needs the server's address", "pass --render-url grpc://HOST:PORT")
+        if name not in ("auto", "triton"):
+            raise InputError(f"--backend {name} with --render-url {render_url}",
+                             "leave --backend out (or auto): --render-url renders on the Triton server")
+        from ideal.export.triton_backend import TritonBackend
+
+        return BackendChoice(backend=TritonBackend(avatar_dir, render_url, tiers), name="triton")
     if name not in ("auto", *BACKEND_NAMES):
         raise InputError(f"unknown backend {name!r}", f"one of auto, {', '.join(BACKEND_NAMES)}")
     if name != "auto":

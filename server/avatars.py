@@ -25,7 +25,9 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
     import torch
 
     torch.set_num_threads(config.threads)
-    if config.export and config.backend in ("auto", "onnxruntime"):
+    # a node that renders on Triton needs no graphs of its own, unless it may fall back to rendering locally
+    local = not config.render_url or config.render_fallback == "local"
+    if config.export and config.backend in ("auto", "onnxruntime") and local:
         from ideal.export.backends import ensure_onnx_export
 
         ensure_onnx_export(avatar)
@@ -34,9 +36,29 @@ def streamer_engine_factory(avatar: Path | None, config: ServerConfig) -> Any:
         from ideal.avatar.mouth import load_mouth_model
 
         mouth = load_mouth_model(config.mouth_model)
-    return StreamerEngine(avatar=avatar, backend=config.backend, device=config.device,
+    backend: Any = config.backend
+    if config.render_url:
+        backend = remote_backend(avatar, config)
+    return StreamerEngine(avatar=avatar, backend=backend, device=config.device,
                           config=replace(config.streamer),  # a copy per engine, as each had its own
                           mouth_model=mouth)
+
+
+def remote_backend(avatar: Path | None, config: ServerConfig) -> Any:
+    """The avatar's render models on the Triton server of --render-url; unreachable or not serving this avatar:
+    the BackendError stops the server, unless --render-fallback local asks for the in-process backend."""
+    from ideal.avatar.errors import BackendError
+    from ideal.export.triton_backend import TritonBackend
+
+    assert config.render_url
+    try:
+        return TritonBackend(resolve_avatar(avatar), config.render_url)
+    except BackendError as exc:
+        if config.render_fallback != "local":
+            raise
+        log.warning("%s; rendering in this process instead (--render-fallback local, backend %s)", exc,
+                    config.backend)
+        return config.backend
 
 
 @dataclass

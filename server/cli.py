@@ -27,13 +27,15 @@ STREAMER_OPTIONS = ("render_budget_ms", "jitter_ms", "adaptive_tiers", "progress
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     server = add_options(p, ServerConfig, base=ServerConfig(export=True),
-                         fields=("host", "port", "backend", "device", "export", "threads", "mouth_model", "cert",
+                         fields=("host", "port", "backend", "device", "render_url", "render_fallback",
+                                 "export", "threads", "mouth_model", "cert",
                                  "key", "max_sessions", "max_viewers", "token", "codec", "mic_buffer", "allow_origins",
                                  "allow_hosts", "turn_ttl_s", "offer_burst", "offer_refill_s", "max_connections",
                                  "header_timeout_s", "body_timeout_s", "tls_handshake_timeout_s", "max_session_s",
                                  "inactivity_timeout_s", "drain_timeout_s"),
                          flags={"allow_origins": "--allow-origin", "allow_hosts": "--allow-host"},
-                         metavars={"mouth_model": "DIR", "allow_origins": "ORIGIN", "allow_hosts": "NAME"})
+                         metavars={"render_url": "grpc://HOST:PORT", "mouth_model": "DIR", "allow_origins": "ORIGIN",
+                                   "allow_hosts": "NAME"})
     p.add_argument("--token-file", metavar="FILE",
                    help=f"read the access token from FILE's first line (or set {TOKEN_ENV}); unlike --token, not "
                         "visible in `ps`")

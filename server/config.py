@@ -60,6 +60,12 @@ class ServerConfig:
         "help": "renderer backend: auto (an exported one when it runs here: TensorRT, then ONNX Runtime; else "
                 "PyTorch), torch, onnxruntime, tensorrt"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]"})
+    render_url: str | None = field(default=None, metadata={
+        "help": "render on a Triton Inference Server (grpc://HOST:PORT) serving the avatars' models "
+                "(`ideal export AVATAR --target triton`, or `ideal triton` locally) instead of in this process"})
+    render_fallback: Literal["none", "local"] = field(default="none", metadata={
+        "help": "when --render-url is unreachable at start: none (stop with the reason) or local (render in this "
+                "process with --backend)"})
     mouth_model: str | None = field(default=None, metadata={
         "help": "audio-to-mouth model dir (none: the shipped one)"})
     # 1 leaves the other core to encoders, audio and the network; on a loaded 2-core box 2 threads were measured
@@ -136,6 +142,12 @@ class ServerConfig:
             raise InputError("no avatar to serve", "pass --avatar DIR or leave it out for the built-in avatar")
         if self.codec not in CODECS:
             raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
+        if self.render_url is not None:
+            from ideal.export.triton_backend import parse_render_url  # stdlib only; the client is imported later
+
+            parse_render_url(self.render_url)
+        if self.render_fallback not in ("none", "local"):
+            raise InputError(f"--render-fallback {self.render_fallback}", "use none or local")
         if self.max_sessions < 1:
             raise InputError(f"--max-sessions {self.max_sessions}: must be at least 1", "use a positive number")
         if not 20.0 <= self.streamer.render_budget_ms <= 1000.0:
