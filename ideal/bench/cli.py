@@ -3,6 +3,7 @@
   ideal bench --mode offline  --backend all                 frames as fast as possible, per backend and tier
   ideal bench --mode realtime --sessions 2 --duration 20    live audio at wall-clock speed, N sessions
   ideal bench --mode webrtc                                 a real WebRTC client against `ideal serve` on loopback
+  ideal bench --mode render-tier --sessions 8 --render-url grpc://HOST:PORT   render tier alone: in-process vs Triton
   ideal bench --mode browser --duration 20                  voice to lips hop by hop, in real Chromium
 
 A table goes to the terminal; --json writes every figure with the machine, versions and settings; --plot
@@ -53,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         from ideal.bench.browser import run_browser_mode
 
         result = run_browser_mode(args)
+    elif cfg.mode == "render-tier":
+        from ideal.bench.render_tier import run_render_tier_mode
+
+        result = run_render_tier_mode(args)
     else:
         from ideal.bench.webrtc import run_webrtc_mode
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Mode = Literal["offline", "realtime", "webrtc", "browser"]
+Mode = Literal["offline", "realtime", "webrtc", "browser", "render-tier"]
 
 
 @dataclass
@@ -15,13 +15,19 @@ class BenchConfig:
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt", "all"] = field(default="auto", metadata={
         "help": "backend to measure; all = every backend that runs here (offline mode)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:N]"})
+    render_url: str | None = field(default=None, metadata={
+        "help": "render on a Triton Inference Server (grpc://HOST:PORT) instead of in this process; render-tier "
+                "mode: the server compared with in-process"})
+    metrics_url: str | None = field(default=None, metadata={
+        "help": "render-tier mode: Triton's metrics endpoint (default http://HOST:8002/metrics of --render-url)"})
     tier: list[str] | None = field(default=None, metadata={
         "help": "tiers to measure (offline; none: all) or the highest tier the streamer may use (realtime/webrtc)"})
     pin_tier: bool = field(default=False, metadata={
         "help": "realtime: render every frame at --tier (no adaptation), to measure that tier"})
     audio: str | None = field(default=None, metadata={
         "help": "speech file to feed (none: espeak-ng speech, else synthetic)"})
-    sessions: int = field(default=1, metadata={"help": "concurrent sessions (batch in offline mode)"})
+    sessions: int = field(default=1, metadata={
+        "help": "concurrent sessions (batch in offline mode; render-tier mode: 1, 2, 4 ... up to this many)"})
     duration: float | None = field(default=None, metadata={
         "help": "seconds of stream per run (none: offline 4, realtime 10, webrtc: the audio)"})
     mode: Mode = field(default="offline", metadata={"help": "what to measure"})

@@ -254,12 +254,17 @@ class DelayedBackend:
 
 def open_backends(avatar: str | None, name: str, device: str, tiers: list[str] | None, fp16: bool,
                   threads: int | None, inject_delay_ms: float = 0.0,
-                  int8: bool = True) -> tuple[dict[str, Backend], dict[str, str]]:
-    """{label: backend} to measure, and {backend: why not} for those that cannot run here."""
+                  int8: bool = True, render_url: str | None = None) -> tuple[dict[str, Backend], dict[str, str]]:
+    """{label: backend} to measure, and {backend: why not} for those that cannot run here (`render_url`: the
+    Triton backend, alone, or beside every local one with `all`)."""
     from ideal.export.backends import available_backends, choose_backend
 
     if name == "all":
         found, why = available_backends(avatar, device, tiers, fp16, threads, int8=int8)
+        if render_url:
+            found["triton"] = choose_backend(avatar, "triton", device, tiers, render_url=render_url).backend
+    elif render_url:
+        found, why = {"triton": choose_backend(avatar, name, device, tiers, render_url=render_url).backend}, {}
     else:
         choice = choose_backend(avatar, name, device, tiers, fp16, threads, int8=int8)
         found, why = {choice.name: choice.backend}, dict(choice.passed_over)
@@ -286,7 +291,8 @@ def run_offline_mode(args: Any) -> dict[str, Any]:
 
     audio = bench_audio(args.audio, silence_s=0.5)
     backends, unavailable = open_backends(args.avatar, args.backend, args.device, args.tier, args.fp16, args.threads,
-                                          args.inject_delay_ms, int8=getattr(args, "int8", True))
+                                          args.inject_delay_ms, int8=getattr(args, "int8", True),
+                                          render_url=getattr(args, "render_url", None))
     if not backends:
         raise BackendError("no backend can run here: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
     scene = load_scene(args.avatar, audio.audio)

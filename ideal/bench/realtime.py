@@ -344,10 +344,16 @@ def run_realtime_mode(args: Any) -> dict[str, Any]:
 
     int8 = getattr(args, "int8", True)
     config = StreamerConfig(backend_threads=args.threads, int8=int8)
+    render_url = getattr(args, "render_url", None)
+    if render_url:
+        from ideal.export.backends import create_backend
+
+        backend = create_backend(args.avatar, backend, args.device, render_url=render_url)
     if args.inject_delay_ms:
         from ideal.export.backends import create_backend
 
-        backend = DelayedBackend(create_backend(args.avatar, backend, args.device, threads=args.threads, int8=int8),
+        backend = DelayedBackend(backend if render_url else
+                                 create_backend(args.avatar, backend, args.device, threads=args.threads, int8=int8),
                                  args.inject_delay_ms / 1e3)
         # the streamer keeps a fixed playout delay: grow its render budget by the injected time, so the slower
         # backend shows up as latency (what is being checked) rather than as late frames
