@@ -75,8 +75,10 @@ class MicTimeline:
         self._packets: OrderedDict[int, float] = OrderedDict()  # RTP timestamp -> arrival wall time
         self._first_rtp: int | None = None
         self._report: tuple[float, int] | None = None  # (sender wall time, RTP timestamp) of the last report
-        # decoded frames as pushed to the session: (first input sample, RTP offset, samples, rate, wall time)
-        self._frames: deque[tuple[int, int, int, int, float]] = deque(maxlen=_KEEP_PACKETS)
+        # decoded frames as pushed to the session: (first input sample, RTP offset, samples, rate)
+        self._frames: deque[tuple[int, int, int, int]] = deque(maxlen=_KEEP_PACKETS)
+        # pushes: (session samples written after it, input samples pushed after it, rate, resampler lag s, wall)
+        self._pushes: deque[tuple[int, int, int, float, float]] = deque(maxlen=_KEEP_PACKETS)
         self._pushed = 0  # input samples pushed so far
 
     def on_packet(self, rtp_timestamp: int, wall: float) -> None:
@@ -90,31 +92,44 @@ class MicTimeline:
         """An RTCP sender report: the sender's wall clock (64-bit NTP) at this RTP timestamp."""
         self._report = (ntp_timestamp / 2**32 - NTP_EPOCH_OFFSET_S, rtp_timestamp)
 
-    def on_delivered(self, pts: int, samples: int, rate: int, wall: float) -> None:
-        """A decoded frame handed to the session: `pts` is aiortc's (RTP timestamp - first RTP timestamp)."""
-        self._frames.append((self._pushed, pts, samples, rate, wall))
+    def on_pushed(self, pts: int, samples: int, rate: int, wall: float, session_written: int,
+                  holdback_s: float) -> None:
+        """A decoded frame was pushed to the session: `pts` is aiortc's (RTP timestamp - the first one);
+        `session_written` the session's timeline length (16 kHz) after the push, `holdback_s` its resampler's
+        lag (the session's timeline also holds filled silence and may drop a burst: this maps through both)."""
+        self._frames.append((self._pushed, pts, samples, rate))
         self._pushed += samples
+        self._pushes.append((session_written, self._pushed, rate, holdback_s, wall))
 
     def sample(self, session_sample: int, browser_offset_s: float) -> dict[str, float] | None:
         """captured / arrived / delivered wall times of the session's 16 kHz sample `session_sample`."""
         if self._first_rtp is None:
             return None
-        for first, pts, n, rate, wall in reversed(self._frames):
-            k = int(session_sample * rate / SESSION_RATE)
-            if first <= k < first + n:
+        push = None
+        for i in range(len(self._pushes) - 1, -1, -1):
+            if self._pushes[i][0] <= session_sample:
+                if i + 1 < len(self._pushes):
+                    push = self._pushes[i + 1]
+                break
+        if push is None:
+            return None
+        written, pushed, rate, holdback_s, wall = push
+        out = {"delivered": wall}
+        position = pushed - (written - session_sample) * rate / SESSION_RATE - holdback_s * rate  # input sample
+        for first, pts, n, frame_rate in reversed(self._frames):
+            if first <= position < first + n:
                 packet_rtp = (self._first_rtp + pts) & 0xFFFFFFFF
-                out = {"delivered": wall}
                 arrived = self._packets.get(packet_rtp)
                 if arrived is not None:
                     out["arrived"] = arrived
                 if self._report is not None:
                     sr_wall, sr_rtp = self._report
-                    sample_rtp = packet_rtp + (k - first) * RTP_AUDIO_RATE // rate
+                    sample_rtp = packet_rtp + int((position - first) * RTP_AUDIO_RATE / frame_rate)
                     out["captured"] = sr_wall + _signed32(sample_rtp - sr_rtp) / RTP_AUDIO_RATE + browser_offset_s
-                return out
-            if first + n <= k:
-                return None
-        return None
+                break
+            if first + n <= position:
+                break
+        return out
 
 
 @dataclass

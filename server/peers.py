@@ -250,11 +250,13 @@ class PeerManager:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and peer.kind == "avatar":
                 receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
-                if receiver is not None:
-                    if self.config.mic_buffer == "immediate":
+                try:  # both only shave latency or measure it: a failure here must never cost the call
+                    if receiver is not None and self.config.mic_buffer == "immediate":
                         receive_buffer.install(receiver)
-                    if peer.broadcast is not None:
+                    if receiver is not None and peer.broadcast is not None:
                         hook_audio_receiver(receiver, peer.broadcast.trace.mic)
+                except Exception:
+                    log.exception("peer %s: the microphone's receive buffer or latency hooks", peer.id[:8])
                 peer.spawn(self._pump_microphone(peer, track), "microphone")
 
     def _add_tracks(self, peer: Peer) -> None:
@@ -262,7 +264,10 @@ class PeerManager:
         assert sub is not None
         sender = peer.pc.addTrack(sub.video)
         if sub.video.trace is not None:
-            hook_video_sender(sender, sub.video.trace)
+            try:
+                hook_video_sender(sender, sub.video.trace)
+            except Exception:
+                log.exception("peer %s: the video sender's latency hook", peer.id[:8])
         if sub.audio is not None:
             peer.pc.addTrack(sub.audio)
         if self.config.codec != "auto":
@@ -290,14 +295,17 @@ class PeerManager:
             if not isinstance(frame, av.AudioFrame):  # an audio track yields audio frames; this tells mypy
                 continue
             pcm = frame.to_ndarray().reshape(-1)  # packed s16: (1, samples * channels) -> interleaved
-            if peer.broadcast is not None and frame.pts is not None:
-                peer.broadcast.trace.mic.on_delivered(int(frame.pts), frame.samples, frame.sample_rate, time.time())
             try:
                 peer.session.push_audio(pcm, frame.sample_rate, len(frame.layout.channels))
             except Exception as exc:
                 self._close_soon(peer, f"session rejected audio ({exc})")
                 return
             peer.audio_frames_in += 1
+            frontend = getattr(peer.session, "frontend", None)
+            if peer.broadcast is not None and frame.pts is not None and frontend is not None:
+                peer.broadcast.trace.mic.on_pushed(int(frame.pts), frame.samples, frame.sample_rate, time.time(),
+                                                   frontend.samples_written,
+                                                   peer.session.resampler_holdback_ms / 1000.0)
 
     async def _run_broadcast(self, peer: Peer) -> None:
         assert peer.broadcast is not None

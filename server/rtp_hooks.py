@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any
 
+from aiortc.rtp import RtcpSrPacket
+
 from ideal.server.latency import MicTimeline, SendTrace
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,6 @@ def hook_audio_receiver(receiver: Any, mic: MicTimeline) -> bool:
     if on_rtp is None or on_rtcp is None:
         log.warning("aiortc's RTCRtpReceiver lacks the packet handlers the latency trace wraps: no capture times")
         return False
-    from aiortc.rtcp import RtcpSrPacket
 
     async def handle_rtp(packet: Any, arrival_time_ms: int) -> None:
         mic.on_packet(packet.timestamp, time.time())

@@ -308,6 +308,11 @@ class Session:
         return self._frontend
 
     @property
+    def resampler_holdback_ms(self) -> float:
+        """How far the edge resampler's output lags its input: a pushed sample reaches the timeline this late."""
+        return self._edge.holdback_ms
+
+    @property
     def timing(self) -> FrameTiming:
         return self._timing
 
