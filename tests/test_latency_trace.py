@@ -140,4 +140,4 @@ def test_the_receive_buffer_replaces_aiortcs_on_a_real_receiver():
 
     receiver, installed = asyncio.run(run())
     assert isinstance(installed, ImmediateAudioBuffer)
-    assert getattr(receiver, "_RTCRtpReceiver__jitter_buffer") is installed
+    assert receiver._RTCRtpReceiver__jitter_buffer is installed
