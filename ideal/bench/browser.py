@@ -154,6 +154,31 @@ def model_lead_ms(session_frames: list[Any], fps: float) -> tuple[float, float] 
     return av_lag_ms(t, mouth, at, levels, float(t[0]), float(t[-1]), max_lag_ms=MAX_LAG_MS)
 
 
+def ingest_lag_ms(session_frames: list[Any], mic: Any, fps: float, loudness: list[list[float]], start: float,
+                  stop: float) -> tuple[float, float] | None:
+    """The lag (ms) best aligning the loudness the server was handed (each frame's audio at the wall time its
+    samples reached the session) with the microphone's loudness in the page: hops 1 and 2 of the table measured
+    without the RTP timestamps and sender reports they rely on."""
+    from ideal.bench.mouth import av_lag_ms
+
+    times, levels = [], []
+    for f in session_frames:
+        if f.mouth_sample is None or f.levels is None:
+            continue
+        got = mic.sample(f.mouth_sample, 0.0)
+        if got is None:
+            continue
+        n = len(f.levels)
+        times.extend(got["delivered"] + (np.arange(n) + 0.5 - n / 2) / (n * fps))
+        levels.extend(f.levels)
+    if len(times) < 50:
+        return None
+    page = np.asarray(loudness, np.float64).reshape(-1, 2)
+    # av_lag_ms aligns a "picture" series against a sound: here the server's copy plays the picture's part
+    return av_lag_ms(np.asarray(times), np.log10(np.asarray(levels) + 1e-4), page[:, 0], page[:, 1], start, stop,
+                     max_lag_ms=MAX_LAG_MS)
+
+
 def shown_lag_ms(grabbed: list[dict[str, Any]], loudness: list[list[float]], start: float,
                  stop: float) -> tuple[float, float] | None:
     """The lag (ms, + = picture after sound) best aligning the mouth on the grabbed pictures with `loudness`."""
@@ -237,6 +262,7 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
             traced = [f for f in peer.subscription.video.trace.frames()
                       if f["stamps"].get("displayed", 0.0) >= started]
             session_frames = peer.broadcast.trace.frames()
+            mic_timeline = peer.broadcast.trace.mic
             fps = peer.broadcast.fps
             info = server.state.catalog.default.info
         finally:
@@ -249,6 +275,8 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
                            "model_lag_ms": None if lead is None else {"lag": lead[0], "r": round(lead[1], 3)},
                            "speaker_lag_ms": None if seen is None else {"lag": seen[0], "r": round(seen[1], 3)}}
     out["independent_total_ms"] = None if lead is None or seen is None else round(seen[0] - lead[0], 1)
+    ingest = ingest_lag_ms(session_frames, mic_timeline, fps, mic, started, stop)
+    out["ingest_lag_ms"] = None if ingest is None else {"lag": ingest[0], "r": round(ingest[1], 3)}
     if viewer_frames is not None and heard is not None:
         at_viewer = shown_lag_ms(viewer_frames, heard, started, stop)
         out["viewer_lag_ms"] = None if at_viewer is None else {"lag": at_viewer[0], "r": round(at_viewer[1], 3)}
@@ -279,6 +307,9 @@ def format_table(out: dict[str, Any]) -> str:
              f"\nindependent total {out.get('independent_total_ms')} ms = shown mouth vs microphone loudness "
              f"{lag.get('lag')} ms (r {lag.get('r')}) - the mouth model's own lag {model.get('lag')} ms "
              f"(r {model.get('r')})")
+    ingest = out.get("ingest_lag_ms") or {}
+    text += (f"\nmicrophone in the page -> the session, by loudness alone: {ingest.get('lag')} ms "
+             f"(r {ingest.get('r')}); the table's first two hops: {t['hops'][0]['p50']} + {t['hops'][1]['p50']} ms")
     if "viewer_av_sync_ms" in out:
         text += f"\nA/V sync at a viewer {out['viewer_av_sync_ms']} ms (+ = picture after sound; EBU R37: -40..+60)"
     return text
