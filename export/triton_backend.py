@@ -88,6 +88,9 @@ class TritonBackend(StagedBackend):
         self._backoff = 0.0
         self._reason = ""
         self._last_warning = 0.0
+        self._closed = False
+        self._prober: threading.Thread | None = None
+        self._last_inputs: dict[str, np.ndarray] | None = None
         self.failures = 0  # calls that raised RenderUnavailable, for reports
         self.recoveries = 0
         wanted = list(tiers or load_avatar_manifest(self.avatar_dir).tiers)
@@ -176,37 +179,63 @@ class TritonBackend(StagedBackend):
             raise RenderUnavailable(f"Triton at {self.url}: {_short(exc)}") from None
         rgb, alpha = result.as_numpy("rgb"), result.as_numpy("alpha")
         ms = (time.perf_counter() - start) * 1e3
-        self._succeeded()
+        if self._last_inputs is None:
+            self._last_inputs = {k: v[:1].copy() for k, v in arrays.items()}  # for warming a returning server up
         return crop_output(rgb, alpha, {"triton": ms})
 
     # --- losing the server and getting it back ------------------------------------------------------------
     def _client_for_call(self) -> Any:
+        """The connected client; while the server is away, RenderUnavailable at once. Getting it back happens
+        off the render thread (`_probe`), so frames never wait on a reconnect nor on a fresh server's first,
+        slow inference, and the streamer's cost model never sees either."""
         with self._lock:
             if self._client is not None:
                 return self._client
             now = time.monotonic()
-            if now < self._next_try:
-                self.failures += 1
-                self._warn_while_down(now)
-                raise RenderUnavailable(f"Triton at {self.url} is unavailable ({self._reason}); retrying in "
-                                        f"{self._next_try - now:.1f} s")
-            self._next_try = now + self._backoff  # one call at a time tries; the others keep failing fast
+            self.failures += 1
+            self._warn_while_down(now)
+            if now >= self._next_try and (self._prober is None or not self._prober.is_alive()) and not self._closed:
+                self._next_try = float("inf")  # set again by the probe's outcome
+                self._prober = threading.Thread(target=self._probe, name="ideal-triton-probe", daemon=True)
+                self._prober.start()
+            raise RenderUnavailable(f"Triton at {self.url} is unavailable ({self._reason})")
+
+    def _probe(self) -> None:
+        """Dial afresh, check the models again (a restarted server may hold another avatar), render one frame of
+        every tier (the new server's first calls are slow), then put the client back in service."""
         try:
             client = self._dial()
-            try:
-                self._check(client, list(self._tiers), strict=True)
-            except BaseException:
-                client.close()
-                raise
         except BackendError as exc:
             self._failed(None, exc.message)
-            raise RenderUnavailable(exc.message) from None
+            return
+        try:
+            self._check(client, list(self._tiers), strict=True)
+            grpc = self._grpc
+            for tier in self._tiers:
+                inputs = []
+                for name, value in self._warmup_inputs().items():
+                    item = grpc.InferInput(name, list(value.shape), "FP32")
+                    item.set_data_from_numpy(value)
+                    inputs.append(item)
+                client.infer(render_model(self.namespace, tier), inputs, client_timeout=max(self.timeout_s, 5.0))
+        except Exception as exc:  # BackendError from the checks, InferenceServerException from the warm-up
+            client.close()
+            self._failed(None, exc.message if isinstance(exc, BackendError) else _short(exc))
+            return
         with self._lock:
-            if self._client is None:
-                self._client = client
-                return client
-        client.close()  # another thread reconnected first
-        return self._client
+            if self._client is None and not self._closed:
+                self._client, client = client, None
+        if client is not None:
+            client.close()  # closed meanwhile
+            return
+        self._succeeded()
+
+    def _warmup_inputs(self) -> dict[str, np.ndarray]:
+        last = self._last_inputs
+        if last is not None:
+            return last
+        return {name: np.zeros([1, *map(int, shape[1:])], np.float32) for name, shape in self._input_shapes.items()
+                if name in ("audio", "expression")} | {"pose": np.tile(np.eye(3, 4, dtype=np.float32), (1, 1, 1))}
 
     def _failed(self, client: Any, reason: str) -> None:
         with self._lock:
@@ -224,7 +253,9 @@ class TritonBackend(StagedBackend):
             else:
                 self._backoff = min(self._retry[1], self._backoff * 2)
             self._next_try = now + self._backoff
-            if first:
+            if self._closed:
+                pass  # a call that was in flight when the backend was closed: nothing to tell
+            elif first:
                 self._last_warning = now
                 log.warning("render tier: Triton at %s is unavailable (%s); frames repeat until it answers again",
                             self.url, reason)
@@ -234,7 +265,7 @@ class TritonBackend(StagedBackend):
             client.close()  # its channel and socket go now; the next try dials afresh
 
     def _warn_while_down(self, now: float) -> None:
-        if self._down_since is not None and now - self._last_warning >= self._warn_every_s:
+        if not self._closed and self._down_since is not None and now - self._last_warning >= self._warn_every_s:
             self._last_warning = now
             log.warning("render tier: Triton at %s still unavailable after %.0f s (%s; %d calls failed)", self.url,
                         now - self._down_since, self._reason, self.failures)
@@ -256,6 +287,7 @@ class TritonBackend(StagedBackend):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             client, self._client = self._client, None
             self._next_try = float("inf")
             self._reason = "closed"

@@ -1,0 +1,425 @@
+"""The render tier on Triton Inference Server: the exported model repository agrees with the one model
+description (and the Triton 2.51 that PyTriton bundles accepts its configs and ensembles), the Triton backend
+renders the same frames as in-process ONNX Runtime through a local `ideal triton`, a streamer session runs end
+to end through it, and each fault: server unreachable at start, server gone mid-session (frames repeat, a
+warning names it, fresh frames resume when it is back, nothing leaks), models of another avatar or version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ideal.avatar.errors import BackendError, InputError
+
+pytest.importorskip("onnxruntime")
+TOL = 2.0 / 255.0  # the export parity tolerance (tests/test_export.py)
+
+
+def _pytriton_missing() -> str | None:
+    try:
+        import pytriton  # noqa: F401
+        import tritonclient.grpc  # noqa: F401
+    except ImportError as exc:
+        return f"PyTriton / tritonclient not installed ({exc}): pip install 'ideal-nerf[triton]'"
+    return None
+
+
+needs_triton = pytest.mark.skipif(_pytriton_missing() is not None, reason=str(_pytriton_missing()))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class TritonProcess:
+    """`ideal triton` in its own process group (so a test can kill it like a crash, children included)."""
+
+    def __init__(self, avatar: Path | None, ports: list[int], log_path: Path) -> None:
+        self.ports, self.avatar, self.log_path = ports, avatar, log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"grpc://127.0.0.1:{self.ports[0]}"
+
+    def start(self, timeout: float = 180.0) -> None:
+        cmd = [sys.executable, "-m", "ideal", "-q", "triton", "--grpc-port", str(self.ports[0]), "--http-port",
+               str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--tiers", "fast", "--no-int8",
+               "--threads", "1"]
+        if self.avatar is not None:
+            cmd += ["--avatar", str(self.avatar)]
+        seen = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends to the log
+        self._log = open(self.log_path, "ab")  # closed in kill()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"ideal triton: serving" in self.log_path.read_bytes()[seen:]:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.25)
+        text = self.log_path.read_text(errors="replace")[-3000:]
+        self.kill()
+        raise AssertionError(f"ideal triton did not start:\n{text}")
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: the server dies as in a crash, its Triton child with it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+
+@pytest.fixture(scope="module")
+def triton_server(default_avatar: Path, tmp_path_factory) -> TritonProcess:
+    if _pytriton_missing():
+        pytest.skip(_pytriton_missing())
+    server = TritonProcess(None, _free_ports(3), tmp_path_factory.mktemp("triton") / "triton.log")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def frames(default_avatar: Path, new_speech_wav):
+    """Real inputs of 3 frames: windows of speech the avatar never heard, its own tracked expressions and poses."""
+    from ideal.avatar.audio.features import compute_features, windows_for_frames
+    from ideal.avatar.audio.io import load_audio
+    from ideal.avatar.loading import load_avatar
+
+    loaded = load_avatar(default_avatar, device="cpu")
+    mel = compute_features(load_audio(new_speech_wav)[:16000 * 3], loaded.mel_config)
+    idx = np.array([20, 40, 60])
+    windows = windows_for_frames(mel, 61, loaded.fps, loaded.window, loaded.mel_config)[idx]
+    return windows, loaded.expression_track[idx], loaded.pose_track[idx]
+
+
+# --- the repository ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def repository(default_avatar: Path, tmp_path_factory) -> Path:
+    from ideal.cli import main
+
+    repo = tmp_path_factory.mktemp("repo") / "models"
+    assert main(["-q", "export", "--target", "triton", "-o", str(repo)]) == 0
+    return repo
+
+
+def test_repository_configs_are_the_shared_description(default_avatar: Path, repository: Path):
+    from ideal.export.artifacts import avatar_fingerprint, load_export_manifest
+    from ideal.export.triton_models import (P_FINGERPRINT, P_FORMAT, TRITON_FORMAT_VERSION, TRITON_MANIFEST,
+                                            model_specs, parse_pbtxt_summary)
+
+    _, manifest = load_export_manifest(default_avatar)
+    specs = model_specs(manifest, "default", avatar="default")
+    written = sorted(p.name for p in repository.iterdir() if p.is_dir())
+    assert written == sorted(s.name for s in specs)
+    assert {f"default.render.{t}" for t in manifest.tiers} <= set(written)
+    for spec in specs:
+        summary = parse_pbtxt_summary((repository / spec.name / "config.pbtxt").read_text())
+        assert summary["name"] == spec.name and summary["max_batch_size"] == spec.max_batch_size
+        assert summary["inputs"] == {t.name: t.dims for t in spec.inputs}
+        assert summary["outputs"] == {t.name: t.dims for t in spec.outputs}
+        assert summary["parameters"] == spec.parameters
+        assert summary["parameters"][P_FINGERPRINT] == avatar_fingerprint(default_avatar)
+        assert summary["parameters"][P_FORMAT] == str(TRITON_FORMAT_VERSION)
+        if spec.is_ensemble:
+            assert summary["ensemble_steps"] == [s[0] for s in spec.steps]
+            assert not any((repository / spec.name / "1").iterdir())
+        else:
+            graph = repository / spec.name / "1" / "model.onnx"
+            from ideal.avatar.manifest import sha256_file
+
+            assert sha256_file(graph) == manifest.graphs[spec.graph].sha256
+    index = json.loads((repository / TRITON_MANIFEST).read_text())
+    assert index["avatars"]["default"]["avatar_fingerprint"] == avatar_fingerprint(default_avatar)
+    # the render ensemble's outputs are the refine graph's, its inputs the condition graph's plus the pose
+    render = next(s for s in specs if s.name == "default.render.fast")
+    assert [t.name for t in render.inputs] == ["audio", "expression", "pose"]
+    assert [t.name for t in render.outputs] == ["rgb", "alpha"]
+
+
+@needs_triton
+def test_triton_accepts_the_repository_configs_and_ensembles(repository: Path, tmp_path: Path):
+    """The real Triton 2.51 that PyTriton bundles parses every config.pbtxt and checks every ensemble; it has no
+    ONNX Runtime backend (Python models only), so the stage models can go no further than finding that out."""
+    import pytriton
+
+    from ideal.export.triton_server import libpython_dir
+
+    home = Path(pytriton.__file__).parent / "tritonserver"
+    ports = _free_ports(3)
+    env = dict(os.environ, LD_LIBRARY_PATH=":".join([libpython_dir(), os.environ.get("LD_LIBRARY_PATH", "")]))
+    proc = subprocess.run([str(home / "bin" / "tritonserver"), f"--model-repository={repository}",
+                           f"--backend-directory={home / 'backends'}", f"--grpc-port={ports[0]}",
+                           f"--http-port={ports[1]}", f"--metrics-port={ports[2]}", "--exit-timeout-secs=1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    log = proc.stdout + proc.stderr
+    loading = [line for line in log.splitlines() if "failed to load" in line or "ensemble '" in line]
+    assert loading, log[-3000:]
+    for line in loading:
+        if "failed to load '" in line and "version 1:" in line:
+            assert "unable to find backend library for backend 'onnxruntime'" in line, line
+    ensembles = [line for line in log.splitlines() if "ensemble 'default.render." in line]
+    assert len(ensembles) == 3, log[-3000:]
+    for line in ensembles:  # got past parsing and structure checks to the composing models' state
+        assert "depends on 'default." in line and "has no loaded version" in line, line
+    assert "parse" not in log.lower() or "failed to parse" not in log.lower()
+
+
+def test_a_second_avatar_keeps_the_first_ones_models(default_avatar: Path, repository: Path, tmp_path: Path):
+    from ideal.export.triton_export import export_triton_repository
+
+    repo = tmp_path / "shared"
+    shutil.copytree(repository, repo)
+    other = tmp_path / "other"
+    shutil.copytree(default_avatar, other)  # the copy carries its exported graphs
+    entry = export_triton_repository(other, repo, tiers=["fast"])
+    names = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    assert "other.render.fast" in names and "default.render.coarse" in names
+    assert "other.render.coarse" not in names and set(entry["tiers"]) == {"fast"}
+    index = json.loads((repo / "ideal-triton.json").read_text())
+    assert set(index["avatars"]) == {"default", "other"}
+
+
+def test_export_target_triton_needs_an_output(capsys):
+    from ideal.cli import main
+
+    assert main(["export", "--target", "triton"]) == 2
+    assert "--target triton needs -o REPO" in capsys.readouterr().err
+
+
+# --- the backend against a local Triton --------------------------------------------------------------------
+def test_triton_renders_the_same_frames_as_onnxruntime(default_avatar: Path, triton_server: TritonProcess, frames):
+    from ideal.avatar.evaluation.image_metrics import face_alpha
+    from ideal.export.backends import create_backend
+
+    audio, expression, pose = frames
+    remote = create_backend(default_avatar, render_url=triton_server.url)
+    local = create_backend(default_avatar, "onnxruntime", "cpu", tiers=["fast"], int8=False)
+    try:
+        assert remote.name == "triton" and list(remote.tiers) == ["fast"]
+        assert remote.tiers["fast"] == local.tiers["fast"]
+        got = remote.render(audio, expression, pose, "fast")
+        ref = local.render(audio, expression, pose, "fast")
+        assert got.rgb.shape == ref.rgb.shape == (3, 512, 512, 3) and got.alpha.shape == (3, 512, 512, 1)
+        assert face_alpha(ref.alpha) > 0.95, "the head is not rendered; parity would be meaningless"
+        rgb_diff = float(np.abs(got.rgb - ref.rgb).max())
+        alpha_diff = float(np.abs(got.alpha - ref.alpha).max())
+        print(f"max |triton - onnxruntime| rgb {rgb_diff:.2e} alpha {alpha_diff:.2e}")
+        assert rgb_diff <= TOL and alpha_diff <= TOL
+        one = remote.render(audio[:1], expression[:1], pose[:1], "fast")  # batch 1 as well as 3
+        assert float(np.abs(one.rgb - ref.rgb[:1]).max()) <= TOL
+        assert "triton" in one.timings_ms
+        with pytest.raises(InputError, match="unknown tier"):
+            remote.render(audio, expression, pose, "refined")
+        with pytest.raises(InputError, match="audio has shape"):
+            remote.render(audio[:, :3], expression, pose, "fast")
+    finally:
+        remote.close()
+
+
+def _speech(path: Path, seconds: float) -> np.ndarray:
+    from ideal.avatar.audio.io import load_audio
+
+    return load_audio(path)[: int(16000 * seconds)]
+
+
+async def _stream(session, pcm: np.ndarray, seconds: float, frames: list, chunk: int = 640) -> None:
+    """Push speech (and then silence) in real time for `seconds`, collecting every frame the session emits."""
+
+    async def consume() -> None:
+        async for frame in session.frames():
+            frames.append((time.monotonic(), frame))
+
+    task = asyncio.ensure_future(consume())
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        block = pcm[i * chunk:(i + 1) * chunk]
+        if len(block) < chunk:
+            block = np.zeros(chunk, np.float32)
+        session.push_audio(block, 16000, 1)
+        i += 1
+        await asyncio.sleep(max(0.0, start + i * chunk / 16000 - time.monotonic()))
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+async def test_a_serve_session_renders_end_to_end_through_triton(default_avatar: Path, triton_server: TritonProcess,
+                                                                 new_speech_wav: Path):
+    """What `ideal serve --render-url` builds per avatar (its engine factory), one session through it."""
+    from ideal.server.avatars import streamer_engine_factory
+    from ideal.server.config import ServerConfig
+
+    config = ServerConfig(render_url=triton_server.url, export=False).validate()
+    engine = streamer_engine_factory(None, config)
+    try:
+        assert engine.backend_name == "triton" and engine.info["backend"] == "triton"
+        assert engine.ordered_tiers == ["fast"]
+        session = engine.open_session(expression="audio")
+        frames: list = []
+        await _stream(session, _speech(new_speech_wav, 4.0), 4.0, frames)
+        stats = session.stats
+        await session.aclose()
+    finally:
+        await engine.aclose()
+    emitted = [f for _, f in frames]
+    fresh = [f for f in emitted if not f.late]
+    assert len(emitted) >= 70, f"only {len(emitted)} frames in 4 s"
+    # how many are on time is a figure of the machine (`ideal bench`), not of correctness: here, that they render
+    assert len(fresh) >= 0.25 * len(emitted), f"{len(emitted) - len(fresh)} of {len(emitted)} late"
+    assert all(f.tier == "fast" for f in fresh)
+    assert any(f.speech for f in emitted)
+    assert len({f.image.tobytes()[:4096] + f.image.tobytes()[-4096:] for f in fresh}) > 10  # the face moves
+    assert stats.failure is None
+
+
+# --- faults ------------------------------------------------------------------------------------------------
+@needs_triton
+def test_unreachable_at_start_is_one_clear_line(default_avatar: Path):
+    from ideal.export.triton_backend import TritonBackend
+
+    port = _free_ports(1)[0]
+    with pytest.raises(BackendError) as err:
+        TritonBackend(default_avatar, f"grpc://127.0.0.1:{port}")
+    text = str(err.value)
+    assert f"Triton at grpc://127.0.0.1:{port} is not reachable" in text and "\n" not in text
+    assert "--render-fallback local" in text
+
+
+@needs_triton
+def test_serve_stops_with_the_reason_or_falls_back_when_told(default_avatar: Path, capsys):
+    from ideal.cli import main
+    from ideal.server.avatars import remote_backend
+    from ideal.server.config import ServerConfig
+
+    port = _free_ports(1)[0]
+    assert main(["serve", "--render-url", f"grpc://127.0.0.1:{port}", "--port", "0", "--no-export"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: Triton at grpc://127.0.0.1:") and "not reachable" in err[0]
+    config = ServerConfig(render_url=f"grpc://127.0.0.1:{port}", render_fallback="local").validate()
+    assert remote_backend(None, config) == "auto"  # the in-process backend the engine then makes
+    with pytest.raises(InputError, match="not a Triton gRPC URL"):
+        ServerConfig(render_url="http://127.0.0.1:8000").validate()
+
+
+def test_models_of_another_format_version_are_refused():
+    from ideal.export.triton_models import P_AVATAR, P_FINGERPRINT, P_FORMAT, check_served_model
+
+    with pytest.raises(BackendError, match="format version 0; this ideal-nerf reads version 1"):
+        check_served_model("grpc://h:1", "a.render.fast", {P_FORMAT: "0", P_FINGERPRINT: "ab"}, "ab", "A")
+    with pytest.raises(BackendError, match="not exported by ideal-nerf"):
+        check_served_model("grpc://h:1", "a.render.fast", {}, "ab", "A")
+    with pytest.raises(BackendError, match=r"another avatar or another version of it \(served: b"):
+        check_served_model("grpc://h:1", "a.render.fast", {P_FORMAT: "1", P_FINGERPRINT: "cd", P_AVATAR: "b"},
+                           "ab", "A")
+
+
+def test_models_of_another_avatar_or_version_are_refused(default_avatar: Path, triton_server: TritonProcess,
+                                                         tmp_path: Path):
+    from ideal.export.triton_backend import TritonBackend
+
+    # the same avatar name, other weights (a retrained version): same model names, another fingerprint
+    retrained = tmp_path / "retrained" / "default"
+    shutil.copytree(default_avatar, retrained, ignore=shutil.ignore_patterns("exported"))
+    manifest = json.loads((retrained / "avatar.json").read_text())
+    manifest["created"] = "a later training run"
+    (retrained / "avatar.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendError, match="exported from another avatar or another version of it"):
+        TritonBackend(retrained, triton_server.url, namespace="default")
+    # another avatar: the server has none of its models
+    other = tmp_path / "other"
+    shutil.copytree(default_avatar, other, ignore=shutil.ignore_patterns("exported"))
+    with pytest.raises(BackendError, match="does not serve avatar other's render models: other.render.fast"):
+        TritonBackend(other, triton_server.url)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_triton_gone_mid_session_repeats_frames_warns_and_recovers(default_avatar: Path, tmp_path: Path,
+                                                                        new_speech_wav: Path, caplog):
+    """Kill the server (SIGKILL, children too) while a session streams: frames keep coming as repeats, one
+    warning names the server, nothing crashes; start it again on the same ports: fresh frames resume. After the
+    session and engine close, threads and file descriptors are back where they were."""
+    if _pytriton_missing():
+        pytest.skip(_pytriton_missing())
+    from ideal.export.triton_backend import TritonBackend
+    from ideal.streamer.engine import StreamerEngine
+
+    server = TritonProcess(None, _free_ports(3), tmp_path / "triton.log")
+    server.start()
+    try:
+        threads0, fds0 = threading.active_count(), _fds()
+        backend = TritonBackend(default_avatar, server.url, retry_s=0.2, max_retry_s=1.0, warn_every_s=2.0)
+        engine = StreamerEngine(None, backend=backend)
+        session = engine.open_session(expression="audio")
+        pcm = _speech(new_speech_wav, 30.0)
+        frames: list = []
+        events: dict[str, float] = {}
+
+        async def chaos() -> None:
+            await asyncio.sleep(2.5)
+            events["killed"] = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, server.kill)
+            await asyncio.sleep(3.0)
+            events["restarting"] = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, server.start)
+            events["restarted"] = time.monotonic()
+
+        with caplog.at_level(logging.WARNING, logger="ideal.export.triton_backend"):
+            chaos_task = asyncio.ensure_future(chaos())
+            await _stream(session, pcm, 2.5 + 3.0 + 1.0, frames)  # until the restart begins
+            await chaos_task
+            await _stream(session, pcm, 4.0, frames)  # after it is back
+        stats = session.stats
+        await session.aclose()
+        await engine.aclose()
+        down = [f for t, f in frames if events["killed"] + 0.5 < t < events["restarting"]]
+        after = [f for t, f in frames if t > events["restarted"] + 1.5]
+        assert len(down) >= 50, "frames stopped while the server was gone"
+        assert all(f.late for f in down), "frames rendered without a server?"
+        # fresh frames resume (how many of them are on time is the loaded machine's figure, not correctness)
+        assert after and sum(not f.late for f in after) >= 5, \
+            f"no fresh frames after the server came back ({sum(not f.late for f in after)} of {len(after)})"
+        assert stats.failure is None
+        warnings = [r.getMessage() for r in caplog.records]
+        assert any(f"Triton at {server.url} is unavailable" in w for w in warnings), warnings
+        assert any(f"Triton at {server.url} is back after" in w for w in warnings), warnings
+        assert len(warnings) <= 8, f"warnings are not rate-limited: {len(warnings)}"
+        assert backend.recoveries >= 1 and backend.failures > 0
+        for _ in range(50):  # executor threads of the closed engine finish their last task and exit
+            if threading.active_count() <= threads0 + 1 and _fds() <= fds0 + 3:
+                break
+            await asyncio.sleep(0.2)
+        assert threading.active_count() <= threads0 + 1, [t.name for t in threading.enumerate()]
+        assert _fds() <= fds0 + 3, f"file descriptors: {fds0} -> {_fds()}"
+    finally:
+        server.kill()
