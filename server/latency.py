@@ -177,7 +177,7 @@ class SendTrace:
         self.fps = fps
         self._pulled: OrderedDict[int, float] = OrderedDict()
         self._sent: OrderedDict[int, float] = OrderedDict()  # frame index -> wall time its packets left
-        self._shown: deque[dict[str, float]] = deque(maxlen=_KEEP_FRAMES)
+        self._shown: deque[tuple[int, dict[str, float]]] = deque(maxlen=_KEEP_FRAMES)  # (RTP timestamp, times)
         self._origin: int | None = None  # the sender's random RTP timestamp origin, learnt from the page's reports
         self.browser_offset_s = 0.0
 
@@ -199,8 +199,8 @@ class SendTrace:
         """Frames the page displayed: {rtp, received, presented, displayed} in the page's wall clock (s)."""
         self.browser_offset_s = browser_offset_s
         for f in frames:
-            self._shown.append({"rtp": int(f["rtp"]) & 0xFFFFFFFF,
-                                **{k: float(f[k]) + browser_offset_s for k in ("received", "presented", "displayed")}})
+            self._shown.append((int(f["rtp"]) & 0xFFFFFFFF,
+                                {k: float(f[k]) + browser_offset_s for k in ("received", "presented", "displayed")}))
         if self._origin is None:
             self._origin = self._learn_origin()
 
@@ -208,10 +208,10 @@ class SendTrace:
         """The RTP origin that pairs the page's frames with the frames sent just before they arrived."""
         votes: dict[int, int] = {}
         sent = list(self._sent.items())
-        for shown in self._shown:
+        for rtp, shown in self._shown:
             for index, wall in sent:
                 if 0.0 <= shown["received"] - wall < _MATCH_WINDOW_S:
-                    origin = (shown["rtp"] - self._pts(index)) & 0xFFFFFFFF
+                    origin = (rtp - self._pts(index)) & 0xFFFFFFFF
                     votes[origin] = votes.get(origin, 0) + 1
         if not votes:
             return None
@@ -224,8 +224,8 @@ class SendTrace:
             return []
         by_pts = {self._pts(i): i for i in self._sent}
         out = []
-        for shown in self._shown:
-            index = by_pts.get((shown["rtp"] - self._origin) & 0xFFFFFFFF)
+        for rtp, shown in self._shown:
+            index = by_pts.get((rtp - self._origin) & 0xFFFFFFFF)
             if index is None:
                 continue
             rec = self.session.frame(index)
@@ -255,7 +255,7 @@ def hop_table(frames: list[dict[str, Any]]) -> dict[str, Any]:
 
     `frames` as `SendTrace.frames()` gives them (or recorded by the bench): each with `late` and `stamps`."""
     complete = [f for f in frames if not f["late"] and all(k in f["stamps"] for k in STAMPS)]
-    hops = []
+    hops: list[dict[str, Any]] = []
     for prev, stamp in zip(STAMPS, STAMPS[1:]):
         values = [1000.0 * (f["stamps"][stamp] - f["stamps"][prev]) for f in complete]
         hops.append({"hop": stamp, "label": HOP_LABELS[stamp], **_pct(values)})
