@@ -90,6 +90,35 @@ def test_net_exports_to_onnx_and_matches_onnxruntime(tmp_path: Path) -> None:
     assert not ops & {"Loop", "If", "Scan", "GRU", "LSTM"}
 
 
+def test_ensemble_averages_its_members_exports_and_round_trips(tmp_path: Path) -> None:
+    """NetConfig.members: independently trained nets in one module, output = the mean of theirs; it saves, loads
+    and exports to ONNX like a single net."""
+    import onnxruntime as ort
+    import torch
+
+    from ideal.avatar.mouth.config import NetConfig
+    from ideal.avatar.mouth.model import MouthNet, assemble_members, load_mouth_model, save_mouth_model
+
+    spec, window = FeatureSpec("cepstral"), AudioWindow(24, 80.0)
+    members = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        members.append(MouthNet(spec, window.length).eval())
+    net = NetConfig(members=3)
+    ens = assemble_members(members, spec, window.length, net)
+    x = torch.randn(4, window.length, spec.input_dim)
+    with torch.no_grad():
+        want = torch.stack([m(x) for m in members]).mean(0)
+        np.testing.assert_allclose(ens(x).numpy(), want.numpy(), atol=1e-5)
+    save_mouth_model(tmp_path, ens, spec, window, net)
+    loaded = load_mouth_model(tmp_path)
+    np.testing.assert_allclose(loaded.predict(x.numpy()), want.numpy(), atol=1e-5)
+    torch.onnx.export(ens, (x,), str(tmp_path / "m.onnx"), input_names=["w"], output_names=["mouth"],
+                      dynamic_axes={"w": {0: "batch"}, "mouth": {0: "batch"}}, opset_version=17, dynamo=False)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"w": x.numpy()})
+    np.testing.assert_allclose(got[0], want.numpy(), atol=1e-4)
+
+
 def _shipped_or_skip() -> Path:
     if not (MOUTH_MODEL_DIR / "mouth.json").exists():
         pytest.fail(f"the shipped mouth model is missing from {MOUTH_MODEL_DIR}")

@@ -42,10 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help=f"audio lookahead (latency) in ms (default {DEFAULT_WINDOW.lookahead_ms:g})")
     train = add_options(tr, MouthTrainConfig, fields=("steps",))
     augment = add_options(tr, AugmentConfig, fields=("n_variants",), flags={"n_variants": "--variants"})
-    pipeline = add_options(tr, PipelineConfig, fields=("bootstrap_rounds", "loso"))
+    pipeline = add_options(tr, PipelineConfig, fields=("bootstrap_rounds", "gate_min_r", "gate_min_margin", "loso"))
     tr.set_defaults(_mouth_train_options=(train, augment, pipeline))
     tr.add_argument("--offsets", type=Path, default=None,
                     help="known A/V offsets instead of the bootstrap: a json {clip name: ms} or a mouth.json")
+    tr.add_argument("--speakers", type=Path, default=None,
+                    help="json {clip name: speaker}: who speaks in which clip (default: the first word of the "
+                         "file name, obama_20s -> obama); leave-one-speaker-out holds out each speaker's clips")
     tr.add_argument("--cache", type=Path, default=None, help="tracking/feature cache directory")
     ev = sub.add_parser("evaluate", help="r of predicted vs tracked mouth opening on videos",
                         description="Track each video's mouth, predict it from the audio alone and report Pearson "
@@ -104,7 +107,7 @@ def _train(args: argparse.Namespace) -> int:
     from ideal.avatar.errors import InputError
     from ideal.avatar.mouth.config import DEFAULT_WINDOW
     from ideal.avatar.mouth.features import FeatureSpec
-    from ideal.avatar.mouth.pipeline import load_clips, read_offsets, train_from_clips
+    from ideal.avatar.mouth.pipeline import load_clips, read_clip_gate, read_offsets, read_speakers, train_from_clips
 
     if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
         raise InputError(f"{args.output}: already exists and is not empty", "pass --overwrite or choose another -o")
@@ -114,11 +117,16 @@ def _train(args: argparse.Namespace) -> int:
     cfg = pipeline.build(args, spec=FeatureSpec(args.features), window=AudioWindow(DEFAULT_WINDOW.length,
                                                                                   args.lookahead_ms),
                          train=train.build(args), augment=augment.build(args))
-    clips = load_clips(args.data, cache_dir=args.cache)
+    speakers = read_speakers(args.speakers) if args.speakers else None
+    clips = load_clips(args.data, cache_dir=args.cache, speakers=speakers)
     known = read_offsets(args.offsets) if args.offsets else None
+    gate = read_clip_gate(args.offsets) if args.offsets else None
     info = train_from_clips(clips, args.output, cfg, overwrite=args.overwrite, cache_dir=args.cache,
-                            known_offsets=known)
-    print(f"wrote {args.output} ({len(clips)} clips, {len({c.speaker for c in clips})} speakers)")
+                            known_offsets=known, known_gate=gate)
+    used = info["training_data"]
+    print(f"wrote {args.output} ({len(used)} clips, {len({d['speaker'] for d in used})} speakers)")
+    for name, why in info["left_out"].items():
+        print(f"  {name:24s} LEFT OUT by the quality gate: {why}")
     for d in info["training_data"]:
         print(f"  {d['name']:24s} speaker={d['speaker']:10s} frames={d['frames']:5d} "
               f"A/V offset={d['av_offset_ms']:+6.0f} ms  "

@@ -19,6 +19,8 @@ class NetConfig:
     channels: int = 64
     hidden: int = 128
     dropout: float = 0.2
+    # members > 1: that many nets (the same inputs, trained with seeds seed..seed+members-1) averaged in one module
+    members: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,5 +54,12 @@ class PipelineConfig:
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     bootstrap_rounds: int = field(default=2, metadata={"help": "rounds of per-clip A/V offset search"})
+    # the per-clip quality gate (avatar.mouth.training.ClipGate): thresholds measured in docs/mouth.md
+    gate_min_r: float = field(default=0.25, metadata={
+        "help": "leave out a clip whose audio-implied and tracked mouth correlate below this at their best offset"})
+    gate_min_margin: float = field(default=0.10, metadata={
+        "help": "... or whose best r is not this far above the best r 300 ms or more away from it"})
+    # with fewer speakers each clip's judge (a model trained on the others) is too weak to condemn a clip
+    gate_min_speakers: int = 4
     loso: bool = field(default=False, metadata={
         "help": "also measure leave-one-speaker-out r (one extra training per speaker: slower)"})

@@ -149,3 +149,15 @@ def shared_clips(data_root: Path) -> list[tuple[Path, Path | None]]:
         wav = v.with_suffix(".wav")
         out.append((v, wav if wav.exists() else None))
     return out
+
+
+def shared_speaker_clips(data_root: Path) -> list[tuple[Path, Path | None, str]]:
+    """Every clip with audio in ../shared/data for the mouth model: (video, audio or None, speaker).
+
+    The seven clips of `shared_clips` (Obama's two grouped) and the one-person-per-file clips of speakers/
+    (its README: every file is a different person, none of them in train/ or drivers/)."""
+    out = [(v, a, speaker_of(v)) for v, a in shared_clips(data_root)]
+    folder = data_root / "speakers"
+    if folder.is_dir():
+        out += [(v, a, v.stem.lower()) for v, a in find_clips([folder])]
+    return out

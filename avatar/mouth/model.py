@@ -50,29 +50,57 @@ class MouthNet(nn.Module):
             d_in = spec.n_ceps
         else:
             self.register_buffer("frontend", torch.eye(d_in))
-        c = net.channels
-        self.conv = nn.Sequential(
-            nn.Conv1d(d_in, c, kernel_size=5, stride=2, padding=2), nn.GELU(),
-            nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1), nn.GELU(),
-            nn.Conv1d(c, c, kernel_size=3, padding=1), nn.GELU(),
-        )
-        t_out = (window_length + 3) // 4  # two stride-2 convolutions
-        # Flattening (not pooling) keeps *where* in the window a sound is: the current frame sits at a
-        # fixed position, the rest is context.
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(net.dropout), nn.Linear(c * t_out, net.hidden), nn.GELU(),
-            nn.Linear(net.hidden, N_OUT),
-        )
+        self.conv, self.head = _branch(d_in, window_length, net)
+        # further ensemble members (NetConfig.members): the same branch again, outputs averaged
+        self.more = nn.ModuleList([nn.ModuleDict(dict(zip(("conv", "head"), _branch(d_in, window_length, net))))
+                                   for _ in range(net.members - 1)])
         self.register_buffer("out_mean", torch.zeros(N_OUT))
         self.register_buffer("out_std", torch.ones(N_OUT))
 
     def forward_normalised(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, 10) standardised targets (what the loss sees)."""
         z = torch.matmul(x, self.frontend).transpose(1, 2)  # (B, D', L)
-        return self.head(self.conv(z))
+        out = self.head(self.conv(z))
+        for member in self.more:
+            out = out + member["head"](member["conv"](z))
+        return out / (1 + len(self.more))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_normalised(x) * self.out_std + self.out_mean
+
+
+def _branch(d_in: int, window_length: int, net: NetConfig) -> tuple[nn.Sequential, nn.Sequential]:
+    """One member of the net: temporal convolutions, then a head on the flattened time axis."""
+    c = net.channels
+    conv = nn.Sequential(
+        nn.Conv1d(d_in, c, kernel_size=5, stride=2, padding=2), nn.GELU(),
+        nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1), nn.GELU(),
+        nn.Conv1d(c, c, kernel_size=3, padding=1), nn.GELU(),
+    )
+    t_out = (window_length + 3) // 4  # two stride-2 convolutions
+    # Flattening (not pooling) keeps *where* in the window a sound is: the current frame sits at a
+    # fixed position, the rest is context.
+    head = nn.Sequential(
+        nn.Flatten(), nn.Dropout(net.dropout), nn.Linear(c * t_out, net.hidden), nn.GELU(),
+        nn.Linear(net.hidden, N_OUT),
+    )
+    return conv, head
+
+
+def assemble_members(members: list[MouthNet], spec: FeatureSpec, window_length: int, net: NetConfig) -> MouthNet:
+    """One MouthNet averaging independently trained single nets (their label scaling must be the same)."""
+    from dataclasses import replace
+
+    out = MouthNet(spec, window_length, replace(net, members=len(members)))
+    first = members[0]
+    out.conv.load_state_dict(first.conv.state_dict())
+    out.head.load_state_dict(first.head.state_dict())
+    for slot, m in zip(out.more, members[1:]):
+        slot["conv"].load_state_dict(m.conv.state_dict())
+        slot["head"].load_state_dict(m.head.state_dict())
+    out.out_mean.copy_(first.out_mean)
+    out.out_std.copy_(first.out_std)
+    return out.eval()
 
 
 @dataclass

@@ -83,7 +83,17 @@ def train_mouth_net(seqs: list[Sequence], spec: FeatureSpec, window: AudioWindow
                     cfg: MouthTrainConfig = MouthTrainConfig(),
                     net: NetConfig = NetConfig(), offsets_ms: dict[int, float] | None = None,
                     progress: bool = True) -> MouthNet:
-    """Fit a MouthNet on all examples of `seqs`; returns it in eval mode."""
+    """Fit a MouthNet on all examples of `seqs`; returns it in eval mode. With `net.members` > 1, that many
+    nets are trained (seeds cfg.seed, cfg.seed + 1, ...) and averaged in one module."""
+    if net.members > 1:
+        from dataclasses import replace
+
+        from ideal.avatar.mouth.model import assemble_members
+
+        single = replace(net, members=1)
+        members = [train_mouth_net(seqs, spec, window, replace(cfg, seed=cfg.seed + k), single, offsets_ms, progress)
+                   for k in range(net.members)]
+        return assemble_members(members, spec, window.length, net)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -155,7 +165,7 @@ def leave_one_speaker_out(seqs: list[Sequence], clips, spec: FeatureSpec, window
     uncorrected alignment). The one LOSO loop of `ideal mouth train --loso` and benchmarks/mouth_loso.py."""
     offsets = offsets_ms or {i: 0.0 for i in range(len(clips))}
     result = LosoResult({}, {}, {}, {})
-    for spk in sorted({c.speaker for c in clips}):
+    for spk in sorted({clips[s.clip].speaker for s in seqs}):  # the speakers that have sequences
         held = {i for i, c in enumerate(clips) if c.speaker == spk}
         module = train_mouth_net([s for s in seqs if s.clip not in held], spec, window, cfg, net, offsets,
                                  progress=False)
@@ -176,35 +186,71 @@ def leave_one_speaker_out(seqs: list[Sequence], clips, spec: FeatureSpec, window
     return result
 
 
+@dataclass(frozen=True)
+class ClipGate:
+    """Per-clip quality gate: a clip is kept only if its tracked mouth and its audio agree at some offset.
+
+    Measured on the lag curve of a model that never heard the clip's speaker: the peak r must reach `min_r`
+    and stand `min_margin` above the best r at lags `far_ms` or more away from the peak (a clip whose audio
+    matches its mouth equally well at any lag is not in sync anywhere)."""
+
+    min_r: float = 0.25
+    min_margin: float = 0.10
+    far_ms: float = 300.0
+
+    def judge(self, lags_ms: np.ndarray, curve: np.ndarray, offset_ms: float, peak: float) -> dict:
+        far_mask = np.abs(np.asarray(lags_ms) - offset_ms) >= self.far_ms
+        far = float(np.nanmax(np.where(far_mask, curve, np.nan))) if np.isfinite(curve[far_mask]).any() else 0.0
+        reasons = []
+        if peak < self.min_r:
+            reasons.append(f"peak r {peak:.3f} < {self.min_r:.2f}")
+        if peak - far < self.min_margin:
+            reasons.append(f"peak r {peak:.2f} is not {self.min_margin:.2f} above r {far:.2f} at lags "
+                           f">= {self.far_ms:.0f} ms away")
+        return {"offset_ms": round(float(offset_ms), 1), "r": round(float(peak), 3), "r_far": round(far, 3),
+                "kept": not reasons, "reason": "; ".join(reasons)}
+
+
 def bootstrap_offsets(seqs: list[Sequence], clips, spec: FeatureSpec, window: AudioWindow,
                       cfg: MouthTrainConfig = MouthTrainConfig(), net: NetConfig = NetConfig(), rounds: int = 2,
-                      progress: bool = True) -> tuple[dict[int, float], list[dict]]:
+                      progress: bool = True, gate: ClipGate | None = None
+                      ) -> tuple[dict[int, float], list[dict]]:
     """Alternate fitting and a per-clip lag search to find every training clip's A/V offset.
 
     Each clip's lag is searched with a model trained *without that speaker* (so a model that has absorbed
     the clip's own misalignment cannot confirm it), on the other clips' current alignment. Bootstrapping
     fixes offsets only up to a shared constant, so they are anchored to a median of zero: most footage is
-    assumed in sync, and the odd clip out is the one corrected."""
+    assumed in sync, and the odd clip out is the one corrected.
+
+    With a `gate`, every round also judges each clip (`ClipGate.judge`); a clip failing it is left out of the
+    next round's training sets (and out of the median). Each history entry maps clip -> offset_ms, r, r_far,
+    kept, reason; the last entry's `kept` is the gate's decision."""
     from ideal.avatar.mouth.offset import estimate_offset
 
     speakers = sorted({c.speaker for c in clips})
     offsets = {i: 0.0 for i in range(len(clips))}
+    dropped: set[int] = set()
     history = []
     for rnd in range(rounds):
         new = dict(offsets)
-        confidences = {}
+        verdicts = {}
         for spk in progress_bar(speakers, desc=f"offset bootstrap round {rnd + 1}", disable=not progress, leave=False):
             held = {i for i, c in enumerate(clips) if c.speaker == spk}
-            train = [s for s in seqs if s.clip not in held]
+            train = [s for s in seqs if s.clip not in held and s.clip not in dropped]
             module = train_mouth_net(train, spec, window, cfg, net, offsets, progress=False)
             model = MouthModel(window=window, spec=spec, module=module)
             for i in held:
                 c = clips[i]
                 est = estimate_offset(c.audio, c.mouth_open, c.fps, model=model, valid=c.valid)
-                new[i], confidences[i] = est.offset_ms, est.confidence
-        med = float(np.median(list(new.values())))
+                new[i] = est.offset_ms
+                verdicts[i] = (gate or ClipGate(-1.0, -1.0)).judge(est.lags_ms, est.curve, est.offset_ms,
+                                                                   est.confidence)
+        if gate is not None:
+            dropped = {i for i, v in verdicts.items() if not v["kept"]}
+            if len(dropped) == len(clips):
+                dropped = set()
+        med = float(np.median([v for i, v in new.items() if i not in dropped]))
         offsets = {i: v - med for i, v in new.items()}
-        history.append({clips[i].name: {"offset_ms": round(offsets[i], 1), "r": round(confidences[i], 3)}
-                        for i in offsets})
+        history.append({clips[i].name: {**verdicts[i], "offset_ms": round(offsets[i], 1)} for i in offsets})
         log.info("bootstrap round %d: %s", rnd + 1, history[-1])
     return offsets, history
