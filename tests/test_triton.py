@@ -415,7 +415,7 @@ async def test_triton_gone_mid_session_repeats_frames_warns_and_recovers(default
         down = [f for t, f in frames if events["killed"] + 0.5 < t < events["restarting"]]
         assert "back" in events, "the backend never got the server back"
         after = [f for t, f in frames if t > events["back"] + 1.0]
-        assert len(down) >= 50, "frames stopped while the server was gone"
+        assert len(down) >= 50, "frames stopped while the server was gone"  # 2.5 s at 25 fps: 62
         assert all(f.late for f in down), "frames rendered without a server?"
         # fresh frames resume (how many of them are on time is the loaded machine's figure, not correctness)
         assert after and sum(not f.late for f in after) >= 5, \
@@ -424,7 +424,8 @@ async def test_triton_gone_mid_session_repeats_frames_warns_and_recovers(default
         warnings = [r.getMessage() for r in caplog.records]
         assert any(f"Triton at {server.url} is unavailable" in w for w in warnings), warnings
         assert any(f"Triton at {server.url} is back after" in w for w in warnings), warnings
-        assert len(warnings) <= 8, f"warnings are not rate-limited: {len(warnings)}"
+        away = events["back"] - events["killed"]
+        assert len(warnings) <= 3 + away / 2.0, f"warnings are not rate-limited: {len(warnings)} in {away:.1f} s"
         assert backend.recoveries >= 1 and backend.failures > 0
         for _ in range(50):  # executor threads of the closed engine finish their last task and exit
             if threading.active_count() <= threads0 + 1 and _fds() <= fds0 + 3:
