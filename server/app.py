@@ -238,7 +238,8 @@ async def client_config(request: web.Request) -> web.Response:
     c = request.app[STATE].config
     authorized = not c.token or _token_ok(request, c.token)
     return web.json_response({"ice_servers": client_ice_servers(c, authorized), "token_required": bool(c.token),
-                              "max_sessions": c.max_sessions, "max_viewers": c.max_viewers, "codec": c.codec})
+                              "max_sessions": c.max_sessions, "max_viewers": c.max_viewers, "codec": c.codec,
+                              "jitter_buffer_target_ms": c.jitter_buffer_target_ms})
 
 
 async def avatars(request: web.Request) -> web.Response:

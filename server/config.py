@@ -91,6 +91,9 @@ class ServerConfig:
                 "prefer --token-file or IDEAL_SERVE_TOKEN"})
     codec: Codec = field(default="auto", metadata={
         "help": "video codec preference (auto: the browser's order)"})
+    jitter_buffer_target_ms: float | None = field(default=None, metadata={
+        "help": "the page asks its browser to hold received video this long (RTCRtpReceiver.jitterBufferTarget; "
+                "none: the browser decides)"})
     mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
         "help": "microphone receive buffer: immediate (each packet to the streamer on arrival) or aiortc (its "
                 "4-packet, 80 ms prefetch; server/receive_buffer.py)"})
@@ -142,6 +145,9 @@ class ServerConfig:
             raise InputError("no avatar to serve", "pass --avatar DIR or leave it out for the built-in avatar")
         if self.codec not in CODECS:
             raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
+        if self.jitter_buffer_target_ms is not None and not 0.0 <= self.jitter_buffer_target_ms <= 4000.0:
+            raise InputError(f"--jitter-buffer-target-ms {self.jitter_buffer_target_ms:g}: out of range",
+                             "use 0-4000 ms (what browsers accept), or leave it out")
         if self.render_url is not None:
             from ideal.export.triton_backend import parse_render_url  # stdlib only; the client is imported later
 

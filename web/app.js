@@ -201,6 +201,7 @@ async function publish() {
   for (const track of state.mic.getAudioTracks()) pc.addTrack(track, state.mic);
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (event) => {
+    holdBriefly(event.receiver);
     if (event.track.kind === "video") {
       $("preview").srcObject = new MediaStream([event.track]);
       $("preview").play().catch(() => {});
@@ -214,6 +215,12 @@ async function publish() {
   state.peerId = answer.peer_id;
   state.peerSecret = answer.peer_secret;
   state.shown = shownReporter($("preview"), answer.peer_id, answer.peer_secret);
+}
+
+// The server may ask for a jitter buffer target (ideal serve --jitter-buffer-target-ms); else the browser decides.
+function holdBriefly(receiver) {
+  const ms = state.config && state.config.jitter_buffer_target_ms;
+  if (ms !== null && ms !== undefined && "jitterBufferTarget" in receiver) receiver.jitterBufferTarget = ms;
 }
 
 // The frames a <video> displays, reported to the server, which answers with the measured voice-to-lips table.
@@ -364,6 +371,7 @@ async function watch(participant) {
   const stream = new MediaStream();
   video.srcObject = stream; // once: re-assigning it would abort a pending play()
   pc.ontrack = (event) => {
+    holdBriefly(event.receiver);
     stream.addTrack(event.track);
     video.play().catch((err) => {
       if (err.name === "NotAllowedError") say("Click anywhere to hear the other participants (autoplay is blocked).");

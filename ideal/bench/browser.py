@@ -83,6 +83,8 @@ class BrowserBenchSettings:
     jitter_ms: float | None = None
     inject_delay_ms: float = 0.0  # a sleep added to every render (checks that the table and both totals see it)
     viewer: bool = True
+    codec: str = "auto"  # the video codec the server sends
+    jitter_buffer_target_ms: float | None = None  # asked of the browser (None: it decides)
 
 
 def find_chromium() -> str:
@@ -208,7 +210,8 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
         streamer.jitter_ms = settings.jitter_ms
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[avatar or "default"], backend=backend,
                           device="cpu" if device == "auto" else device, max_sessions=1, max_viewers=2,
-                          mic_buffer=settings.mic_buffer, streamer=streamer)  # type: ignore[arg-type]
+                          mic_buffer=settings.mic_buffer, codec=settings.codec,  # type: ignore[arg-type]
+                          jitter_buffer_target_ms=settings.jitter_buffer_target_ms, streamer=streamer)
     server = await start_server(config, _engine_factory(settings))
     room = f"bench{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="ideal-bench-browser-") as tmp:
@@ -327,7 +330,9 @@ def run_browser_mode(args: Any) -> dict[str, Any]:
     audio = bench_audio(args.audio, silence_s=0.0, max_speech_s=None)
     settings = BrowserBenchSettings(duration_s=args.duration or 15.0, inject_delay_ms=args.inject_delay_ms,
                                     mic_buffer=getattr(args, "mic_buffer", "immediate"),
-                                    render_budget_ms=getattr(args, "render_budget_ms", None))
+                                    render_budget_ms=getattr(args, "render_budget_ms", None),
+                                    jitter_ms=getattr(args, "jitter_ms", None), codec=getattr(args, "codec", "auto"),
+                                    jitter_buffer_target_ms=getattr(args, "jitter_buffer_target_ms", None))
     backend = "auto" if args.backend == "all" else args.backend
     out = asyncio.run(run_browser(args.avatar, backend, args.device, audio.audio, settings, chromium,
                                   screenshot=getattr(args, "screenshot", None)))

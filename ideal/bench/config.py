@@ -46,6 +46,12 @@ class BenchConfig:
         "help": "browser: the server's render budget (none: its default)"})
     mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
         "help": "browser: the server's microphone receive buffer (ideal serve --mic-buffer)"})
+    jitter_ms: float | None = field(default=None, metadata={
+        "help": "browser: the streamer's jitter allowance (none: its default)"})
+    codec: Literal["auto", "h264", "vp8"] = field(default="auto", metadata={
+        "help": "browser: the video codec the server sends"})
+    jitter_buffer_target_ms: float | None = field(default=None, metadata={
+        "help": "browser: RTCRtpReceiver.jitterBufferTarget the page asks for (none: the browser decides)"})
     screenshot: str | None = field(default=None, metadata={"help": "browser: save the viewer's page as PNG"})
     json: str | None = field(default=None, metadata={"help": "write the full figures as JSON"})
     plot: str | None = field(default=None, metadata={"help": "write a plot"})
