@@ -314,7 +314,8 @@ def format_table(out: dict[str, Any]) -> str:
     text += (f"\nmicrophone in the page -> the session, by loudness alone: {ingest.get('lag')} ms "
              f"(r {ingest.get('r')}); the table's first two hops: {t['hops'][0]['p50']} + {t['hops'][1]['p50']} ms")
     if "viewer_av_sync_ms" in out:
-        text += f"\nA/V sync at a viewer {out['viewer_av_sync_ms']} ms (+ = picture after sound; EBU R37: -40..+60)"
+        text += (f"\nA/V sync at a viewer {out['viewer_av_sync_ms']} ms (+ = the picture after the sound, i.e. the "
+                 f"sound early; EBU R37 allows the sound 40 ms early to 60 ms late: -60..+40)")
     return text
 
 
