@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install ideal-nerf (editable) into the current Python, torch first.
 # Usage: scripts/setup.sh [EXTRAS]     EXTRAS defaults to "cpu" (onnxruntime); use "gpu" or "gpu,trt" on NVIDIA.
+# "triton" adds the Triton client and PyTriton's local server (`--render-url`, `ideal triton`); "test" includes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
