@@ -13,5 +13,5 @@ for f in ideal/*; do ln -s "$REPO/$f" "$TREE/ideal/"; done
 for stage in avatar export streamer server web; do ln -s "$REPO/$stage" "$TREE/ideal/$stage"; done
 cd "$TREE"
 exec "$PY" -m mypy --config-file "$REPO/pyproject.toml" --cache-dir "$REPO/.mypy_cache" \
-  -m ideal.avatar.backend -m ideal.export.backends -m ideal.export.onnx_backend -m ideal.export.tensorrt_backend \
+  -m ideal.avatar.backend -m ideal.export.backends -m ideal.export.onnx_backend -m ideal.export.tensorrt_backend -m ideal.export.triton_backend \
   -p ideal.streamer -p ideal.server
