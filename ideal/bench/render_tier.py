@@ -79,8 +79,11 @@ def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     batches = {k: v - before["batches"].get(k, 0) for k, v in after["batches"].items()}
     batches = {k: v for k, v in sorted(batches.items()) if v > 0}
     executions = after["executions"] - before["executions"]
-    return {"requests": requests, "executions": executions, "batch_histogram": batches,
+    frames = sum(k * v for k, v in batches.items())
+    # a request may carry several frames (the batch a node's render queue formed); Triton's batch sizes count frames
+    return {"requests": requests, "executions": executions, "batch_histogram": batches, "frames": frames,
             "mean_batch": round(requests / executions, 2) if executions else None,
+            "frames_per_execution": round(frames / executions, 2) if executions else None,
             "server_ms_per_request": round((after["success_ns"] - before["success_ns"]) / 1e6 / requests, 2)
             if requests else None,
             "queue_ms_per_request": round((after["queue_ns"] - before["queue_ns"]) / 1e6 / requests, 2)
