@@ -25,7 +25,10 @@ class StreamerConfig:
     speech_on_ms: float = 60.0  # voiced audio needed within `speech_on_window_ms` to enter speech
     speech_on_window_ms: float = 100.0
     speech_hangover_ms: float = 240.0  # stay in speech this long after the last voiced block
-    resample_quality: str = "HQ"  # soxr quality; HQ equals the offline `load_audio` resampling exactly
+    # "FIR": a linear-phase decimator where the rate is a whole multiple of 16 kHz (48 and 32 kHz browsers), 5 ms
+    # holdback against soxr HQ's 37 ms in 20 ms chunks, and equal to the offline `load_audio` (soxr HQ) within
+    # 61 dB SNR; soxr HQ for other rates. A soxr quality ("HQ", "LQ", ...) uses soxr for every rate
+    resample_quality: str = "FIR"
     ring_seconds: float = 4.0  # history kept by the feature and audio ring buffers
     # --- rendering ---
     backend_threads: int | None = None  # intra-op threads of an exported backend (None: its default)
