@@ -81,6 +81,7 @@ class BrowserBenchSettings:
     mic_buffer: str = "immediate"
     render_budget_ms: float | None = None  # None: the server's default
     jitter_ms: float | None = None
+    resample_quality: str | None = None  # the streamer's edge resampler (None: its default)
     inject_delay_ms: float = 0.0  # a sleep added to every render (checks that the table and both totals see it)
     viewer: bool = True
     codec: str = "auto"  # the video codec the server sends
@@ -208,6 +209,8 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
         streamer.render_budget_ms = settings.render_budget_ms
     if settings.jitter_ms is not None:
         streamer.jitter_ms = settings.jitter_ms
+    if settings.resample_quality is not None:
+        streamer.resample_quality = settings.resample_quality
     config = ServerConfig(host="127.0.0.1", port=0, avatars=[avatar or "default"], backend=backend,
                           device="cpu" if device == "auto" else device, max_sessions=1, max_viewers=2,
                           mic_buffer=settings.mic_buffer, codec=settings.codec,  # type: ignore[arg-type]
