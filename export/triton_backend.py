@@ -4,9 +4,9 @@
     backend.render(audio, expression, pose, "fast")                   # one request to NS.render.fast
 
 One request per call: a frame, or the batch the streamer's render queue formed. The server runs the ensemble
-condition -> field -> refine (`export.triton_models`) and batches requests of every session and node; the
-reply is the refine graph's channel-first output, turned into the protocol's crop by the same
-`export.pipeline.crop_output` the in-process backends use, so the frames are the same.
+condition -> field -> refine -> pack (`export.triton_models`) and batches requests of every session and node;
+the reply is the crop in RGBA8 (a quarter of float32's bytes on the wire), unpacked here to the protocol's float
+crop: the in-process backends' frames within half a level of 255.
 
 At start the server must be live and serve this avatar's render models exported from the same weights
 (fingerprint and repository format in each model's config); otherwise a BackendError says which and what to do.
@@ -32,8 +32,8 @@ import numpy as np
 from ideal.avatar.backend import RenderOutput, RenderUnavailable, Tier
 from ideal.avatar.errors import BackendError, InputError
 from ideal.export.artifacts import avatar_fingerprint
-from ideal.export.pipeline import StagedBackend, crop_output
-from ideal.export.triton_models import P_TIER, check_served_model, namespace_for, render_model
+from ideal.export.pipeline import StagedBackend
+from ideal.export.triton_models import P_TIER, check_served_model, namespace_for, render_model, unpack_rgba
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class TritonBackend(StagedBackend):
             item = grpc.InferInput(name, list(value.shape), "FP32")
             item.set_data_from_numpy(value)
             inputs.append(item)
-        outputs = [grpc.InferRequestedOutput("rgb"), grpc.InferRequestedOutput("alpha")]
+        outputs = [grpc.InferRequestedOutput("rgba")]
         start = time.perf_counter()
         try:
             result = client.infer(render_model(self.namespace, tier), inputs, outputs=outputs,
@@ -177,11 +177,13 @@ class TritonBackend(StagedBackend):
         except Exception as exc:  # InferenceServerException (unavailable, deadline, unknown model) or grpc's own
             self._failed(client, _short(exc))
             raise RenderUnavailable(f"Triton at {self.url}: {_short(exc)}") from None
-        rgb, alpha = result.as_numpy("rgb"), result.as_numpy("alpha")
+        rgba = result.as_numpy("rgba")
         ms = (time.perf_counter() - start) * 1e3
         if self._last_inputs is None:
             self._last_inputs = {k: v[:1].copy() for k, v in arrays.items()}  # for warming a returning server up
-        return crop_output(rgb, alpha, {"triton": ms})
+        t = time.perf_counter()
+        rgb, alpha = unpack_rgba(rgba)
+        return RenderOutput(rgb=rgb, alpha=alpha, timings_ms={"triton": ms, "unpack": (time.perf_counter() - t) * 1e3})
 
     # --- losing the server and getting it back ------------------------------------------------------------
     def _client_for_call(self) -> Any:

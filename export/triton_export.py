@@ -6,7 +6,8 @@
       NS.condition/1/model.onnx              the exported graph (checked against export.json's sha256)
       NS.field.<tier>/...                    the same per tier
       NS.refine.<tier>/...
-      NS.render.<tier>/config.pbtxt          ensemble: condition -> field.<tier> -> refine.<tier>
+      NS.pack.<tier>/...                     float crop -> RGBA8, the wire format (a 10-node ONNX graph)
+      NS.render.<tier>/config.pbtxt          ensemble: condition -> field.<tier> -> refine.<tier> -> pack.<tier>
       NS.render.<tier>/1/                    (empty: an ensemble has no file, Triton still wants the version)
 
 With `--triton-device gpu` a stage model whose TensorRT engines were built (`ideal export AVATAR --target
@@ -30,8 +31,8 @@ from typing import Any
 from ideal.avatar.errors import InputError
 from ideal.avatar.manifest import sha256_file
 from ideal.export.artifacts import ENGINES_DIR, check_graph_file, load_export_manifest, sidecar_path
-from ideal.export.triton_models import (TRITON_FORMAT_VERSION, TRITON_MANIFEST, Deployment, ModelSpec,
-                                        config_pbtxt, model_specs, namespace_for)
+from ideal.export.triton_models import (PACK, TRITON_FORMAT_VERSION, TRITON_MANIFEST, Deployment, ModelSpec,
+                                        config_pbtxt, model_specs, namespace_for, pack_graph)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ def export_triton_repository(avatar_dir: str | Path, repository: str | Path, dep
                 models[spec.name] = {"graph": spec.graph, "sha256": info.sha256,
                                      "runs": f"tensorrt plans for sm {', '.join(sorted(plans))}" if plans
                                      else "onnxruntime"}
+            elif spec.builtin == PACK:
+                import onnx
+
+                onnx.save(pack_graph(spec.outputs[0].dims[0]), str(model_dir / "1" / "model.onnx"))
+                models[spec.name] = {"builtin": PACK, "runs": "onnxruntime"}
             else:
                 models[spec.name] = {"ensemble": [s[0] for s in spec.steps]}
             (model_dir / "config.pbtxt").write_text(config_pbtxt(spec, deployment, plans or None))

@@ -10,8 +10,11 @@ Models of an avatar whose namespace is NS (the avatar dir's name; `default` for 
     NS.condition        audio (B,W,M), expression (B,E)          -> cond (B,T,C)                 ONNX graph
     NS.field.<tier>     cond, pose (B,3,4)                        -> rgb, alpha, feat (r x r)     ONNX graph / plan
     NS.refine.<tier>    coarse_rgb, coarse_alpha, coarse_feat     -> rgb (B,3,S,S), alpha (B,1,S,S)
-    NS.render.<tier>    audio, expression, pose                   -> rgb, alpha                   ensemble of the 3
+    NS.pack.<tier>      rgb, alpha                                -> rgba (B,S,S,4) uint8          ONNX graph
+    NS.render.<tier>    audio, expression, pose                   -> rgba (B,S,S,4) uint8          ensemble of the 4
 
+The wire format of a crop is RGBA in 8 bits (`pack_rgba`): 1 MiB per 512 px frame instead of the stage graphs'
+4 MiB of float32, within half a level of 255 of the float crop (the exported backends' parity tolerance is 2/255).
 A client sends one request per frame (or per batch its render queue formed) to `NS.render.<tier>`; inside
 Triton the ensemble passes the intermediate tensors between the stage models without leaving the server, and
 each stage model batches requests from every session and node (dynamic batching). Every model's config carries
@@ -33,6 +36,7 @@ from ideal.export.artifacts import CONDITION, FIELD, REFINE, ExportManifest, gra
 TRITON_FORMAT_VERSION = 1
 TRITON_MANIFEST = "ideal-triton.json"
 RENDER = "render"
+PACK = "pack"
 # config parameters (strings, as Triton's model config has them)
 P_FINGERPRINT = "ideal_avatar_fingerprint"
 P_FORMAT = "ideal_triton_format"
@@ -62,6 +66,7 @@ class ModelSpec:
     max_batch_size: int
     parameters: dict[str, str]
     graph: str | None = None
+    builtin: str | None = None  # a model not exported from the avatar: "pack" (float crop -> RGBA8)
     tier: str | None = None
     steps: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
 
@@ -121,15 +126,68 @@ def model_specs(manifest: ExportManifest, namespace: str, avatar: str, tiers: li
         fld = by_name[model_name(namespace, FIELD, tier)]
         ref = by_name[model_name(namespace, REFINE, tier)]
         pose = next(t for t in fld.inputs if t.name == "pose")
+        size = int(manifest.tiers[tier]["output"])
+        pack = ModelSpec(model_name(namespace, PACK, tier), [TensorSpec("rgb", (3, size, size)),
+                                                             TensorSpec("alpha", (1, size, size))],
+                         [TensorSpec("rgba", (size, size, 4), "UINT8")], batch, dict(base), tier=tier, builtin=PACK)
         steps = [
             (cond.name, {t.name: t.name for t in cond.inputs}, {"cond": "cond"}),
             (fld.name, {"cond": "cond", "pose": "pose"}, {o.name: f"coarse_{o.name}" for o in fld.outputs}),
-            (ref.name, {i.name: i.name for i in ref.inputs}, {o.name: o.name for o in ref.outputs}),
+            (ref.name, {i.name: i.name for i in ref.inputs}, {o.name: f"crop_{o.name}" for o in ref.outputs}),
+            (pack.name, {"rgb": "crop_rgb", "alpha": "crop_alpha"}, {"rgba": "rgba"}),
         ]
         params = {**base, P_TIER: json.dumps(Tier.from_dict(manifest.tiers[tier]).to_dict(), sort_keys=True)}
-        specs.append(ModelSpec(render_model(namespace, tier), [*cond.inputs, pose], list(ref.outputs), batch, params,
-                               tier=tier, steps=steps))
+        specs.append(pack)
+        specs.append(ModelSpec(render_model(namespace, tier), [*cond.inputs, pose], list(pack.outputs), batch,
+                               params, tier=tier, steps=steps))
     return specs
+
+
+# --- the wire format of a crop ------------------------------------------------------------------------------
+def pack_rgba(rgb: Any, alpha: Any) -> Any:
+    """rgb (B,3,S,S), alpha (B,1,S,S) float in [0, 1] -> (B,S,S,4) uint8, each value rounded to the nearest of 255
+    levels (what `pack_graph` computes in the repository, and `ideal triton` in numpy)."""
+    import numpy as np
+
+    both = np.concatenate([rgb, alpha], axis=1).transpose(0, 2, 3, 1)
+    return np.clip(both * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+
+
+def unpack_rgba(rgba: Any) -> tuple[Any, Any]:
+    """(B,S,S,4) uint8 -> rgb (B,S,S,3), alpha (B,S,S,1) float32 in [0, 1] (views of one float32 array)."""
+    import numpy as np
+
+    crop = rgba.astype(np.float32)
+    crop *= np.float32(1.0 / 255.0)
+    return crop[..., :3], crop[..., 3:]
+
+
+def pack_graph(size: int, opset: int = 17) -> Any:
+    """The ONNX graph of `pack_rgba` for an S x S crop (the repository's NS.pack.<tier> models)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def const(name: str, value: float) -> Any:
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+    nodes = [
+        helper.make_node("Concat", ["rgb", "alpha"], ["both"], axis=1),
+        helper.make_node("Transpose", ["both"], ["hwc"], perm=[0, 2, 3, 1]),
+        const("scale", 255.0), const("half", 0.5), const("low", 0.0), const("high", 255.0),
+        helper.make_node("Mul", ["hwc", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "half"], ["shifted"]),
+        helper.make_node("Clip", ["shifted", "low", "high"], ["clipped"]),
+        helper.make_node("Cast", ["clipped"], ["rgba"], to=TensorProto.UINT8),  # truncation: floor for values >= 0
+    ]
+    graph = helper.make_graph(
+        nodes, "pack_rgba",
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, ["B", 3, size, size]),
+         helper.make_tensor_value_info("alpha", TensorProto.FLOAT, ["B", 1, size, size])],
+        [helper.make_tensor_value_info("rgba", TensorProto.UINT8, ["B", size, size, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="ideal-nerf")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 # --- config.pbtxt ------------------------------------------------------------------------------------------
@@ -182,7 +240,7 @@ def config_pbtxt(spec: ModelSpec, deployment: Deployment | None = None,
         text += f"dynamic_batching {{ max_queue_delay_microseconds: {deployment.queue_delay_us} }}\n"
         if plans:
             text += "".join(f'cc_model_filenames {{ key: "{cc}" value: "{f}" }}\n' for cc, f in sorted(plans.items()))
-        elif deployment.device == "gpu":
+        elif deployment.device == "gpu" and spec.builtin is None:
             precision = "FP16" if deployment.fp16 else "FP32"
             text += ("optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
                      f'parameters {{ key: "precision_mode" value: "{precision}" }} }} ] }} }}\n')

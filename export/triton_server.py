@@ -5,11 +5,11 @@
 
 PyTriton (`pip install 'ideal-nerf[triton]'`) bundles a real Triton server (2.51) that runs Python models only;
 their code runs in this process. Here that code is the avatar's ONNX Runtime graphs (`OnnxRuntimeBackend`), so
-`NS.render.<tier>` does in one Python model what the exported repository's ensemble does in three ONNX Runtime
-models. Names, tensors, batching and parameters come from `export.triton_models.model_specs`, as the repository's
-config.pbtxt files do: a client (`--render-url grpc://127.0.0.1:8001`) cannot tell the two apart. Requests of
-every client batch in Triton's dynamic batcher; the metrics endpoint (`http://HOST:METRICS/metrics`) and the
-gRPC statistics extension report the batches formed.
+`NS.render.<tier>` does in one Python model what the exported repository's ensemble does in four ONNX Runtime
+models (the stage graphs, then the crop packed to RGBA8). Names, tensors, batching and parameters come from
+`export.triton_models.model_specs`, as the repository's config.pbtxt files do: a client (`--render-url
+grpc://127.0.0.1:8001`) cannot tell the two apart. Requests of every client batch in Triton's dynamic batcher;
+the metrics endpoint (`http://HOST:METRICS/metrics`) and the gRPC statistics extension report the batches formed.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # PyTriton restricts these endpoints behind a generated token by default; statistics stay open (as on a stock
 # Triton) so `ideal bench` and operators can read the batch sizes formed
+DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 RESTRICTED_ENDPOINTS = ["shared-memory", "model-repository", "trace", "logging"]
 
 
@@ -52,10 +53,24 @@ def libpython_dir() -> str:
 def _render_fn(backend: Any, tier: str) -> Callable[..., dict[str, np.ndarray]]:
     from pytriton.decorators import batch
 
+    from ideal.export.triton_models import pack_rgba
+
     @batch
     def infer(audio: np.ndarray, expression: np.ndarray, pose: np.ndarray) -> dict[str, np.ndarray]:
         rgb, alpha, _ = backend.run_stages(audio, expression, pose, tier)
-        return {"rgb": np.ascontiguousarray(rgb), "alpha": np.ascontiguousarray(alpha)}
+        return {"rgba": pack_rgba(rgb, alpha)}
+
+    return infer
+
+
+def _pack_fn() -> Callable[..., dict[str, np.ndarray]]:
+    from pytriton.decorators import batch
+
+    from ideal.export.triton_models import pack_rgba
+
+    @batch
+    def infer(rgb: np.ndarray, alpha: np.ndarray) -> dict[str, np.ndarray]:
+        return {"rgba": pack_rgba(rgb, alpha)}
 
     return infer
 
@@ -77,7 +92,8 @@ class LocalTriton:
     def __init__(self, avatar: str | Path | None = None, grpc_port: int = 8001, http_port: int = 8000,
                  metrics_port: int = 8002, tiers: list[str] | None = None, threads: int | None = None,
                  int8: bool = True, stage_models: bool = False, max_batch_size: int | None = None,
-                 queue_delay_us: int | None = None, address: str = "127.0.0.1") -> None:
+                 queue_delay_us: int | None = None, address: str = "127.0.0.1",
+                 workspace: str | Path | None = None) -> None:
         from ideal.avatar.manifest import resolve_avatar
         from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
         from ideal.export.triton_models import DEFAULT_QUEUE_DELAY_US, model_specs, namespace_for
@@ -93,6 +109,7 @@ class LocalTriton:
                             tiers=list(self.backend.tiers), max_batch_size=max_batch_size)
         self.specs = [s for s in specs if s.is_ensemble or stage_models]
         self._triton: Any = None
+        self.workspace = workspace  # PyTriton's sockets, model store and server copy (~22 MB); None: a temp dir
 
     def start(self) -> None:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -106,14 +123,19 @@ class LocalTriton:
                                  metrics_port=self.ports["metrics"], grpc_address=self.address,
                                  http_address=self.address, log_verbose=0, exit_timeout_secs=2)
         security = pt.TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS))
-        triton = pt.Triton(config=config, security_config=security)
+        triton = pt.Triton(config=config, security_config=security,
+                           workspace=str(self.workspace) if self.workspace else None)
         try:
             for spec in self.specs:
-                fn = _render_fn(self.backend, spec.tier) if spec.is_ensemble else \
-                    _stage_fn(self.backend, spec.graph, [t.name for t in spec.outputs])
+                if spec.is_ensemble:
+                    fn = _render_fn(self.backend, spec.tier)
+                elif spec.builtin is not None:
+                    fn = _pack_fn()
+                else:
+                    fn = _stage_fn(self.backend, spec.graph, [t.name for t in spec.outputs])
                 triton.bind(model_name=spec.name, infer_func=fn,
-                            inputs=[Tensor(name=t.name, dtype=np.float32, shape=t.dims) for t in spec.inputs],
-                            outputs=[Tensor(name=t.name, dtype=np.float32, shape=t.dims) for t in spec.outputs],
+                            inputs=[Tensor(name=t.name, dtype=DTYPES[t.dtype], shape=t.dims) for t in spec.inputs],
+                            outputs=[Tensor(name=t.name, dtype=DTYPES[t.dtype], shape=t.dims) for t in spec.outputs],
                             config=ModelConfig(max_batch_size=spec.max_batch_size, batcher=DynamicBatcher(
                                 max_queue_delay_microseconds=self.queue_delay_us)), strict=True)
             _add_parameters(triton, {s.name: s.parameters for s in self.specs})
@@ -171,6 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the FP32 refine graphs (default: INT8 where measured faster on this CPU)")
     parser.add_argument("--stage-models", action="store_true",
                         help="also serve the per-stage models (NS.condition, NS.field.T, NS.refine.T)")
+    parser.add_argument("--workspace", metavar="DIR", help="PyTriton's working dir, a short path (it holds Unix "
+                        "sockets); removed at a clean stop (default: a new one under ~/.cache/pytriton)")
     parser.add_argument("--max-batch", type=int, default=None, help="largest batch Triton forms (default 16)")
     parser.add_argument("--queue-delay-us", type=int, default=None,
                         help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000)")
@@ -184,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         port = getattr(args, name)
         if not 1 <= port <= 65535:
             raise InputError(f"--{name.replace('_', '-')} {port}: not a TCP port", "use 1-65535")
+    if args.workspace and Path(args.workspace).exists():
+        raise InputError(f"--workspace {args.workspace}: already exists", "give a path that does not exist yet")
     import_pytriton()
     status = ensure_onnx_export(None if args.avatar == "default" else args.avatar)
     if status not in ("current", "exported"):
@@ -191,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                          "install 'ideal-nerf[cpu]' and run `ideal export AVATAR`")
     server = LocalTriton(None if args.avatar == "default" else args.avatar, args.grpc_port, args.http_port,
                          args.metrics_port, args.tiers, args.threads, args.int8, args.stage_models, args.max_batch,
-                         args.queue_delay_us, args.host)
+                         args.queue_delay_us, args.host, args.workspace)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

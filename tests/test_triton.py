@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,9 @@ class TritonProcess:
     def __init__(self, avatar: Path | None, ports: list[int], log_path: Path) -> None:
         self.ports, self.avatar, self.log_path = ports, avatar, log_path
         self.proc: subprocess.Popen | None = None
+        # PyTriton's sockets live in its workspace: a short path (Unix sockets allow ~107 bytes), removed at the end
+        # even after a SIGKILL, which leaves it behind
+        self.workspaces = Path(tempfile.mkdtemp(prefix="itr-"))
 
     @property
     def url(self) -> str:
@@ -65,7 +69,7 @@ class TritonProcess:
     def start(self, timeout: float = 180.0) -> None:
         cmd = [sys.executable, "-m", "ideal", "-q", "triton", "--grpc-port", str(self.ports[0]), "--http-port",
                str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--tiers", "fast", "--no-int8",
-               "--threads", "1"]
+               "--threads", "1", "--workspace", str(self.workspaces / str(time.time_ns()))]
         if self.avatar is not None:
             cmd += ["--avatar", str(self.avatar)]
         seen = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends to the log
@@ -92,6 +96,10 @@ class TritonProcess:
             self._log.close()
             self._log = None
 
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.workspaces, ignore_errors=True)
+
 
 @pytest.fixture(scope="module")
 def triton_server(default_avatar: Path, tmp_path_factory) -> TritonProcess:
@@ -100,7 +108,7 @@ def triton_server(default_avatar: Path, tmp_path_factory) -> TritonProcess:
     server = TritonProcess(None, _free_ports(3), tmp_path_factory.mktemp("triton") / "triton.log")
     server.start()
     yield server
-    server.kill()
+    server.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +156,8 @@ def test_repository_configs_are_the_shared_description(default_avatar: Path, rep
         if spec.is_ensemble:
             assert summary["ensemble_steps"] == [s[0] for s in spec.steps]
             assert not any((repository / spec.name / "1").iterdir())
+        elif spec.builtin == "pack":
+            assert (repository / spec.name / "1" / "model.onnx").exists()
         else:
             graph = repository / spec.name / "1" / "model.onnx"
             from ideal.avatar.manifest import sha256_file
@@ -158,7 +168,28 @@ def test_repository_configs_are_the_shared_description(default_avatar: Path, rep
     # the render ensemble's outputs are the refine graph's, its inputs the condition graph's plus the pose
     render = next(s for s in specs if s.name == "default.render.fast")
     assert [t.name for t in render.inputs] == ["audio", "expression", "pose"]
-    assert [t.name for t in render.outputs] == ["rgb", "alpha"]
+    assert [(t.name, t.dims, t.dtype) for t in render.outputs] == [("rgba", (512, 512, 4), "UINT8")]
+
+
+def test_the_repository_packs_crops_as_ideal_triton_does(repository: Path, frames, default_avatar: Path):
+    """The wire format: the repository's pack graph (ONNX Runtime) and `ideal triton`'s numpy give the same bytes
+    on a real render, and unpacking returns the float crop within half a level of 255."""
+    import onnxruntime as ort
+
+    from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+    from ideal.export.triton_models import pack_rgba, unpack_rgba
+
+    audio, expression, pose = frames
+    backend = OnnxRuntimeBackend(default_avatar, ["fast"], OrtConfig(device="cpu", int8=False))
+    rgb, alpha, _ = backend.run_stages(audio, expression, pose, "fast")
+    session = ort.InferenceSession(str(repository / "default.pack.fast" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    packed = session.run(None, {"rgb": rgb, "alpha": alpha})[0]
+    assert packed.dtype == np.uint8 and packed.shape == (3, 512, 512, 4)
+    assert np.array_equal(packed, pack_rgba(rgb, alpha))
+    got_rgb, got_alpha = unpack_rgba(packed)
+    assert float(np.abs(got_rgb - rgb.transpose(0, 2, 3, 1)).max()) <= 0.5 / 255 + 1e-6
+    assert float(np.abs(got_alpha - alpha.transpose(0, 2, 3, 1)).max()) <= 0.5 / 255 + 1e-6
 
 
 @needs_triton
@@ -404,7 +435,7 @@ async def test_triton_gone_mid_session_repeats_frames_warns_and_recovers(default
         with caplog.at_level(logging.WARNING, logger="ideal.export.triton_backend"):
             task = asyncio.ensure_future(chaos())
             # the microphone goes on through the outage, as a caller's does
-            await _stream(session, pcm, 60.0, frames, done=lambda: time.monotonic() > events.get("back", 1e18) + 6.0)
+            await _stream(session, pcm, 60.0, frames, done=lambda: time.monotonic() > events.get("back", 1e18) + 9.0)
             task.cancel()
         stats = session.stats
         await session.aclose()
@@ -433,4 +464,4 @@ async def test_triton_gone_mid_session_repeats_frames_warns_and_recovers(default
         assert threading.active_count() <= threads0 + 1, [t.name for t in threading.enumerate()]
         assert _fds() <= fds0 + 3, f"file descriptors: {fds0} -> {_fds()}"
     finally:
-        server.kill()
+        server.cleanup()
