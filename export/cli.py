@@ -33,16 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild TensorRT engines even when current")
     parser.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB,
                         help=f"TensorRT builder workspace in GiB (default {DEFAULT_WORKSPACE_GB:g})")
+    from ideal.export.triton_models import Deployment
+
     triton = parser.add_argument_group("triton", "--target triton: a model repository for Triton Inference Server")
     triton.add_argument("-o", "--output", metavar="REPO", help="model repository dir (created; other avatars' models "
                         "in it are kept)")
-    triton.add_argument("--triton-device", choices=("cpu", "gpu"), default="cpu",
-                        help="cpu: ONNX Runtime backend on CPU instances; gpu: TensorRT plans built with --target "
-                             "tensorrt where present, else ONNX Runtime with its TensorRT accelerator (default cpu)")
-    triton.add_argument("--instances", type=int, default=1, help="model instances per stage (default 1)")
-    triton.add_argument("--queue-delay-us", type=int, default=None,
-                        help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000)")
-    parser.set_defaults(_export_options=options)
+    triton_options = add_options(triton, Deployment, fields=("device", "instances", "queue_delay_us"),
+                                 flags={"device": "--triton-device"}, dests={"device": "triton_device"})
+    parser.set_defaults(_export_options=options, _triton_options=triton_options)
 
 
 def _tensorrt_ready(fp16: bool) -> str | None:
@@ -107,17 +105,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_triton(avatar_dir, args: argparse.Namespace, cfg) -> None:
     from ideal.export.triton_export import export_triton_repository
-    from ideal.export.triton_models import DEFAULT_QUEUE_DELAY_US, Deployment
 
-    delay = DEFAULT_QUEUE_DELAY_US if args.queue_delay_us is None else args.queue_delay_us
-    deployment = Deployment(device=args.triton_device, instances=args.instances, queue_delay_us=delay,
-                            fp16=args.fp16)
+    deployment = args._triton_options.build(args, fp16=args.fp16)
     entry = export_triton_repository(avatar_dir, args.output, deployment,
                                      tiers=list(cfg.tiers) if cfg.tiers else None, max_batch_size=cfg.batch_max)
     print(f"triton model repository {args.output} ({deployment.device}, max batch {entry['max_batch_size']}, "
-          f"queue delay {delay} us):")
+          f"queue delay {deployment.queue_delay_us} us):")
     for name, model in entry["models"].items():
-        runs = model.get("runs") or "ensemble of " + " -> ".join(model["ensemble"])
+        runs = model.get("runs") if "ensemble" not in model else "ensemble of " + " -> ".join(model["ensemble"])
         print(f"  {name:<28} {runs}")
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ideal.avatar.backend import Tier
 from ideal.avatar.errors import BackendError
@@ -193,13 +193,16 @@ def pack_graph(size: int, opset: int = 17) -> Any:
 # --- config.pbtxt ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Deployment:
-    """How a repository runs its stage models: `cpu` (ONNX Runtime backend, CPU instances) or `gpu` (TensorRT
-    plans per GPU compute capability where built, else ONNX Runtime with its TensorRT accelerator)."""
+    """How a repository runs its stage models (`ideal export --target triton`'s options derive from the fields
+    with a help text)."""
 
-    device: str = "cpu"
-    instances: int = 1
-    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
-    fp16: bool = False
+    device: Literal["cpu", "gpu"] = field(default="cpu", metadata={
+        "help": "cpu: ONNX Runtime backend on CPU instances; gpu: TensorRT plans built with --target tensorrt where "
+                "present, else ONNX Runtime with its TensorRT accelerator"})
+    instances: int = field(default=1, metadata={"help": "model instances per stage model"})
+    queue_delay_us: int = field(default=DEFAULT_QUEUE_DELAY_US, metadata={
+        "help": "dynamic batching: longest wait for a fuller batch, microseconds"})
+    fp16: bool = False  # the TensorRT plans and accelerator in FP16 (export's --fp16)
 
 
 def _tensor_block(kind: str, tensors: list[TensorSpec]) -> str:

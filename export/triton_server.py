@@ -21,6 +21,7 @@ import signal
 import sys
 import sysconfig
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -181,43 +182,55 @@ def _add_parameters(triton: Any, params: dict[str, dict[str, str]]) -> None:
 
 
 # --- the command -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalTritonConfig:
+    """`ideal triton`'s options (ideal/configcli.py derives them from the fields' help)."""
+
+    avatar: str = field(default="default", metadata={"help": "avatar dir (default: the built-in avatar)"})
+    grpc_port: int = field(default=8001, metadata={"help": "gRPC port"})
+    http_port: int = field(default=8000, metadata={"help": "HTTP port"})
+    metrics_port: int = field(default=8002, metadata={"help": "Prometheus metrics port"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0: every interface)"})
+    tiers: list[str] | None = field(default=None, metadata={"help": "serve only these tiers (none: all exported)"})
+    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads (none: all cores)"})
+    int8: bool = field(default=True, metadata={
+        "help": "run the INT8 refine graphs where measured faster on this CPU (off: the FP32 ones)"})
+    stage_models: bool = field(default=False, metadata={
+        "help": "also serve the per-stage models (NS.condition, NS.field.T, NS.refine.T, NS.pack.T)"})
+    max_batch: int | None = field(default=None, metadata={"help": "largest batch Triton forms (none: 16)"})
+    queue_delay_us: int | None = field(default=None, metadata={
+        "help": "dynamic batching: longest wait for a fuller batch, microseconds (none: 2000)"})
+    workspace: str | None = field(default=None, metadata={
+        "help": "PyTriton's working dir, a short path (it holds Unix sockets) that does not exist yet; removed at a "
+                "clean stop (none: a new one under ~/.cache/pytriton)"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--avatar", default="default", help="avatar dir (default: the built-in avatar)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--tiers", nargs="+", metavar="TIER", help="serve only these tiers (default: all exported)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="run the FP32 refine graphs (default: INT8 where measured faster on this CPU)")
-    parser.add_argument("--stage-models", action="store_true",
-                        help="also serve the per-stage models (NS.condition, NS.field.T, NS.refine.T)")
-    parser.add_argument("--workspace", metavar="DIR", help="PyTriton's working dir, a short path (it holds Unix "
-                        "sockets); removed at a clean stop (default: a new one under ~/.cache/pytriton)")
-    parser.add_argument("--max-batch", type=int, default=None, help="largest batch Triton forms (default 16)")
-    parser.add_argument("--queue-delay-us", type=int, default=None,
-                        help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000)")
+    from ideal.configcli import add_options
+
+    parser.set_defaults(_triton_options=add_options(parser, LocalTritonConfig,
+                                                    metavars={"tiers": "TIER", "workspace": "DIR"}))
 
 
 def run(args: argparse.Namespace) -> int:
     from ideal.avatar.errors import InputError
     from ideal.export.backends import ensure_onnx_export
 
+    cfg: LocalTritonConfig = args._triton_options.build(args)
     for name in ("grpc_port", "http_port", "metrics_port"):
-        port = getattr(args, name)
+        port = getattr(cfg, name)
         if not 1 <= port <= 65535:
             raise InputError(f"--{name.replace('_', '-')} {port}: not a TCP port", "use 1-65535")
-    if args.workspace and Path(args.workspace).exists():
-        raise InputError(f"--workspace {args.workspace}: already exists", "give a path that does not exist yet")
+    if cfg.workspace and Path(cfg.workspace).exists():
+        raise InputError(f"--workspace {cfg.workspace}: already exists", "give a path that does not exist yet")
     import_pytriton()
-    status = ensure_onnx_export(None if args.avatar == "default" else args.avatar)
+    avatar = None if cfg.avatar == "default" else cfg.avatar
+    status = ensure_onnx_export(avatar)
     if status not in ("current", "exported"):
-        raise InputError(f"{args.avatar}: cannot export the ONNX graphs ({status})",
+        raise InputError(f"{cfg.avatar}: cannot export the ONNX graphs ({status})",
                          "install 'ideal-nerf[cpu]' and run `ideal export AVATAR`")
-    server = LocalTriton(None if args.avatar == "default" else args.avatar, args.grpc_port, args.http_port,
-                         args.metrics_port, args.tiers, args.threads, args.int8, args.stage_models, args.max_batch,
-                         args.queue_delay_us, args.host, args.workspace)
+    server = LocalTriton(avatar, cfg.grpc_port, cfg.http_port, cfg.metrics_port, cfg.tiers, cfg.threads, cfg.int8,
+                         cfg.stage_models, cfg.max_batch, cfg.queue_delay_us, cfg.host, cfg.workspace)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

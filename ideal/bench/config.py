@@ -43,7 +43,7 @@ class BenchConfig:
     inject_delay_ms: float = field(default=0.0, metadata={
         "help": "add a fixed sleep to every backend call (checks that latency figures see it)"})
     render_budget_ms: float | None = field(default=None, metadata={
-        "help": "browser: the server's render budget (none: its default)"})
+        "help": "browser: the server's render budget; realtime: the streamer's (none: their defaults, 85 and 45 ms)"})
     mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
         "help": "browser: the server's microphone receive buffer (ideal serve --mic-buffer)"})
     jitter_ms: float | None = field(default=None, metadata={

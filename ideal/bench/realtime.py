@@ -344,6 +344,8 @@ def run_realtime_mode(args: Any) -> dict[str, Any]:
 
     int8 = getattr(args, "int8", True)
     config = StreamerConfig(backend_threads=args.threads, int8=int8)
+    if getattr(args, "render_budget_ms", None):
+        config.render_budget_ms = float(args.render_budget_ms)
     render_url = getattr(args, "render_url", None)
     if render_url:
         from ideal.export.backends import create_backend
