@@ -97,12 +97,13 @@ class TritonBackend(StagedBackend):
         client = self._dial()
         try:
             served = self._check(client, wanted, strict=bool(tiers))
+            metadata = served.pop("_metadata")
+            super().__init__(served, {i.name: ["B", *map(int, i.shape[1:])] for i in metadata.inputs})
+            self._warm_up(client, timeout_s=max(self.timeout_s, 30.0))
         except BaseException:
             client.close()
             raise
         self._client = client
-        metadata = served.pop("_metadata")
-        super().__init__(served, {i.name: ["B", *map(int, i.shape[1:])] for i in metadata.inputs})
         log.info("triton backend for %s: %s serves %s", self.avatar_dir, url,
                  ", ".join(render_model(self.namespace, t) for t in served))
 
@@ -212,14 +213,7 @@ class TritonBackend(StagedBackend):
             return
         try:
             self._check(client, list(self._tiers), strict=True)
-            grpc = self._grpc
-            for tier in self._tiers:
-                inputs = []
-                for name, value in self._warmup_inputs().items():
-                    item = grpc.InferInput(name, list(value.shape), "FP32")
-                    item.set_data_from_numpy(value)
-                    inputs.append(item)
-                client.infer(render_model(self.namespace, tier), inputs, client_timeout=max(self.timeout_s, 5.0))
+            self._warm_up(client, timeout_s=max(self.timeout_s, 5.0))
         except Exception as exc:  # BackendError from the checks, InferenceServerException from the warm-up
             client.close()
             self._failed(None, exc.message if isinstance(exc, BackendError) else _short(exc))
@@ -231,6 +225,22 @@ class TritonBackend(StagedBackend):
             client.close()  # closed meanwhile
             return
         self._succeeded()
+
+    def _warm_up(self, client: Any, timeout_s: float) -> None:
+        """One frame of every tier: a server's first calls of a model are slow (lazy initialisation), and that
+        must neither fail a node's start nor land on a session's frames."""
+        grpc = self._grpc
+        for tier in self._tiers:
+            inputs = []
+            for name, value in self._warmup_inputs().items():
+                item = grpc.InferInput(name, list(value.shape), "FP32")
+                item.set_data_from_numpy(value)
+                inputs.append(item)
+            try:
+                client.infer(render_model(self.namespace, tier), inputs, client_timeout=timeout_s)
+            except self._exception_type() as exc:
+                raise BackendError(f"Triton at {self.url}: {render_model(self.namespace, tier)} failed its first "
+                                   f"frame ({_short(exc)})", "check the server's log") from None
 
     def _warmup_inputs(self) -> dict[str, np.ndarray]:
         last = self._last_inputs

@@ -12,9 +12,9 @@ frames/s delivered over all sessions, latency request -> crop on the host (p50/p
   one model thread, requests of all sessions merged into one batched call, as in one `ideal serve`.
 - triton: every session has its own client (its own gRPC connection, as sessions on separate `ideal serve`
   nodes would), so batching across sessions happens in Triton's dynamic batcher. The batches Triton formed come
-  from its statistics extension (per batch size: executions) and its metrics endpoint (requests / executions),
-  and the gRPC hop's added latency is the client's round trip minus the server's own time for the request
-  (Triton's `success` duration: queue + compute).
+  from its statistics extension (per batch size: executions) and its metrics endpoint (requests / executions).
+- the gRPC hop alone (`hop_probe`): one frame at a time, in-process then through Triton, on the same inputs: the
+  added latency per percentile, and the round trip minus Triton's own time for those requests (transport).
 """
 
 from __future__ import annotations
@@ -205,9 +205,40 @@ def run_triton(clients: list[Any], inputs: _Inputs, tier: str, n: int, duration_
             ex.shutdown(wait=True)
 
 
+def hop_probe(local: Any, remote: Any, stats_client: Any, model: str, inputs: _Inputs, tier: str,
+              n: int = 100) -> dict[str, Any]:
+    """The gRPC hop alone: one frame at a time, no other traffic, `n` calls in-process then `n` through Triton on the
+    same inputs. Added latency per percentile = Triton's round trip minus the in-process render; transport = the
+    round trip minus Triton's own time for the request (its `success` duration over exactly these calls)."""
+    import time
+
+    from ideal.bench.report import distribution
+
+    def timed(backend: Any) -> list[float]:
+        out = []
+        for i in range(n):
+            audio, expression, pose = inputs.frame(i)
+            t = time.perf_counter()
+            backend.render(audio[None], expression[None], pose[None], tier)
+            out.append(1000.0 * (time.perf_counter() - t))
+        return out
+
+    timed(local)  # warm
+    local_ms = timed(local)
+    before = triton_statistics(stats_client, model)
+    remote_ms = timed(remote)
+    delta = _stats_delta(before, triton_statistics(stats_client, model))
+    loc, rem = distribution(local_ms), distribution(remote_ms)
+    return {"frames": n, "in_process_ms": loc, "triton_round_trip_ms": rem,
+            "added_ms": {q: round(rem[q] - loc[q], 2) for q in ("p50", "p95")},
+            "server_ms_per_request": delta["server_ms_per_request"],
+            "transport_ms_mean": round(rem["mean"] - delta["server_ms_per_request"], 2)
+            if delta["server_ms_per_request"] is not None else None}
+
+
 COLUMNS = [("where", "render"), ("sessions", "sessions"), ("offered_fps", "offered fps"), ("fps", "fps"),
            ("missed_ticks", "missed"), ("p50", "lat p50"), ("p95", "lat p95"), ("mean_batch", "mean batch"),
-           ("batches", "batches (size: n)"), ("added", "+ms p50/p95"), ("hop", "transport ms")]
+           ("batches", "batches (size: n)"), ("added", "+ms p50/p95"), ("server_ms", "Triton ms/req")]
 
 
 def _row(where: str, r: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +249,7 @@ def _row(where: str, r: dict[str, Any]) -> dict[str, Any]:
             "mean_batch": tri.get("mean_batch", r.get("mean_batch")),
             "batches": " ".join(f"{k}:{v}" for k, v in (tri.get("batch_histogram") or {}).items()) or "-",
             "added": f"{added['p50']}/{added['p95']}" if "p95" in added else "-",
-            "hop": (r.get("hop_ms") or {}).get("transport_mean")}
+            "server_ms": tri.get("server_ms_per_request")}
 
 
 def run_render_tier_mode(args: Any) -> dict[str, Any]:
@@ -243,7 +274,7 @@ def run_render_tier_mode(args: Any) -> dict[str, Any]:
     for n in counts:
         runs["in-process"].append(run_inprocess(local.backend, inputs, tier, n, duration, warmup))
         log.info("in-process, %d sessions: %s", n, runs["in-process"][-1]["fps"])
-    del local
+    hop: dict[str, Any] | None = None
     if args.render_url:
         from ideal.avatar.manifest import resolve_avatar
         from ideal.export.triton_backend import TritonBackend
@@ -253,6 +284,7 @@ def run_render_tier_mode(args: Any) -> dict[str, Any]:
         clients = [TritonBackend(resolve_avatar(args.avatar), args.render_url, [tier]) for _ in range(max(counts))]
         model = render_model(clients[0].namespace, tier)
         try:
+            hop = hop_probe(local.backend, clients[0], clients[0]._client, model, inputs, tier)
             for n in counts:
                 before = triton_statistics(clients[0]._client, model)
                 before_metrics = triton_metrics(metrics_url, model).get(model, {})
@@ -263,12 +295,6 @@ def run_render_tier_mode(args: Any) -> dict[str, Any]:
                 r["metrics"] = {k: after_metrics.get(k, 0.0) - before_metrics.get(k, 0.0)
                                 for k in ("nv_inference_request_success", "nv_inference_exec_count",
                                           "nv_inference_count")}
-                server_ms = r["triton"]["server_ms_per_request"]
-                if server_ms is not None and r["latency_ms"]["mean"] is not None:
-                    # the hop: what the client's round trip adds to the server's own time for a request (queue +
-                    # compute, Triton's `success` duration): serialisation, gRPC, copies; means of both
-                    r["hop_ms"] = {"round_trip_mean": r["latency_ms"]["mean"], "server_mean": server_ms,
-                                   "transport_mean": round(r["latency_ms"]["mean"] - server_ms, 2)}
                 local_run = next(x for x in runs["in-process"] if x["sessions"] == n)
                 r["added_vs_in_process_ms"] = {
                     q: round(r["latency_ms"][q] - local_run["latency_ms"][q], 2)
@@ -279,11 +305,18 @@ def run_render_tier_mode(args: Any) -> dict[str, Any]:
         finally:
             for c in clients:
                 c.close()
+    del local
     rows = [_row(where, r) for where, rs in runs.items() for r in rs]
     text = table(rows, COLUMNS)
+    if hop is not None:
+        text += (f"\ngRPC hop, one frame at a time ({hop['frames']} frames): in-process "
+                 f"{hop['in_process_ms']['p50']}/{hop['in_process_ms']['p95']} ms p50/p95, through Triton "
+                 f"{hop['triton_round_trip_ms']['p50']}/{hop['triton_round_trip_ms']['p95']} ms: added "
+                 f"{hop['added_ms']['p50']}/{hop['added_ms']['p95']} ms; of the round trip, Triton's own time "
+                 f"{hop['server_ms_per_request']} ms, transport {hop['transport_ms_mean']} ms (means)")
     text += (f"\ntier {tier}; each session asks for a frame every {1000 / inputs.scene.fps:.0f} ms (one outstanding); "
              f"latency = request -> crop on the host (ms); +ms: Triton's latency percentiles minus in-process ones; "
-             f"transport: mean round trip minus Triton's mean time for the request; load average "
+             f"Triton ms/req: its own time per request (queue + compute); load average "
              f"{os.getloadavg()[0]:.2f}")
-    return {"mode": "render-tier", "tier": tier, "runs": runs, "in_process_backend": local_name,
+    return {"mode": "render-tier", "tier": tier, "runs": runs, "hop": hop, "in_process_backend": local_name,
             "render_url": args.render_url, "load_average": round(os.getloadavg()[0], 2), "_table": text}
