@@ -220,9 +220,17 @@ async def test_janus_videoroom_shows_the_avatar_with_its_voice_in_sync(janus, av
             index = await _remote_index(page_b, name)
             peers = [p for p in avatar_server.state.peers.peers.values() if p.kind == "avatar"]
             assert len(peers) == 1, f"{len(peers)} avatar sessions on the server: expected A's only"
-            grab, (sent_pictures, sent_sound) = await asyncio.gather(
+            # For comparison, A's page also plays the stream it receives from the server as the project's own page
+            # does (one <video> with the avatar and its voice, muted here)
+            await page_a.evaluate("""() => { const v = document.createElement('video');
+                v.id = 'own'; v.muted = true; v.autoplay = true; v.playsInline = true;
+                v.srcObject = new MediaStream(window.__idealNerfAvatar.link().pc.getReceivers().map((r) => r.track));
+                document.body.prepend(v); return v.play(); }""")
+            grab, own, (sent_pictures, sent_sound) = await asyncio.gather(
                 page_b.evaluate(GRAB_JS, {"selector": f"#videoremote{index} video",
                                           "audioSelector": f"#videoremote{index} audio",
+                                          "durationMs": int(GRAB_S * 1000), "everyNth": 1}),
+                page_a.evaluate(GRAB_JS, {"selector": "#own", "audioSelector": None,
                                           "durationMs": int(GRAB_S * 1000), "everyNth": 1}),
                 _tap(peers[0].broadcast, GRAB_S))
             shot = tmp_path / "extension_janus_viewer.png"
@@ -290,7 +298,15 @@ async def test_janus_videoroom_shows_the_avatar_with_its_voice_in_sync(janus, av
     picture_delay = delay_ms(sent_t + pts_to_wall, sent_open, times + origin, openings)
     voice_delay = delay_ms(sent_sound[:, 0] + pts_to_wall, np.log10(sent_sound[:, 1] + 1e-4), st + origin,
                            np.log10(level + 1e-4))
-    figures.update({"server_to_b_picture_ms": picture_delay and picture_delay[0],
+    own_sound = np.asarray(own["sound"], np.float64)
+    own_t = np.array([p["t"] for p in own["pictures"]]) + own["timeOrigin"]
+    own_delay = {"picture": delay_ms(sent_t + pts_to_wall, sent_open, own_t,
+                                     mouth_openings(decode_pictures(own["pictures"])).astype(np.float64)),
+                 "voice": delay_ms(sent_sound[:, 0] + pts_to_wall, np.log10(sent_sound[:, 1] + 1e-4),
+                                   own_sound[:, 2] + own["timeOrigin"], np.log10(own_sound[:, 1] + 1e-4))}
+    figures.update({"server_to_own_page_picture_ms": own_delay["picture"] and own_delay["picture"][0],
+                    "server_to_own_page_voice_ms": own_delay["voice"] and own_delay["voice"][0],
+                    "server_to_b_picture_ms": picture_delay and picture_delay[0],
                     "server_to_b_picture_r": picture_delay and round(picture_delay[1], 3),
                     "server_to_b_voice_ms": voice_delay and voice_delay[0],
                     "server_to_b_voice_r": voice_delay and round(voice_delay[1], 3),

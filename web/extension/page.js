@@ -246,6 +246,7 @@
       this.attempt = 0;
       this.lastFrameAt = -Infinity; // when the last received picture went out
       this.lastFrame = null; // a copy of it, for the reconnecting picture
+      this.clockOffsetUs = 0; // received pictures' clock minus performance.now() (µs)
       this.size = [512, 512];
       this.stats = {};
       this.timers = [setInterval(() => this.tick(), 100), setInterval(() => this.poll(), 1000)];
@@ -316,8 +317,10 @@
       }
     }
 
-    // Received pictures -> the page's camera track, re-stamped on this page's clock (the connection changes,
-    // the track's timestamps keep increasing).
+    // Received pictures -> the page's camera track, as they are. Their timestamps are Chrome's monotonic clock
+    // (µs), which the call's encoder takes as capture times and its receiver's lip sync compares with the
+    // voice's: the "reconnecting" pictures are stamped on the same clock (performance.now() + the offset the
+    // last received picture showed), so the track's timestamps keep increasing across connections.
     async pumpVideo(track, gen) {
       const reader = new Processor({ track }).readable.getReader();
       try {
@@ -325,8 +328,8 @@
           const { value: frame, done } = await reader.read();
           if (done) break;
           if (gen !== this.generation || this.closed) { frame.close(); break; }
-          const out = new VideoFrameC(frame, { timestamp: Math.round(perf.now() * 1000) });
-          frame.close();
+          const out = frame;
+          this.clockOffsetUs = out.timestamp - Math.round(perf.now() * 1000);
           this.size = [out.displayWidth, out.displayHeight];
           if (this.lastFrame) this.lastFrame.close();
           this.lastFrame = out.clone();
@@ -389,7 +392,7 @@
       ctx.fillStyle = "#cfd8e3";
       wrap(ctx, this.message, w * 0.85).forEach((line, i) => ctx.fillText(line, w / 2, h / 2 + (i + 1.5) * h / 24));
       ctx.fillText("ideal-nerf avatar", w / 2, h - h / 20);
-      const frame = new VideoFrameC(this.canvas, { timestamp: Math.round(perf.now() * 1000) });
+      const frame = new VideoFrameC(this.canvas, { timestamp: Math.round(perf.now() * 1000) + this.clockOffsetUs });
       this.videoWriter.write(frame).catch(() => {});
     }
 
