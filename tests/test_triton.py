@@ -470,3 +470,42 @@ async def test_triton_gone_mid_session_repeats_frames_warns_and_recovers(default
         assert _fds() <= fds0 + 3, f"file descriptors: {fds0} -> {_fds()}"
     finally:
         server.cleanup()
+
+
+def test_gpu_repository_takes_tensorrt_plans_per_compute_capability(default_avatar: Path, tmp_path: Path):
+    """Engines built on two GPU types (as `ideal export --target tensorrt` leaves them, sidecars included) become
+    one stage model's plans, chosen per GPU by compute capability; an engine of another graph version or
+    precision is left out; a stage without engines runs its ONNX graph with the TensorRT accelerator. (The plans
+    here are stand-in bytes: this machine has no TensorRT; what is checked is how they are picked and named.)"""
+    from ideal.avatar.manifest import sha256_file
+    from ideal.export.artifacts import load_export_manifest
+    from ideal.export.triton_export import export_triton_repository
+    from ideal.export.triton_models import Deployment, parse_pbtxt_summary
+
+    avatar = tmp_path / "gpu_avatar"
+    shutil.copytree(default_avatar, avatar)  # with its exported graphs
+    directory, manifest = load_export_manifest(avatar)
+    engines = directory / "engines"
+    engines.mkdir(exist_ok=True)
+    graph_sha = manifest.graphs["condition"].sha256
+    builds = (("nvidia-l4", (8, 9), graph_sha, "fp16"), ("nvidia-h100", (9, 0), graph_sha, "fp16"),
+              ("nvidia-a10", (8, 6), "0" * 64, "fp16"), ("nvidia-t4", (7, 5), graph_sha, "fp32"))
+    for gpu, cc, sha, precision in builds:
+        engine = engines / f"condition.{gpu}.sm{cc[0]}{cc[1]}.trt10.5.0.{precision}.engine"
+        engine.write_bytes(f"plan for {gpu}".encode())
+        engine.with_suffix(".json").write_text(json.dumps({
+            "onnx_sha256": sha, "engine_sha256": sha256_file(engine), "gpu_name": gpu, "compute_capability": list(cc),
+            "trt_version": "10.5.0", "precision": precision}))
+    repo = tmp_path / "repo"
+    entry = export_triton_repository(avatar, repo, Deployment(device="gpu", fp16=True), tiers=["fast"])
+    text = (repo / "gpu_avatar.condition" / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in text and "KIND_GPU" in text
+    assert 'cc_model_filenames { key: "8.9" value: "model.nvidia-l4.sm89.trt10.5.0.fp16.plan" }' in text
+    assert 'cc_model_filenames { key: "9.0" value: "model.nvidia-h100.sm90.trt10.5.0.fp16.plan" }' in text
+    assert "8.6" not in text and "7.5" not in text  # another graph version; another precision
+    assert sorted(p.name for p in (repo / "gpu_avatar.condition" / "1").iterdir()) == [
+        "model.nvidia-h100.sm90.trt10.5.0.fp16.plan", "model.nvidia-l4.sm89.trt10.5.0.fp16.plan"]
+    assert entry["models"]["gpu_avatar.condition"]["runs"] == "tensorrt plans for sm 8.9, 9.0"
+    field = (repo / "gpu_avatar.field.fast" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in field and 'name: "tensorrt"' in field and '"FP16"' in field
+    assert parse_pbtxt_summary(field)["parameters"]["ideal_avatar"] == "gpu_avatar"
