@@ -16,7 +16,8 @@ for stage in STAGES:
     packages += [f"ideal.{stage}", *(f"ideal.{stage}.{name}" for name in find_packages(where=str(ROOT / stage)))]
 
 # data files travel with their package: the built-in avatar and the audio-to-mouth model (in folders below
-# ideal.avatar, hence the recursive pattern), and the browser client
-package_data = {"ideal.avatar": ["assets/**/*"], "ideal.web": ["*.html", "*.js", "*.css", "*.png", "*.svg", "*.ico"]}
+# ideal.avatar, hence the recursive pattern), and the browser client with its extension (web/extension/)
+package_data = {"ideal.avatar": ["assets/**/*"], "ideal.web": ["*.html", "*.js", "*.css", "*.png", "*.svg", "*.ico",
+                                                                 "extension/*"]}
 
 setup(package_dir=package_dir, packages=packages, package_data=package_data)
