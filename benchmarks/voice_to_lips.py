@@ -21,14 +21,22 @@ from typing import Any
 # "budget 45"). "before" is the server as it was (aiortc's 80 ms microphone buffer, soxr HQ at the edge, an 85 ms
 # render budget); "defaults" is what `ideal serve` does now.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "before": {"mic_buffer": "aiortc", "resample_quality": "HQ", "render_budget_ms": 85.0},
-    "mic immediate": {"mic_buffer": "immediate", "resample_quality": "HQ", "render_budget_ms": 85.0},
-    "FIR resampler": {"mic_buffer": "immediate", "resample_quality": "FIR", "render_budget_ms": 85.0},
-    "budget 65": {"mic_buffer": "immediate", "resample_quality": "FIR", "render_budget_ms": 65.0},
-    "budget 45": {"mic_buffer": "immediate", "resample_quality": "FIR", "render_budget_ms": 45.0},
-    "jitter target 0": {"mic_buffer": "immediate", "resample_quality": "FIR", "render_budget_ms": 45.0,
-                        "jitter_buffer_target_ms": 0.0},
-    "h264": {"mic_buffer": "immediate", "resample_quality": "FIR", "render_budget_ms": 45.0, "codec": "h264"},
+    "before": {"mic_buffer": "aiortc", "resample_quality": "HQ", "mic_packet_ms": 0, "jitter_ms": 22.0,
+               "render_budget_ms": 85.0},
+    "mic immediate": {"mic_buffer": "immediate", "resample_quality": "HQ", "mic_packet_ms": 0, "jitter_ms": 22.0,
+                      "render_budget_ms": 85.0},
+    "FIR resampler": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 0, "jitter_ms": 22.0,
+                      "render_budget_ms": 85.0},
+    "10 ms packets": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 10, "jitter_ms": 10.0,
+                      "render_budget_ms": 85.0},
+    "budget 65": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 10, "jitter_ms": 10.0,
+                  "render_budget_ms": 65.0},
+    "budget 45": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 10, "jitter_ms": 10.0,
+                  "render_budget_ms": 45.0},
+    "jitter target 0": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 10, "jitter_ms": 10.0,
+                        "render_budget_ms": 45.0, "jitter_buffer_target_ms": 0.0},
+    "h264": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 10, "jitter_ms": 10.0,
+             "render_budget_ms": 45.0, "codec": "h264"},
     "defaults": {},
 }
 

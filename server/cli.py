@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     server = add_options(p, ServerConfig, base=ServerConfig(export=True),
                          fields=("host", "port", "backend", "device", "render_url", "render_fallback",
                                  "export", "threads", "mouth_model", "cert",
-                                 "key", "max_sessions", "max_viewers", "token", "codec", "mic_buffer",
+                                 "key", "max_sessions", "max_viewers", "token", "codec", "mic_buffer", "mic_packet_ms",
                                  "jitter_buffer_target_ms", "allow_origins",
                                  "allow_hosts", "turn_ttl_s", "offer_burst", "offer_refill_s", "max_connections",
                                  "header_timeout_s", "body_timeout_s", "tls_handshake_timeout_s", "max_session_s",

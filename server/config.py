@@ -94,6 +94,9 @@ class ServerConfig:
     jitter_buffer_target_ms: float | None = field(default=None, metadata={
         "help": "the page asks its browser to hold received video this long (RTCRtpReceiver.jitterBufferTarget; "
                 "none: the browser decides)"})
+    mic_packet_ms: int = field(default=20, metadata={
+        "help": "Opus packet length the answer asks of a browser microphone (a=ptime: 10, 20, 40 or 60; 0: "
+                "say nothing)"})
     mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
         "help": "microphone receive buffer: immediate (each packet to the streamer on arrival) or aiortc (its "
                 "4-packet, 80 ms prefetch; server/receive_buffer.py)"})
@@ -145,6 +148,9 @@ class ServerConfig:
             raise InputError("no avatar to serve", "pass --avatar DIR or leave it out for the built-in avatar")
         if self.codec not in CODECS:
             raise InputError(f"--codec {self.codec}: unknown video codec", f"use one of {', '.join(CODECS)}")
+        if self.mic_packet_ms not in (0, 10, 20, 40, 60):
+            raise InputError(f"--mic-packet-ms {self.mic_packet_ms}: not an Opus packet length",
+                             "use 10, 20, 40 or 60 (or 0 to leave it to the browser)")
         if self.jitter_buffer_target_ms is not None and not 0.0 <= self.jitter_buffer_target_ms <= 4000.0:
             raise InputError(f"--jitter-buffer-target-ms {self.jitter_buffer_target_ms:g}: out of range",
                              "use 0-4000 ms (what browsers accept), or leave it out")

@@ -70,3 +70,22 @@ def parse_offer(body: bytes, max_bytes: int) -> OfferRequest:
     name = (fields["name"] or "guest")[:64]
     return OfferRequest(sdp=sdp, mode=mode, avatar=fields["avatar"], expression=fields["expression"],
                         room=fields["room"], name=name, target=fields["target"], voice=voice)
+
+
+def with_audio_packet_ms(sdp: str, ms: int) -> str:
+    """The answer `sdp` asking the browser to send its microphone in `ms` ms Opus packets (`a=ptime` in every
+    audio section that receives). aiortc ignores ptime and decodes any Opus frame length; browsers read it as the
+    frame length for their encoder. Shorter packets reach the streamer sooner: a sample waits for the rest of its
+    packet before it is sent, and the streamer's jitter allowance covers one packet."""
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    out: list[str] = []
+    audio = False
+    for line in lines:
+        if line.startswith("m="):
+            audio = line.startswith("m=audio")
+        elif audio and line.startswith("a=ptime:"):
+            continue
+        out.append(line)
+        if audio and line.startswith("m=audio"):
+            out.append(f"a=ptime:{int(ms)}")
+    return "\r\n".join(out)

@@ -40,7 +40,7 @@ from ideal.server import receive_buffer
 from ideal.server.broadcast import AvatarBroadcast, Subscription
 from ideal.server.config import ServerConfig
 from ideal.server.metrics import ServerMetrics
-from ideal.server.offers import OfferRequest
+from ideal.server.offers import OfferRequest, with_audio_packet_ms
 from ideal.server.latency import hop_table
 from ideal.server.ratelimit import OfferLimiter
 from ideal.server.rooms import Participant, RoomRegistry
@@ -230,7 +230,10 @@ class PeerManager:
             self.rooms.join(req.room, Participant(peer.id, req.name, peer.avatar))
         peer.spawn(self._watchdog(peer), "watchdog")
         log.info("peer %s (%s, avatar %s, room %s) answered", peer.id[:8], peer.kind, peer.avatar, peer.room)
-        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "peer_id": peer.id,
+        sdp = pc.localDescription.sdp
+        if req.mode == "avatar" and self.config.mic_packet_ms:
+            sdp = with_audio_packet_ms(sdp, self.config.mic_packet_ms)
+        return {"sdp": sdp, "type": pc.localDescription.type, "peer_id": peer.id,
                 "peer_secret": peer.secret, "session_id": getattr(peer.session, "id", None), "avatar": peer.avatar}
 
     def _wire(self, peer: Peer) -> None:

@@ -85,6 +85,7 @@ class BrowserBenchSettings:
     inject_delay_ms: float = 0.0  # a sleep added to every render (checks that the table and both totals see it)
     viewer: bool = True
     codec: str = "auto"  # the video codec the server sends
+    mic_packet_ms: int | None = None  # the Opus packet length the server asks of the browser (None: its default)
     jitter_buffer_target_ms: float | None = None  # asked of the browser (None: it decides)
 
 
@@ -215,6 +216,8 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
                           device="cpu" if device == "auto" else device, max_sessions=1, max_viewers=2,
                           mic_buffer=settings.mic_buffer, codec=settings.codec,  # type: ignore[arg-type]
                           jitter_buffer_target_ms=settings.jitter_buffer_target_ms, streamer=streamer)
+    if settings.mic_packet_ms is not None:
+        config.mic_packet_ms = settings.mic_packet_ms
     server = await start_server(config, _engine_factory(settings))
     room = f"bench{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="ideal-bench-browser-") as tmp:
