@@ -141,3 +141,15 @@ def test_the_receive_buffer_replaces_aiortcs_on_a_real_receiver():
     receiver, installed = asyncio.run(run())
     assert isinstance(installed, ImmediateAudioBuffer)
     assert receiver._RTCRtpReceiver__jitter_buffer is installed
+
+
+def test_the_answer_asks_for_short_opus_packets_in_the_audio_section_only():
+    from ideal.server.offers import with_audio_packet_ms
+
+    sdp = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ptime:20\r\n"
+           "a=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n")
+    out = with_audio_packet_ms(sdp, 10)
+    audio, video = out.split("m=video")
+    assert audio.count("a=ptime:") == 1 and "a=ptime:10" in audio
+    assert "ptime" not in video
+    assert out.endswith("\r\n") and "\n" not in out.replace("\r\n", "")
