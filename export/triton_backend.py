@@ -37,7 +37,11 @@ from ideal.export.triton_models import P_TIER, check_served_model, namespace_for
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 1.0
+# A reply later than this is dropped and the server treated as lost. Frames do not wait for it either way (the
+# streamer repeats a frame whose render missed its deadline and shows the late picture in the next ones), so it
+# only bounds how long a hung server holds the render thread; a crashed one refuses the connection at once. Generous
+# enough for a loaded server's slowest tier.
+DEFAULT_TIMEOUT_S = 5.0
 
 
 def import_tritonclient() -> Any:

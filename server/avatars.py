@@ -52,7 +52,7 @@ def remote_backend(avatar: Path | None, config: ServerConfig) -> Any:
 
     assert config.render_url
     try:
-        return TritonBackend(resolve_avatar(avatar), config.render_url)
+        return TritonBackend(resolve_avatar(avatar), config.render_url, timeout_s=config.render_timeout_s)
     except BackendError as exc:
         if config.render_fallback != "local":
             raise

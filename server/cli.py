@@ -28,7 +28,7 @@ STREAMER_OPTIONS = ("render_budget_ms", "jitter_ms", "adaptive_tiers", "progress
 def add_arguments(p: argparse.ArgumentParser) -> None:
     server = add_options(p, ServerConfig, base=ServerConfig(export=True),
                          fields=("host", "port", "backend", "device", "render_url", "render_fallback",
-                                 "export", "threads", "mouth_model", "cert",
+                                 "render_timeout_s", "export", "threads", "mouth_model", "cert",
                                  "key", "max_sessions", "max_viewers", "token", "codec", "mic_buffer", "mic_packet_ms",
                                  "jitter_buffer_target_ms", "allow_origins",
                                  "allow_hosts", "turn_ttl_s", "offer_burst", "offer_refill_s", "max_connections",

@@ -63,6 +63,9 @@ class ServerConfig:
     render_url: str | None = field(default=None, metadata={
         "help": "render on a Triton Inference Server (grpc://HOST:PORT) serving the avatars' models "
                 "(`ideal export AVATAR --target triton`, or `ideal triton` locally) instead of in this process"})
+    render_timeout_s: float = field(default=5.0, metadata={
+        "help": "with --render-url: a reply later than this is dropped and the server treated as lost (frames never "
+                "wait for it: they repeat when a render misses its deadline)"})
     render_fallback: Literal["none", "local"] = field(default="none", metadata={
         "help": "when --render-url is unreachable at start: none (stop with the reason) or local (render in this "
                 "process with --backend)"})
@@ -158,6 +161,8 @@ class ServerConfig:
             from ideal.export.triton_backend import parse_render_url  # stdlib only; the client is imported later
 
             parse_render_url(self.render_url)
+        if not self.render_timeout_s > 0:
+            raise InputError(f"--render-timeout-s {self.render_timeout_s:g}: must be positive", "use seconds above 0")
         if self.render_fallback not in ("none", "local"):
             raise InputError(f"--render-fallback {self.render_fallback}", "use none or local")
         if self.max_sessions < 1:
