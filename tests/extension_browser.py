@@ -60,12 +60,13 @@ async def wait_text(page, selector: str, predicate, timeout: float = 15.0) -> st
 
 
 async def configure(context, server_url: str, *, enabled: bool = True, default_camera: bool = False,
-                    expect_running: bool = True):
+                    expect_running: bool = True, token: str = ""):
     """Set the extension's options in its own page, as a person would: returns that page (it shows live state)."""
     page = await context.new_page()
     await page.goto(f"{extension_origin()}/popup.html")
     await wait_text(page, "#server-state", lambda t: "checking" not in t)
     await page.fill("#server", server_url)
+    await page.fill("#token", token)
     await page.set_checked("#enabled", enabled)
     await page.set_checked("#defaultCamera", default_camera)
     await page.click("#save")

@@ -7,7 +7,8 @@
 2. Failures a person can understand: microphone denied; server not running (the page's NotReadableError and the
    options page both say what to start); server full (503); the connection dropped (the camera shows a
    "reconnecting" picture, not a frozen one), a server that refuses the extension's origin (the picture says
-   what to start), then recovery once the server is back.
+   what to start), one that wants a token (the picture asks for it), then recovery on the same tracks once the
+   token is given in the options.
 """
 
 from __future__ import annotations
@@ -267,8 +268,15 @@ async def test_failures_say_what_to_do_and_a_dropped_connection_recovers(default
             refused = await page.evaluate(link_js)
             await server.stop()
 
-            # back as it was: the same tracks show the avatar again
+            # back with an access token: the picture asks for it; given in the options, the same tracks show the
+            # avatar again
+            config = _config(default_avatar, port, max_sessions=1, token="s3cret-token")
             server = await start_server(config)
+            await page.wait_for_function("() => (window.__idealNerfAvatar.link().message || '')"
+                                         ".includes('access token')", timeout=30_000)
+            needs_token = await page.evaluate(link_js)
+            await configure(ctx, server.url, token="s3cret-token")
+            await page.bring_to_front()
             await page.wait_for_function("() => window.__idealNerfAvatar.link().state === 'connected'",
                                          timeout=40_000)
             await asyncio.sleep(2.0)
@@ -293,5 +301,6 @@ async def test_failures_say_what_to_do_and_a_dropped_connection_recovers(default
     lum = np.mean([im.mean() for im in images])
     assert lum < 70, f"the reconnecting picture is not the dark status card (mean {lum:.0f})"
     assert refused["state"] == "reconnecting" and f"--allow-origin {extension_origin()}" in refused["message"]
+    assert "needs an access token" in needs_token["message"], needs_token
     assert track_state == "live"
     assert _faces(recovered) > 0.9, "the avatar did not come back on the same track"

@@ -411,7 +411,8 @@
       if (!retry) { this.setState("ended", why); return; }
       this.attempt += 1;
       const delay = Math.min(10, 2 ** (this.attempt - 1));
-      this.setState("reconnecting", `${why}; reconnecting in ${delay} s (attempt ${this.attempt})…`);
+      this.setState("reconnecting", `${String(why).replace(/\.$/, "")}; reconnecting in ${delay} s ` +
+        `(attempt ${this.attempt})…`);
       clearTimeout(this.reconnectTimer);
       this.reconnectTimer = setTimeout(async () => {
         this.reconnectTimer = null;
