@@ -206,19 +206,21 @@
 
   class AvatarLink {
     static async get(micConstraints) {
-      if (current && !current.closed) return current;
+      if (current && !current.closed) {
+        await current.ready; // a call made while the first one is still connecting waits for it
+        return current;
+      }
       if (!Processor || !Generator || !VideoFrameC || !RTCPC) {
         throw domError("NotSupportedError", "this browser lacks MediaStreamTrackGenerator (Chrome/Edge 94 or later " +
           "is needed)");
       }
       const link = new AvatarLink();
       current = link;
-      try {
-        await link.open(micConstraints);
-      } catch (err) {
+      link.ready = link.open(micConstraints).catch((err) => {
         link.close("failed");
         throw err;
-      }
+      });
+      await link.ready;
       return link;
     }
 
