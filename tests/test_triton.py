@@ -333,6 +333,31 @@ async def test_a_serve_session_renders_end_to_end_through_triton(default_avatar:
     assert stats.failure is None
 
 
+async def test_a_webrtc_call_through_ideal_serve_on_triton(triton_server: TritonProcess, new_speech_wav: Path):
+    """`ideal serve --render-url`: a WebRTC client speaks to the server, which renders on the local Triton; the
+    client receives the avatar's video and the server's broadcast carries new pictures."""
+    from ideal.avatar.audio.io import load_audio, resample
+    from ideal.server.app import start_server
+    from ideal.server.client import join, wait_connected
+    from ideal.server.config import ServerConfig
+
+    speech = resample(load_audio(new_speech_wav)[: 4 * 16_000], 16_000, 48_000)
+    config = ServerConfig(host="127.0.0.1", port=0, render_url=triton_server.url, export=False).validate()
+    server = await start_server(config)
+    try:
+        assert server.state.catalog.default.info["backend"] == "triton"
+        speaker = await join(server.url, speech)
+        await wait_connected(speaker, 30)
+        await asyncio.sleep(4.0)
+        broadcast = server.state.peers.peers[speaker.peer_id].broadcast
+        frames, pictures = broadcast.frames, broadcast.pictures
+        await speaker.close()
+    finally:
+        await server.stop()
+    assert speaker.video_frames > 60, f"the client received {speaker.video_frames} frames in 4 s"
+    assert frames > 60 and pictures > 20, (frames, pictures)
+
+
 # --- faults ------------------------------------------------------------------------------------------------
 @needs_triton
 def test_unreachable_at_start_is_one_clear_line(default_avatar: Path):
