@@ -6,7 +6,7 @@
       NS.condition/1/model.onnx              the exported graph (checked against export.json's sha256)
       NS.field.<tier>/...                    the same per tier
       NS.refine.<tier>/...
-      NS.pack.<tier>/...                     float crop -> RGBA8, the wire format (a 10-node ONNX graph)
+      NS.pack.<tier>/...                     float crop -> RGBA8, the wire format (a 9-node ONNX graph)
       NS.render.<tier>/config.pbtxt          ensemble: condition -> field.<tier> -> refine.<tier> -> pack.<tier>
       NS.render.<tier>/1/                    (empty: an ensemble has no file, Triton still wants the version)
 

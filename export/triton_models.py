@@ -145,12 +145,20 @@ def model_specs(manifest: ExportManifest, namespace: str, avatar: str, tiers: li
 
 # --- the wire format of a crop ------------------------------------------------------------------------------
 def pack_rgba(rgb: Any, alpha: Any) -> Any:
-    """rgb (B,3,S,S), alpha (B,1,S,S) float in [0, 1] -> (B,S,S,4) uint8, each value rounded to the nearest of 255
-    levels (what `pack_graph` computes in the repository, and `ideal triton` in numpy)."""
+    """rgb (B,3,S,S), alpha (B,1,S,S) float in [0, 1] -> (B,S,S,4) uint8: each value times 255, rounded half to
+    even, clipped to 0..255 (what `pack_graph` computes in the repository). OpenCV per plane: 0.15 ms for a 512 px
+    crop where the same in numpy took 4.5 ms on the server's render path."""
+    import cv2
     import numpy as np
 
-    both = np.concatenate([rgb, alpha], axis=1).transpose(0, 2, 3, 1)
-    return np.clip(both * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    b, _, s, _ = rgb.shape
+    out = np.empty((b, s, s, 4), np.uint8)
+    for i in range(b):
+        planes = [*(rgb[i, c] for c in range(3)), alpha[i, 0]]
+        # negatives to 0 first: convertScaleAbs rounds |x * 255| and saturates at 255
+        out[i] = cv2.merge([cv2.convertScaleAbs(cv2.max(np.ascontiguousarray(p, np.float32), 0.0), alpha=255.0)
+                            for p in planes])
+    return out
 
 
 def unpack_rgba(rgba: Any) -> tuple[Any, Any]:
@@ -173,11 +181,11 @@ def pack_graph(size: int, opset: int = 17) -> Any:
     nodes = [
         helper.make_node("Concat", ["rgb", "alpha"], ["both"], axis=1),
         helper.make_node("Transpose", ["both"], ["hwc"], perm=[0, 2, 3, 1]),
-        const("scale", 255.0), const("half", 0.5), const("low", 0.0), const("high", 255.0),
+        const("scale", 255.0), const("low", 0.0), const("high", 255.0),
         helper.make_node("Mul", ["hwc", "scale"], ["scaled"]),
-        helper.make_node("Add", ["scaled", "half"], ["shifted"]),
-        helper.make_node("Clip", ["shifted", "low", "high"], ["clipped"]),
-        helper.make_node("Cast", ["clipped"], ["rgba"], to=TensorProto.UINT8),  # truncation: floor for values >= 0
+        helper.make_node("Round", ["scaled"], ["rounded"]),  # half to even, as OpenCV's cvRound
+        helper.make_node("Clip", ["rounded", "low", "high"], ["clipped"]),
+        helper.make_node("Cast", ["clipped"], ["rgba"], to=TensorProto.UINT8),
     ]
     graph = helper.make_graph(
         nodes, "pack_rgba",
