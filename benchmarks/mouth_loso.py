@@ -221,13 +221,14 @@ def main() -> None:
     ap.add_argument("--dub", type=float, default=120.0, help="the dubbing lookahead of the report (ms)")
     ap.add_argument("--live", type=float, default=40.0, help="the live lookahead of the report (ms)")
     ap.add_argument("--report", action="store_true", help="only gather finished runs into loso.json / loso.png")
+    ap.add_argument("--six", action="store_true", help="only the seven clips of the six original speakers")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ideal.avatar.mouth.pipeline import read_clip_gate, read_offsets, read_speakers
 
     speakers = read_speakers(args.speakers)
     clips = [load_clip(v, a, speaker=speakers.get(v.stem, s), cache_dir=args.cache)
-             for v, a, s in shared_speaker_clips(args.data)]
+             for v, a, s in shared_speaker_clips(args.data) if not args.six or v.parent.name != "speakers"]
     known, gate = read_offsets(args.offsets), read_clip_gate(args.offsets) or {}
     offsets = {i: known[c.name] for i, c in enumerate(clips)}
     kept = [i for i, c in enumerate(clips) if gate.get(c.name, {}).get("kept", True)]

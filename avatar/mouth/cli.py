@@ -21,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ideal.avatar.mouth.augmentation import AugmentConfig
     from ideal.avatar.mouth.config import (
         DEFAULT_FEATURE,
+        DEFAULT_MEMBERS,
         DEFAULT_WINDOW,
         MouthTrainConfig,
+        NetConfig,
         PipelineConfig,
     )
     from ideal.avatar.mouth.features import FEATURE_KINDS
@@ -41,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--lookahead-ms", type=float, default=DEFAULT_WINDOW.lookahead_ms,
                     help=f"audio lookahead (latency) in ms (default {DEFAULT_WINDOW.lookahead_ms:g})")
     train = add_options(tr, MouthTrainConfig, fields=("steps",))
+    net = add_options(tr, NetConfig, fields=("members",), base=NetConfig(members=DEFAULT_MEMBERS))
     augment = add_options(tr, AugmentConfig, fields=("n_variants",), flags={"n_variants": "--variants"})
     pipeline = add_options(tr, PipelineConfig, fields=("bootstrap_rounds", "gate_min_r", "gate_min_margin", "loso"))
-    tr.set_defaults(_mouth_train_options=(train, augment, pipeline))
+    tr.set_defaults(_mouth_train_options=(train, augment, pipeline, net))
     tr.add_argument("--offsets", type=Path, default=None,
                     help="known A/V offsets instead of the bootstrap: a json {clip name: ms} or a mouth.json")
     tr.add_argument("--speakers", type=Path, default=None,
@@ -113,10 +116,10 @@ def _train(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: already exists and is not empty", "pass --overwrite or choose another -o")
     if not 0 <= args.lookahead_ms <= 500:
         raise InputError(f"--lookahead-ms {args.lookahead_ms}: out of range", "use 0..500 ms")
-    train, augment, pipeline = args._mouth_train_options
+    train, augment, pipeline, net = args._mouth_train_options
     cfg = pipeline.build(args, spec=FeatureSpec(args.features), window=AudioWindow(DEFAULT_WINDOW.length,
                                                                                   args.lookahead_ms),
-                         train=train.build(args), augment=augment.build(args))
+                         train=train.build(args), augment=augment.build(args), net=net.build(args))
     speakers = read_speakers(args.speakers) if args.speakers else None
     clips = load_clips(args.data, cache_dir=args.cache, speakers=speakers)
     known = read_offsets(args.offsets) if args.offsets else None

@@ -107,8 +107,11 @@ def clip_offsets(clips: list[MouthClip], seqs, cfg: PipelineConfig,
         if gate is None:
             log.info("quality gate not applied: %d speakers (it needs %d: each clip is judged by a model trained "
                      "on the others)", n_speakers, cfg.gate_min_speakers)
-        offsets, history = bootstrap_offsets(seqs, clips, cfg.spec, cfg.window, cfg.train, cfg.net,
-                                             cfg.bootstrap_rounds, gate=gate)
+        from dataclasses import replace
+
+        # single nets: the lag search needs a fair model per held-out speaker, not the ensemble's extra r
+        offsets, history = bootstrap_offsets(seqs, clips, cfg.spec, cfg.window, cfg.train,
+                                             replace(cfg.net, members=1), cfg.bootstrap_rounds, gate=gate)
         return offsets, "bootstrap", history
     from ideal.avatar.mouth.offset import estimate_offset
 
