@@ -220,6 +220,101 @@ def test_triton_accepts_the_repository_configs_and_ensembles(repository: Path, t
     assert "parse" not in log.lower() or "failed to parse" not in log.lower()
 
 
+# The stage models' stand-in for the ONNX Runtime backend, which PyTriton's Triton build lacks: a Python-backend
+# model running the very model.onnx the repository holds with onnxruntime.
+ONNX_AS_PYTHON = """
+import json
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
+        path = args["model_repository"] + "/" + args["model_version"] + "/model.onnx"
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            feeds = {i.name: pb_utils.get_input_tensor_by_name(request, i.name).as_numpy()
+                     for i in self.session.get_inputs()}
+            out = dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, out[n]) for n in self.outputs]))
+        return responses
+"""
+
+
+@needs_triton
+def test_the_repository_ensemble_renders_in_triton(default_avatar: Path, repository: Path, frames, tmp_path: Path):
+    """The exported repository in a real Triton 2.51, as written (ensemble scheduling, tensor maps, the pack model,
+    dynamic batching, parameters) except that each ONNX stage model runs its model.onnx through the Python backend
+    (the only one this Triton build has): the Triton backend's checks accept it and its frames are ONNX Runtime's
+    in-process frames within the RGBA8 rounding."""
+    import pytriton
+    from pytriton.utils.distribution import get_libs_path
+
+    from ideal.export.onnx_backend import OnnxRuntimeBackend, OrtConfig
+    from ideal.export.triton_backend import TritonBackend
+    from ideal.export.triton_server import libpython_dir
+
+    home = Path(pytriton.__file__).parent / "tritonserver"
+    work = Path(tempfile.mkdtemp(prefix="itr-"))
+    try:
+        server = work / "server"
+        shutil.copytree(home, server, ignore=shutil.ignore_patterns("python_backend_stubs"))
+        stub = home / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
+        shutil.copy(stub / "triton_python_backend_stub", server / "backends" / "python")
+        repo = work / "repo"
+        shutil.copytree(repository, repo)
+        for config in repo.glob("*/config.pbtxt"):
+            text = config.read_text()
+            if 'backend: "onnxruntime"' in text:
+                config.write_text(text.replace('backend: "onnxruntime"\ndefault_model_filename: "model.onnx"',
+                                               'backend: "python"'))
+                (config.parent / "1" / "model.py").write_text(ONNX_AS_PYTHON)
+        ports = _free_ports(3)
+        env = dict(os.environ, LD_LIBRARY_PATH=":".join([libpython_dir(), str(get_libs_path()),
+                                                          os.environ.get("LD_LIBRARY_PATH", "")]))
+        log = open(work / "triton.log", "wb")  # closed below
+        proc = subprocess.Popen([str(server / "bin" / "tritonserver"), f"--model-repository={repo}",
+                                 f"--backend-directory={server / 'backends'}", f"--grpc-port={ports[0]}",
+                                 f"--http-port={ports[1]}", f"--metrics-port={ports[2]}", "--exit-timeout-secs=2",
+                                 "--model-control-mode=explicit", "--load-model=default.render.fast"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            import tritonclient.grpc as grpcclient
+
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+            ready = False
+            for _ in range(480):
+                try:
+                    ready = client.is_model_ready("default.render.fast")
+                except Exception:  # not listening yet
+                    ready = False
+                if ready or proc.poll() is not None:
+                    break
+                time.sleep(0.25)
+            client.close()
+            assert ready, (work / "triton.log").read_text(errors="replace")[-3000:]
+            audio, expression, pose = frames
+            remote = TritonBackend(default_avatar, f"grpc://127.0.0.1:{ports[0]}", ["fast"])
+            try:
+                got = remote.render(audio, expression, pose, "fast")
+            finally:
+                remote.close()
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            log.close()
+        local = OnnxRuntimeBackend(default_avatar, ["fast"], OrtConfig(device="cpu", int8=False))
+        rgb, alpha, _ = local.run_stages(audio, expression, pose, "fast")
+        assert float(np.abs(got.rgb - rgb.transpose(0, 2, 3, 1)).max()) <= 0.5 / 255 + 1e-6
+        assert float(np.abs(got.alpha - alpha.transpose(0, 2, 3, 1)).max()) <= 0.5 / 255 + 1e-6
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_a_second_avatar_keeps_the_first_ones_models(default_avatar: Path, repository: Path, tmp_path: Path):
     from ideal.export.triton_export import export_triton_repository
 
