@@ -29,7 +29,8 @@ from ideal.avatar.mouth.features import FeatureSpec, dct_matrix
 
 log = logging.getLogger(__name__)
 
-# A low-latency variant (40 ms lookahead, LOSO r 0.44 vs 0.51 at 120 ms) for live use, beside the default.
+# A low-latency variant (40 ms lookahead; docs/mouth.md gives LOSO r against lookahead) for live use, beside the
+# default 120 ms model.
 LIVE_MOUTH_MODEL_DIR = MOUTH_MODEL_DIR / "live40"
 MOUTH_FORMAT_VERSION = 1
 MOUTH_MANIFEST = "mouth.json"
