@@ -106,7 +106,7 @@ def plot(results: dict, path: Path) -> None:
         axes[0].plot(xs, ys, style, label=label)
         for x, y in zip(xs, ys):
             if key == "nn" and np.isfinite(y):
-                axes[0].annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
+                axes[0].annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, -13), ha="center",
                                  fontsize=7)
     ship = results.get("shipped", {})
     if ship:
@@ -115,7 +115,7 @@ def plot(results: dict, path: Path) -> None:
                      label=f"shipped: ensemble of {next(iter(ship.values()))['members']}")
         for x in xs_s:
             axes[0].annotate(f"{ship[f'{x:g}']['mean']:.3f}", (x, ship[f"{x:g}"]["mean"]), textcoords="offset points",
-                             xytext=(8, -3), fontsize=7, color="C3")
+                             xytext=(0, 7), ha="center", fontsize=7, color="C3")
     axes[0].axhline(0.6, color="k", ls=":", lw=0.8)
     axes[0].axhline(0.55, color="grey", ls=":", lw=0.8)
     axes[0].set_xlabel("audio lookahead (ms) = latency the model adds")
