@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ideal.avatar.mouth.data import load_clip, shared_clips
+from ideal.avatar.mouth.data import load_clip, shared_speaker_clips
 
 REPO = Path(__file__).resolve().parents[1]
 BILABIAL = {"P", "B", "M"}
@@ -56,13 +56,17 @@ def main() -> None:
     ap.add_argument("--preds", type=Path, default=REPO / "benchmarks" / "mouth_results" / "preds.npz")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mouth_results" / "bilabial.json")
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--offsets", type=Path, default=None,
+                    help="the clips' A/V offsets: a mouth.json or offsets json (default: offsets.json beside --preds)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     preds = np.load(args.preds)
-    offsets = json.loads((args.preds.parent / "offsets.json").read_text())["offsets_ms"]
+    from ideal.avatar.mouth.pipeline import read_offsets
+
+    offsets = read_offsets(args.offsets or args.preds.parent / "offsets.json")
     z = lambda x: (x - x.mean()) / (x.std() + 1e-9)  # noqa: E731
     res, pooled = {}, {}
-    for v, a in shared_clips(args.data):
+    for v, a, _ in shared_speaker_clips(args.data):
         c = load_clip(v, a, cache_dir=args.cache)
         if c.name not in preds:
             continue
