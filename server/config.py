@@ -97,7 +97,9 @@ class ServerConfig:
     jitter_buffer_target_ms: float | None = field(default=None, metadata={
         "help": "the page asks its browser to hold received video this long (RTCRtpReceiver.jitterBufferTarget; "
                 "none: the browser decides)"})
-    mic_packet_ms: int = field(default=20, metadata={
+    # 0 by default: at 10 (a=ptime:10) aiortc's per-packet work doubled and the microphone fell 330 ms behind in
+    # the browser bench (benchmarks/voice_to_lips.py, "10 ms packets")
+    mic_packet_ms: int = field(default=0, metadata={
         "help": "Opus packet length the answer asks of a browser microphone (a=ptime: 10, 20, 40 or 60; 0: "
                 "say nothing)"})
     mic_buffer: Literal["immediate", "aiortc"] = field(default="immediate", metadata={
