@@ -21,19 +21,18 @@ from typing import Any
 # "before" is the server as it was (aiortc's 80 ms microphone buffer, soxr HQ at the edge, an 85 ms render
 # budget); "defaults" is what `ideal serve` does now. Run one setting per process (--only NAME, --out merges):
 # runs in one process drifted (repeats rose from 24 % to 98 % over eight runs on a quiet machine).
+_BEFORE = {"mic_buffer": "aiortc", "resample_quality": "HQ", "mic_packet_ms": 0, "jitter_ms": 22.0,
+           "render_budget_ms": 85.0}
+_IMMEDIATE = {**_BEFORE, "mic_buffer": "immediate"}
+_FIR = {**_IMMEDIATE, "resample_quality": "FIR", "jitter_ms": 10.0}
+_BUDGET_65 = {**_FIR, "render_budget_ms": 65.0}
 SETTINGS: dict[str, dict[str, Any]] = {
-    "before": {"mic_buffer": "aiortc", "resample_quality": "HQ", "mic_packet_ms": 0, "jitter_ms": 22.0,
-               "render_budget_ms": 85.0},
-    "mic immediate": {"mic_buffer": "immediate", "resample_quality": "HQ", "mic_packet_ms": 0, "jitter_ms": 22.0,
-                      "render_budget_ms": 85.0},
-    "FIR resampler": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 0, "jitter_ms": 10.0,
-                      "render_budget_ms": 85.0},
-    "budget 65": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 0, "jitter_ms": 10.0,
-                  "render_budget_ms": 65.0},
-    "budget 45": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 0, "jitter_ms": 10.0,
-                  "render_budget_ms": 45.0},
-    "10 ms packets": {"mic_buffer": "immediate", "resample_quality": "FIR", "mic_packet_ms": 10, "jitter_ms": 10.0,
-                      "render_budget_ms": 65.0},
+    "before": _BEFORE,
+    "mic immediate": _IMMEDIATE,
+    "FIR resampler": _FIR,
+    "budget 65": _BUDGET_65,
+    "budget 45": {**_FIR, "render_budget_ms": 45.0},
+    "10 ms packets": {**_BUDGET_65, "mic_packet_ms": 10},
     "defaults": {},
 }
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from ideal.streamer.stats import percentiles
+
 NTP_EPOCH_OFFSET_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
 RTP_AUDIO_RATE = 48_000  # Opus RTP clock
 SESSION_RATE = 16_000  # the streamer's audio timeline
@@ -243,11 +245,7 @@ class SendTrace:
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "mean": None}
-    a = np.asarray(values, np.float64)
-    return {"p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1),
-            "mean": round(float(a.mean()), 1)}
+    return {**percentiles(values, (50, 95), digits=1), "mean": round(float(np.mean(values)), 1) if values else None}
 
 
 def hop_table(frames: list[dict[str, Any]]) -> dict[str, Any]:

@@ -65,6 +65,14 @@ def require_binary(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system Chromium for the browser tests (driven by Playwright), or skip saying what to install."""
+    path = require_binary("chromium")
+    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _no_global_torch_state_leaks():
     """A test (or the code under test) must not leave autograd switched off for the tests after it: a

@@ -10,19 +10,11 @@ import asyncio
 
 import pytest
 
-from conftest import require_binary
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 DURATION_S = 8.0
 FRAME_MS = 40.0
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = require_binary("chromium")
-    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,15 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from conftest import require_binary
 from mouth_region import mouth_box
+
+from ideal.bench.browser import CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SILENCE_S = 4.0  # the fake microphone file: silence, then speech (Chromium loops it)
 SPEECH_S = 8.0
 
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                  "--autoplay-policy=no-user-gesture-required"]
 
 # Runs in the page: grab the <video> into a canvas at each new frame (polled every `intervalMs`) and measure,
 # inside `box` and `refBox`, the mean absolute change since the previous grab (0-255 per channel), with the
@@ -86,13 +83,6 @@ def _looks_like_the_avatar(thumb: list[float], server) -> float:
     idle = idle[: idle.shape[0] & ~1, : idle.shape[1] & ~1]
     ref = cv2.resize(cv2.cvtColor(idle, cv2.COLOR_RGB2GRAY).astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
     return float(np.corrcoef(np.asarray(thumb, np.float32), ref.reshape(-1))[0, 1])
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = require_binary("chromium")
-    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from conftest import require_binary
 from extension_browser import (GRAB_JS, StaticSite, configure, decode_pictures, extension_origin, launch,
                                wait_text)
 
@@ -31,13 +30,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CAMERA = "ideal-nerf-avatar"
 VOICE = "ideal-nerf-avatar-voice"
 PAGE = "<!doctype html><title>a call page</title><video id=v autoplay muted playsinline></video>"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = require_binary("chromium")
-    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -88,13 +88,6 @@ def janus(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    path = require_binary("chromium")
-    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
-    return path
-
-
-@pytest.fixture(scope="module")
 def mic_wav(new_speech_wav, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ideal.avatar.audio.io import load_audio, resample
 

@@ -264,8 +264,7 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
                     await speaker.close()
                     if viewer is not None:
                         await viewer.close()
-            peer = next(p for p in server.state.peers.peers.values() if p.kind == "avatar") \
-                if any(p.kind == "avatar" for p in server.state.peers.peers.values()) else None
+            peer = next((p for p in server.state.peers.peers.values() if p.kind == "avatar"), None)
             if peer is None or peer.subscription is None or peer.broadcast is None:
                 raise RuntimeError("the speaker's peer is gone before the figures were read")
             traced = [f for f in peer.subscription.video.trace.frames()
