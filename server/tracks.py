@@ -75,9 +75,17 @@ class AvatarVideoTrack(_QueuedTrack):
         super().__init__(maxsize)
         self.fps = fps
         self.trace = trace  # when the encoder takes each frame (the voice-to-lips trace)
+        # latency added before the encoder, frames/s unchanged: checks that the trace sees a delay where it is made
+        self.added_delay_s = 0.0
 
     def feed(self, index: int, yuv: np.ndarray) -> None:
         """Queue frame `index`; `yuv` is (H*3/2, W) uint8 planar yuv420p, shared read-only with other tracks."""
+        if self.added_delay_s > 0:
+            asyncio.get_running_loop().call_later(self.added_delay_s, self._queue_frame, index, yuv)
+        else:
+            self._queue_frame(index, yuv)
+
+    def _queue_frame(self, index: int, yuv: np.ndarray) -> None:
         if self.readyState == "live" and _put_dropping_oldest(self._queue, (index, yuv)):
             self.dropped += 1
 

@@ -83,6 +83,9 @@ class BrowserBenchSettings:
     jitter_ms: float | None = None
     resample_quality: str | None = None  # the streamer's edge resampler (None: its default)
     inject_delay_ms: float = 0.0  # a sleep added to every render (checks that the table and both totals see it)
+    # latency added before the speaker's encoder halfway through the measured span, frames/s unchanged: the
+    # figures of each half (`halves`) show it at its hop within one session, whose timeline anchor is the same
+    encoder_delay_ms: float = 0.0
     viewer: bool = True
     codec: str = "auto"  # the video codec the server sends
     mic_packet_ms: int | None = None  # the Opus packet length the server asks of the browser (None: its default)
@@ -249,7 +252,14 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
                                                                "__heard"])
                         await vpage.evaluate(GRAB_FRAMES_JS, [".remote video", "__shown", GRAB_WIDTH])
                     started = time.time()
-                    await asyncio.sleep(settings.duration_s)
+                    switched = None
+                    if settings.encoder_delay_ms:
+                        await asyncio.sleep(settings.duration_s / 2)
+                        _speaker_track(server).added_delay_s = settings.encoder_delay_ms / 1000.0
+                        switched = time.time()
+                        await asyncio.sleep(settings.duration_s / 2)
+                    else:
+                        await asyncio.sleep(settings.duration_s)
                     await page.evaluate("state.shown && state.shown.report()")
                     if screenshot:
                         await (vpage or page).screenshot(path=str(screenshot))
@@ -276,10 +286,14 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
         finally:
             await server.stop()
     table = hop_table(traced)
+    halves = None
+    if switched is not None:  # frames displayed 1 s after the switch carry the added delay
+        halves = [hop_table([f for f in traced if f["stamps"]["displayed"] < switched]),
+                  hop_table([f for f in traced if f["stamps"]["displayed"] >= switched + 1.0])]
     lead = model_lead_ms(session_frames, fps)
     stop = time.time()
     seen = shown_lag_ms(speaker_frames, mic, started, stop)
-    out: dict[str, Any] = {"table": table, "overlay": overlay, "backend": info.get("backend"),
+    out: dict[str, Any] = {"table": table, "halves": halves, "overlay": overlay, "backend": info.get("backend"),
                            "model_lag_ms": None if lead is None else {"lag": lead[0], "r": round(lead[1], 3)},
                            "speaker_lag_ms": None if seen is None else {"lag": seen[0], "r": round(seen[1], 3)}}
     out["independent_total_ms"] = None if lead is None or seen is None else round(seen[0] - lead[0], 1)
@@ -292,6 +306,13 @@ async def run_browser(avatar: str | None, backend: str, device: str, speech_16k:
         out["viewer_frames_shown"] = len(viewer_frames)
     out["speaker_frames_shown"] = len(speaker_frames)
     return out
+
+
+def _speaker_track(server: Any) -> Any:
+    peer = next((p for p in server.state.peers.peers.values() if p.kind == "avatar"), None)
+    if peer is None or peer.subscription is None:
+        raise RuntimeError("the speaker's peer is gone")
+    return peer.subscription.video
 
 
 async def _wait_playing(page: Any, selector: str, timeout_s: float = 60.0) -> None:
